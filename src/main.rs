@@ -1,1 +1,29 @@
-fn main() {}
+use clap::Parser;
+use roster::args::{Cli, Command, LogArgs, LogFormat};
+
+fn init_logging(log: &LogArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.log_level).unwrap_or_else(|err| {
+        eprintln!("invalid --log-level '{}': {err}; using info", log.log_level);
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match log.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Plain => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Run(args) => {
+            init_logging(&args.log);
+            let client = roster::run::client(args.kubeconfig.as_deref()).await?;
+            roster::run::run(client, args, roster::run::shutdown_signal(), None).await
+        }
+        Command::Dev(args) => {
+            init_logging(&args.log);
+            roster::dev::run(args).await
+        }
+    }
+}

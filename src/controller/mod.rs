@@ -1,0 +1,229 @@
+//! The controller: watches fill the caches and queue Service keys; workers reconcile one Service at a time
+//! (read caches → pure desired state → diff → the writer).
+
+pub mod objects;
+pub mod queue;
+mod reconcile;
+pub mod watch;
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use tokio::sync::watch as signal;
+
+use crate::admin::Readiness;
+use crate::apply::Writer;
+use crate::args::{ControllerArgs, ServicesMode};
+use crate::cache::{Cache, NodeProjection, PodProjection, SelectorSource, ServiceKey};
+use crate::desired::{self, TriggerTimeTracker};
+use crate::metrics::Metrics;
+use objects::Objects;
+use queue::WorkQueue;
+
+/// What the controller was asked to do, fixed at start-up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub services: ServicesMode,
+    pub namespace: Option<String>,
+    pub workers: usize,
+    pub batch_window: Duration,
+    pub max_endpoints_per_slice: usize,
+    pub endpoints: bool,
+    pub endpointslices: bool,
+}
+
+impl Config {
+    pub fn from_args(args: &ControllerArgs) -> Config {
+        Config {
+            services: args.services,
+            namespace: args.namespace.clone(),
+            workers: usize::from(args.workers),
+            batch_window: args.batch_window,
+            max_endpoints_per_slice: usize::from(args.max_endpoints_per_slice),
+            endpoints: args.endpoints,
+            endpointslices: args.endpointslices,
+        }
+    }
+
+    pub fn selector_source(&self) -> SelectorSource {
+        match self.services {
+            ServicesMode::All => SelectorSource::Spec,
+            ServicesMode::Annotated => SelectorSource::Annotation,
+        }
+    }
+
+    fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+}
+
+/// Everything a worker needs, shared by the watches and the workers.
+pub struct Context {
+    pub config: Config,
+    pub slices_enabled: bool,
+    pub cache: RwLock<Cache>,
+    pub objects: Mutex<Objects>,
+    pub triggers: Mutex<TriggerTimeTracker>,
+    pub queue: WorkQueue<ServiceKey>,
+    pub writer: Writer,
+    pub metrics: Metrics,
+}
+
+impl Context {
+    pub fn new(config: Config, slices_enabled: bool, writer: Writer, metrics: Metrics) -> Context {
+        Context {
+            config,
+            slices_enabled,
+            cache: RwLock::new(Cache::default()),
+            objects: Mutex::new(Objects::default()),
+            triggers: Mutex::new(TriggerTimeTracker::default()),
+            queue: WorkQueue::default(),
+            writer,
+            metrics,
+        }
+    }
+
+    /// Queues `keys`; pod-triggered keys wait for the batch window so a burst of pod changes is one write.
+    pub fn enqueue_all(&self, keys: impl IntoIterator<Item = ServiceKey>, from_pods: bool) {
+        let delay = if from_pods { self.config.batch_window } else { Duration::ZERO };
+        for key in keys {
+            self.queue.add_after(key, delay);
+        }
+        self.metrics.queue_depth.set(self.queue.len() as i64);
+    }
+
+    /// Every key roster may need to look at: Services, and objects whose Service may be gone.
+    pub fn all_keys(&self) -> Vec<ServiceKey> {
+        let mut keys: Vec<ServiceKey> = self.cache.read().expect("cache lock").service_keys();
+        let objects = self.objects.lock().expect("objects lock");
+        keys.extend(objects.endpoints_keys());
+        keys.extend(objects.slice_keys());
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    fn update_cache_gauges(&self) {
+        let cache = self.cache.read().expect("cache lock");
+        let objects = self.objects.lock().expect("objects lock");
+        let g = &self.metrics.cached_objects;
+        g.with_label_values(&["pod"]).set(cache.len_pods() as i64);
+        g.with_label_values(&["service"]).set(cache.len_services() as i64);
+        g.with_label_values(&["node"]).set(cache.len_nodes() as i64);
+        g.with_label_values(&["endpoints"]).set(objects.len_endpoints() as i64);
+        g.with_label_values(&["endpointslice"]).set(objects.len_slices() as i64);
+    }
+}
+
+/// Whether the server serves discovery.k8s.io/v1 (kube-apiserver 1.20 does not).
+pub async fn server_serves_slices_v1(client: &Client) -> bool {
+    client.list_api_group_resources("discovery.k8s.io/v1").await.is_ok_and(|list| {
+        list.resources.iter().any(|r| r.name == "endpointslices")
+    })
+}
+
+/// Runs watches and workers until `shutdown` resolves. `became_leader` bumps when this replica gains the
+/// Lease: every key is then reconciled once, since a follower's queue was not worked.
+pub async fn run(
+    ctx: Arc<Context>,
+    client: Client,
+    readiness: Readiness,
+    mut became_leader: signal::Receiver<u64>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let synced = start_watches(&ctx, &client);
+    let workers: Vec<_> = (0..ctx.config.workers).map(|_| tokio::spawn(worker(ctx.clone()))).collect();
+    let supervise = async {
+        wait_all_synced(synced).await;
+        tracing::info!("caches synced");
+        readiness.set_ready(true);
+        ctx.update_cache_gauges();
+        loop {
+            if ctx.writer.leader().is_leader() {
+                ctx.enqueue_all(ctx.all_keys(), false);
+            }
+            tokio::select! {
+                changed = became_leader.changed() => if changed.is_err() { std::future::pending::<()>().await },
+                _ = tokio::time::sleep(Duration::from_secs(10)) => { ctx.update_cache_gauges(); continue; }
+            }
+        }
+    };
+    tokio::select! {
+        _ = supervise => {}
+        _ = shutdown => {}
+    }
+    readiness.set_ready(false);
+    ctx.queue.shutdown();
+    for w in workers {
+        let _ = w.await;
+    }
+}
+
+fn start_watches(ctx: &Arc<Context>, client: &Client) -> Vec<signal::Receiver<bool>> {
+    let mut synced = Vec::new();
+    let mut spawn = |f: Box<dyn FnOnce(signal::Sender<bool>) -> tokio::task::JoinHandle<()>>| {
+        let (tx, rx) = signal::channel(false);
+        synced.push(rx);
+        f(tx);
+    };
+    let cfg = &ctx.config;
+    let (c, k) = (ctx.clone(), client.clone());
+    let pods: Api<PodProjection> = cfg.api(&k);
+    spawn(Box::new(move |tx| tokio::spawn(watch::run(pods, watcher::Config::default(), "pod", c, tx, watch::pods))));
+    let c = ctx.clone();
+    let services: Api<Service> = cfg.api(&k);
+    spawn(Box::new(move |tx| {
+        tokio::spawn(watch::run(services, watcher::Config::default(), "service", c, tx, watch::services))
+    }));
+    let c = ctx.clone();
+    let nodes: Api<NodeProjection> = Api::all(k.clone());
+    spawn(Box::new(move |tx| tokio::spawn(watch::run(nodes, watcher::Config::default(), "node", c, tx, watch::nodes))));
+    let c = ctx.clone();
+    let endpoints: Api<Endpoints> = cfg.api(&k);
+    spawn(Box::new(move |tx| {
+        tokio::spawn(watch::run(endpoints, watcher::Config::default(), "endpoints", c, tx, watch::endpoints))
+    }));
+    if ctx.slices_enabled {
+        let c = ctx.clone();
+        let slices: Api<EndpointSlice> = cfg.api(&k);
+        let selector = format!(
+            "{} in ({},{})",
+            desired::MANAGED_BY_LABEL,
+            desired::SLICE_CONTROLLER_NAME,
+            desired::MIRROR_CONTROLLER_NAME
+        );
+        let wc = watcher::Config::default().labels(&selector);
+        spawn(Box::new(move |tx| tokio::spawn(watch::run(slices, wc, "endpointslice", c, tx, watch::slices))));
+    }
+    synced
+}
+
+async fn wait_all_synced(mut synced: Vec<signal::Receiver<bool>>) {
+    for rx in &mut synced {
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+async fn worker(ctx: Arc<Context>) {
+    while let Some(item) = ctx.queue.get().await {
+        ctx.metrics.queue_wait.observe(item.waited.as_secs_f64());
+        ctx.metrics.queue_depth.set(ctx.queue.len() as i64);
+        if !ctx.writer.leader().is_leader() {
+            ctx.queue.done(&item.key);
+            continue; // a follower writes nothing; gaining the Lease resyncs every key
+        }
+        let result = reconcile::reconcile(&ctx, &item.key, item.waited).await;
+        reconcile::error_policy(&ctx, &item.key, result);
+        ctx.queue.done(&item.key);
+    }
+}

@@ -1,0 +1,205 @@
+//! Reconcile one Service: read the caches, compute the desired Endpoints and EndpointSlices (pure), diff
+//! them against what the server has, and hand the differences to the writer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Endpoints;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
+use tracing::Instrument;
+
+use super::Context;
+use crate::apply::reference;
+use crate::args::ServicesMode;
+use crate::cache::{PodRecord, ServiceKey, ServiceRecord};
+use crate::desired::{self, SlicePlan};
+use crate::error::{Error, Result};
+
+/// What roster does for a Service key.
+enum Plan {
+    /// A Service whose backends roster selects (spec.selector, or the roster.dev/selector annotation).
+    Select(Arc<ServiceRecord>),
+    /// A selectorless Service (services=all): mirror hand-made Endpoints into EndpointSlices.
+    Mirror(Arc<ServiceRecord>),
+    /// No Service, an ExternalName Service, or one roster does not manage: remove what roster made.
+    CleanUp,
+}
+
+pub async fn reconcile(ctx: &Context, key: &ServiceKey, waited: Duration) -> Result<()> {
+    let span = tracing::info_span!("reconcile", namespace = %key.namespace, service = %key.name);
+    async {
+        let started = Instant::now();
+        let writes = match plan(ctx, key) {
+            Plan::Select(svc) => select(ctx, key, &svc).await,
+            Plan::Mirror(svc) => mirror(ctx, key, &svc).await,
+            Plan::CleanUp => clean_up(ctx, key).await,
+        };
+        ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+        if matches!(writes, Ok(n) if n > 0) {
+            ctx.metrics.propagation_latency.observe((waited + started.elapsed()).as_secs_f64());
+        }
+        writes.map(|_| ())
+    }
+    .instrument(span)
+    .await
+}
+
+fn plan(ctx: &Context, key: &ServiceKey) -> Plan {
+    let Some(svc) = ctx.cache.read().expect("cache lock").service(key) else { return Plan::CleanUp };
+    if svc.is_external_name() {
+        return Plan::CleanUp;
+    }
+    match (&svc.selector, ctx.config.services) {
+        (Some(_), _) => Plan::Select(svc),
+        (None, ServicesMode::All) => Plan::Mirror(svc),
+        (None, ServicesMode::Annotated) => Plan::CleanUp,
+    }
+}
+
+async fn select(ctx: &Context, key: &ServiceKey, svc: &Arc<ServiceRecord>) -> Result<usize> {
+    let pods: Vec<Arc<PodRecord>> = ctx.cache.read().expect("cache lock").pods_for_service(key);
+    let now = jiff::Timestamp::now();
+    let trigger = ctx.triggers.lock().expect("triggers lock").compute(svc, &pods);
+    let mut writes = 0;
+    if ctx.config.endpoints {
+        let desired = desired::desired_endpoints(svc, &pods, ctx.config.services, trigger);
+        writes += write_endpoints(ctx, key, &desired).await?;
+    }
+    if ctx.slices_enabled {
+        writes += delete_slices(ctx, key, desired::MIRROR_CONTROLLER_NAME).await?;
+    }
+    if ctx.slices_enabled && ctx.config.endpointslices {
+        let existing = managed_slices(ctx, key, desired::SLICE_CONTROLLER_NAME);
+        let zone = |node: &str| ctx.cache.read().expect("cache lock").node_zone(node);
+        let plan = desired::desired_slices(svc, &pods, &zone, &existing, ctx.config.max_endpoints_per_slice, trigger, now);
+        writes += apply_slice_plan(ctx, key, &plan).await?;
+        if !plan.missing_nodes.is_empty() {
+            return Err(Error::NodesMissing(plan.missing_nodes.clone()));
+        }
+    }
+    Ok(writes)
+}
+
+async fn mirror(ctx: &Context, key: &ServiceKey, svc: &Arc<ServiceRecord>) -> Result<usize> {
+    let current = ctx.objects.lock().expect("objects lock").endpoints(key);
+    let mut writes = 0;
+    if let Some(ep) = current.as_ref().filter(|ep| desired::is_roster_endpoints(ep)) {
+        writes += delete_endpoints(ctx, key, ep).await?; // the selector was removed: roster's object goes
+    }
+    if !ctx.slices_enabled {
+        return Ok(writes);
+    }
+    writes += delete_slices(ctx, key, desired::SLICE_CONTROLLER_NAME).await?;
+    let hand_made = current.filter(|ep| !desired::is_roster_endpoints(ep));
+    let existing = managed_slices(ctx, key, desired::MIRROR_CONTROLLER_NAME);
+    let plan = match &hand_made {
+        Some(ep) => desired::desired_mirrored_slices(svc, ep, &existing),
+        None => SlicePlan::delete_all(existing),
+    };
+    for (address, why) in &plan.skipped {
+        if let Some(ep) = &hand_made {
+            let reason = desired::mirror_skip_reason(why);
+            ctx.writer.warn(&reference(ep.as_ref()), reason, "Mirroring", format!("{address}: {why}")).await;
+        }
+    }
+    Ok(writes + apply_slice_plan(ctx, key, &plan).await?)
+}
+
+async fn clean_up(ctx: &Context, key: &ServiceKey) -> Result<usize> {
+    let current = ctx.objects.lock().expect("objects lock").endpoints(key);
+    let mut writes = 0;
+    if let Some(ep) = current.filter(|ep| desired::is_roster_endpoints(ep)) {
+        writes += delete_endpoints(ctx, key, &ep).await?;
+    }
+    if ctx.slices_enabled {
+        writes += delete_slices(ctx, key, desired::SLICE_CONTROLLER_NAME).await?;
+        writes += delete_slices(ctx, key, desired::MIRROR_CONTROLLER_NAME).await?;
+    }
+    ctx.triggers.lock().expect("triggers lock").forget(key);
+    Ok(writes)
+}
+
+async fn write_endpoints(ctx: &Context, key: &ServiceKey, desired: &desired::DesiredEndpoints) -> Result<usize> {
+    let current = ctx.objects.lock().expect("objects lock").endpoints(key);
+    let Some(obj) = desired::endpoints_need_write(key, current.as_deref(), desired) else { return Ok(0) };
+    let replaced = current.as_ref().and_then(|c| c.resource_version());
+    let result = match &current {
+        None => ctx.writer.create_endpoints(&obj).await,
+        Some(_) => ctx.writer.replace_endpoints(&obj).await,
+    };
+    let written = result.inspect_err(|err| warn_failed_endpoints(ctx, &obj, err))?;
+    ctx.objects.lock().expect("objects lock").record_endpoints_write(key, written, replaced);
+    Ok(1)
+}
+
+fn warn_failed_endpoints(ctx: &Context, obj: &Endpoints, err: &Error) {
+    if matches!(err, Error::Conflict { .. } | Error::NotLeader) {
+        return;
+    }
+    let reason = if obj.metadata.resource_version.is_none() { "FailedToCreateEndpoint" } else { "FailedToUpdateEndpoint" };
+    tracing::warn!(%err, reason, "writing Endpoints failed");
+    let _ = (ctx, reason);
+}
+
+async fn delete_endpoints(ctx: &Context, key: &ServiceKey, ep: &Endpoints) -> Result<usize> {
+    ctx.writer.delete_endpoints(ep).await?;
+    ctx.objects.lock().expect("objects lock").record_endpoints_delete(key, ep.resource_version());
+    Ok(1)
+}
+
+fn managed_slices(ctx: &Context, key: &ServiceKey, manager: &str) -> Vec<EndpointSlice> {
+    let slices = ctx.objects.lock().expect("objects lock").slices(key);
+    slices.into_iter().filter(|s| desired::slice_manager(s) == Some(manager)).map(|s| (*s).clone()).collect()
+}
+
+async fn delete_slices(ctx: &Context, key: &ServiceKey, manager: &str) -> Result<usize> {
+    let stale = managed_slices(ctx, key, manager);
+    apply_slice_plan(ctx, key, &SlicePlan::delete_all(stale)).await
+}
+
+/// Creates, then updates, then deletes (so readers never see a Service without its endpoints).
+async fn apply_slice_plan(ctx: &Context, key: &ServiceKey, plan: &SlicePlan) -> Result<usize> {
+    for slice in &plan.create {
+        let written = ctx.writer.create_slice(slice).await?;
+        ctx.objects.lock().expect("objects lock").record_slice_write(key, written);
+    }
+    for slice in &plan.update {
+        let written = ctx.writer.replace_slice(slice).await?;
+        ctx.objects.lock().expect("objects lock").record_slice_write(key, written);
+    }
+    for slice in &plan.delete {
+        ctx.writer.delete_slice(slice).await?;
+        ctx.objects.lock().expect("objects lock").record_slice_delete(key, slice);
+    }
+    Ok(plan.create.len() + plan.update.len() + plan.delete.len())
+}
+
+/// Errors decide the retry: conflicts retry soon from the watch's state, throttling honours the server's
+/// delay, invalid input waits for the object to change, everything else backs off per Service.
+pub fn error_policy(ctx: &Context, key: &ServiceKey, result: Result<()>) {
+    let err = match result {
+        Ok(()) => {
+            ctx.queue.forget(key);
+            ctx.metrics.reconciles.with_label_values(&["success"]).inc();
+            return;
+        }
+        Err(Error::NotLeader) => return,
+        Err(err) => err,
+    };
+    ctx.metrics.reconciles.with_label_values(&[err.kind()]).inc();
+    if err.is_permanent() {
+        tracing::warn!(service = %key, %err, "not retrying until the Service or its pods change");
+        return;
+    }
+    if matches!(err, Error::Conflict { .. }) {
+        ctx.objects.lock().expect("objects lock").forget_writes(key);
+    }
+    let not_before = match &err {
+        Error::TooManyRequests(after) => *after,
+        _ => None,
+    };
+    ctx.metrics.queue_retries.with_label_values(&[err.kind()]).inc();
+    let delay = ctx.queue.retry(key.clone(), not_before);
+    tracing::info!(service = %key, %err, retry_in = ?delay, "reconcile failed; retrying");
+}

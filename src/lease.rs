@@ -1,0 +1,104 @@
+//! Leader election on a coordination.k8s.io/v1 Lease (kube-lease-manager). Followers keep their caches warm
+//! and write nothing; the [`LeaderFlag`] flips the moment leadership changes, and `release` gives the Lease
+//! up on shutdown so another replica takes over without waiting for it to expire.
+
+use std::time::Duration;
+
+use kube::Client;
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::apply::LeaderFlag;
+use crate::args::LeaseArgs;
+use crate::metrics::Metrics;
+
+pub struct Election {
+    /// Dropping the receiver ends kube-lease-manager's loop, which then releases the Lease.
+    rx: Option<watch::Receiver<bool>>,
+    task: Option<JoinHandle<kube_lease_manager::Result<LeaseManager>>>,
+    relay: Option<JoinHandle<()>>,
+}
+
+/// The identity of this replica: the flag, then POD_NAME, then the host name.
+pub fn identity(args: &LeaseArgs) -> String {
+    args.identity
+        .clone()
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("roster-{}", std::process::id()))
+}
+
+/// Starts the election (or declares this replica leader when election is off). `became_leader` is
+/// notified each time this replica gains the Lease, so the controller can resync everything.
+pub async fn start(
+    client: Client,
+    args: &LeaseArgs,
+    leader: LeaderFlag,
+    metrics: Metrics,
+    became_leader: watch::Sender<u64>,
+) -> anyhow::Result<Election> {
+    if !args.leader_elect {
+        set(&leader, &metrics, true, &became_leader);
+        return Ok(Election { rx: None, task: None, relay: None });
+    }
+    let namespace = args
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".into());
+    let duration = args.lease_duration.max(Duration::from_secs(3)).as_secs();
+    let id = identity(args);
+    let manager = LeaseManagerBuilder::new(client, &args.lease_name)
+        .with_namespace(&namespace)
+        .with_identity(&id)
+        .with_duration(duration)
+        .with_grace((duration / 3).max(1))
+        .with_field_manager(format!("roster-lease-{id}"))
+        .build()
+        .await?;
+    tracing::info!(lease = %args.lease_name, %namespace, identity = %id, "leader election started");
+    let (rx, task) = manager.watch().await;
+    let relay = tokio::spawn(relay_changes(rx.clone(), leader, metrics, became_leader));
+    Ok(Election { rx: Some(rx), task: Some(task), relay: Some(relay) })
+}
+
+async fn relay_changes(mut rx: watch::Receiver<bool>, leader: LeaderFlag, metrics: Metrics, tx: watch::Sender<u64>) {
+    loop {
+        let is_leader = *rx.borrow_and_update();
+        if is_leader != leader.is_leader() {
+            tracing::info!(leader = is_leader, "leadership changed");
+        }
+        set(&leader, &metrics, is_leader, &tx);
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn set(leader: &LeaderFlag, metrics: &Metrics, is_leader: bool, tx: &watch::Sender<u64>) {
+    let was = leader.is_leader();
+    leader.set(is_leader);
+    metrics.leader.set(i64::from(is_leader));
+    if is_leader && !was {
+        tx.send_modify(|n| *n += 1);
+    }
+}
+
+impl Election {
+    /// Stops writing at once, then releases the Lease.
+    pub async fn release(mut self, leader: &LeaderFlag) {
+        leader.set(false);
+        if let Some(relay) = self.relay.take() {
+            relay.abort();
+        }
+        drop(self.rx.take());
+        if let Some(task) = self.task.take() {
+            match tokio::time::timeout(Duration::from_secs(5), task).await {
+                Ok(Ok(Ok(_))) => tracing::info!("released the leader Lease"),
+                Ok(Ok(Err(err))) => tracing::warn!(%err, "could not release the leader Lease"),
+                _ => tracing::warn!("timed out releasing the leader Lease"),
+            }
+        }
+    }
+}
