@@ -1,0 +1,162 @@
+//! End-to-end: roster against a real client of each tier, playing the kubelet.
+
+mod support;
+
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use kube::api::{Api, Patch, PatchParams};
+use roster_envtest::{TestEnv, Tier, fixtures};
+use serde_json::json;
+use support::*;
+
+const WEB: &[(&str, &str)] = &[("app", "web")];
+
+async fn env_and_ns(tier: Tier, prefix: &str) -> (TestEnv, String) {
+    let env = TestEnv::start_tier(tier).await.expect("test environment");
+    let ns = env.create_namespace(prefix).await.expect("namespace");
+    env.kubelet().create_node(&format!("{ns}-node"), Some("zone-a")).await.expect("node");
+    (env, ns)
+}
+
+async fn start_web_pods(env: &TestEnv, ns: &str, count: usize, ready: bool) -> Vec<String> {
+    let node = format!("{ns}-node");
+    let mut ips = Vec::new();
+    for i in 0..count {
+        let name = format!("web-{i}");
+        create(env, ns, &fixtures::pod(&name, WEB, &node, &[("http", 80)])).await;
+        let ip = format!("10.1.0.{}", 10 + i);
+        env.kubelet().start_pod(ns, &name, &[&ip], ready).await.expect("start pod");
+        ips.push(ip);
+    }
+    ips
+}
+
+async fn wait_endpoints(env: &TestEnv, ns: &str, name: &str, ready: &[&str], not_ready: &[&str]) -> Endpoints {
+    let want = (ready.iter().map(|s| s.to_string()).collect::<Vec<_>>(), not_ready.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let what = format!("Endpoints {ns}/{name} ready={ready:?} not_ready={not_ready:?}");
+    eventually_some(&what, || async {
+        endpoints(env, ns, name).await.filter(|ep| endpoint_ips(ep) == want)
+    })
+    .await
+}
+
+async fn readiness_follows_pods(tier: Tier) {
+    let (env, ns) = env_and_ns(tier, "ready").await;
+    let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
+    create(&env, &ns, &fixtures::service("web", WEB, &[("http", 8080, "http")])).await;
+    let ips = start_web_pods(&env, &ns, 3, true).await;
+    let ep = wait_endpoints(&env, &ns, "web", &[&ips[0], &ips[1], &ips[2]], &[]).await;
+    let ports = ep.subsets.unwrap()[0].ports.clone().unwrap();
+    assert_eq!((ports[0].port, ports[0].name.as_deref()), (80, Some("http")), "named targetPort resolved");
+
+    env.kubelet().set_ready(&ns, "web-1", false).await.unwrap();
+    wait_endpoints(&env, &ns, "web", &[&ips[0], &ips[2]], &[&ips[1]]).await;
+
+    env.kubelet().delete_gracefully(&ns, "web-2").await.unwrap();
+    wait_endpoints(&env, &ns, "web", &[&ips[0]], &[&ips[1]]).await;
+    if env.serves_endpointslices_v1() {
+        let terminating = eventually_some("terminating endpoint in slices", || async {
+            let eps = slice_endpoints(&slices(&env, &ns, "web").await);
+            eps.iter().find(|e| e.0 == ips[2] && e.3).cloned()
+        })
+        .await;
+        assert_eq!(terminating, (ips[2].clone(), false, true, true), "terminating: not ready, still serving");
+    }
+    env.kubelet().finish_deletion(&ns, "web-2").await.unwrap();
+    env.kubelet().set_phase(&ns, "web-0", "Failed").await.unwrap();
+    wait_endpoints(&env, &ns, "web", &[], &[&ips[1]]).await;
+    roster.stop().await;
+}
+
+async fn selector_and_type_changes_clean_up(tier: Tier) {
+    let (env, ns) = env_and_ns(tier, "change").await;
+    let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
+    create(&env, &ns, &fixtures::service("web", WEB, &[("http", 8080, "80")])).await;
+    let ips = start_web_pods(&env, &ns, 2, true).await;
+    wait_endpoints(&env, &ns, "web", &[&ips[0], &ips[1]], &[]).await;
+    let services = Api::<Service>::namespaced(env.client(), &ns);
+
+    let relabel = json!({"metadata": {"labels": {"app": "other"}}});
+    Api::<Pod>::namespaced(env.client(), &ns).patch("web-1", &PatchParams::default(), &Patch::Merge(relabel)).await.unwrap();
+    wait_endpoints(&env, &ns, "web", &[&ips[0]], &[]).await;
+
+    let to_other = json!({"spec": {"selector": {"app": "other"}}});
+    services.patch("web", &PatchParams::default(), &Patch::Merge(to_other)).await.unwrap();
+    wait_endpoints(&env, &ns, "web", &[&ips[1]], &[]).await;
+
+    // Removing the selector: roster removes the Endpoints it made (upstream leaves them stale, #91072).
+    let selectorless = json!({"spec": {"selector": null}});
+    services.patch("web", &PatchParams::default(), &Patch::Merge(selectorless)).await.unwrap();
+    eventually("Endpoints removed after the selector was removed", || async {
+        endpoints(&env, &ns, "web").await.is_none()
+    })
+    .await;
+    roster.stop().await;
+}
+
+async fn external_name_gets_no_endpoints(tier: Tier) {
+    let (env, ns) = env_and_ns(tier, "extname").await;
+    let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
+    create(&env, &ns, &fixtures::service("db", WEB, &[("pg", 5432, "5432")])).await;
+    let ips = start_web_pods(&env, &ns, 1, true).await;
+    wait_endpoints(&env, &ns, "db", &[&ips[0]], &[]).await;
+    let to_external = json!({"spec": {"type": "ExternalName", "externalName": "db.example.com", "clusterIP": "", "clusterIPs": null}});
+    let services = Api::<Service>::namespaced(env.client(), &ns);
+    services.patch("db", &PatchParams::default(), &Patch::Merge(to_external)).await.unwrap();
+    eventually("stale Endpoints of an ExternalName Service removed", || async {
+        endpoints(&env, &ns, "db").await.is_none()
+    })
+    .await;
+    roster.stop().await;
+}
+
+async fn hand_made_endpoints_are_never_touched(tier: Tier) {
+    let (env, ns) = env_and_ns(tier, "manual").await;
+    let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "my-service"}, "spec": {"ports": [{"port": 80, "targetPort": 9376}]}
+    })).unwrap();
+    create(&env, &ns, &svc).await;
+    let manual: Endpoints = serde_json::from_value(json!({
+        "metadata": {"name": "my-service", "labels": {"owner": "me"}},
+        "subsets": [{"addresses": [{"ip": "192.0.2.42"}], "ports": [{"port": 9376}]}]
+    })).unwrap();
+    let created = create(&env, &ns, &manual).await;
+    if env.serves_endpointslices_v1() {
+        let mirrored = eventually_some("mirrored EndpointSlice", || async {
+            slices(&env, &ns, "my-service").await.into_iter().find(|s| !s.endpoints.is_empty())
+        })
+        .await;
+        assert_eq!(mirrored.endpoints[0].addresses, vec!["192.0.2.42".to_string()]);
+        assert_eq!(mirrored.metadata.labels.as_ref().unwrap()["owner"], "me", "Endpoints labels mirrored");
+    } else {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+    let after = endpoints(&env, &ns, "my-service").await.expect("still there");
+    assert_eq!(after.metadata.resource_version, created.metadata.resource_version, "never written by roster");
+    roster.stop().await;
+}
+
+async fn annotated_mode_manages_only_annotated_services(tier: Tier) {
+    let (env, ns) = env_and_ns(tier, "annot").await;
+    let roster = Roster::start(&env, &ns, &["--services", "annotated"]).await;
+    let annotated: Service = serde_json::from_value(json!({
+        "metadata": {"name": "picked", "annotations": {"roster.dev/selector": "app=web"}},
+        "spec": {"ports": [{"name": "http", "port": 8080, "targetPort": "http"}]}
+    })).unwrap();
+    create(&env, &ns, &annotated).await;
+    create(&env, &ns, &fixtures::service("builtin", WEB, &[("http", 8080, "80")])).await;
+    let ips = start_web_pods(&env, &ns, 2, true).await;
+    let ep = wait_endpoints(&env, &ns, "picked", &[&ips[0], &ips[1]], &[]).await;
+    assert_eq!(ep.metadata.labels.unwrap()["endpointslice.kubernetes.io/skip-mirror"], "true");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(endpoints(&env, &ns, "builtin").await.is_none(), "selector Services are left to the built-in controller");
+    roster.stop().await;
+}
+
+on_both_tiers!(
+    readiness_follows_pods,
+    selector_and_type_changes_clean_up,
+    external_name_gets_no_endpoints,
+    hand_made_endpoints_are_never_touched,
+    annotated_mode_manages_only_annotated_services,
+);

@@ -1,0 +1,204 @@
+//! Shared by roster's integration tests: run roster in-process against a TestEnv, wait for conditions,
+//! and run each test on every available tier.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams, PostParams};
+use roster::args::{Cli, Command};
+use roster_envtest::{TestEnv, Tier};
+use tokio::sync::oneshot;
+
+/// How long a condition may take to hold before a test fails.
+pub const CONVERGE: Duration = Duration::from_secs(30);
+
+/// A roster running in this process; stopped (gracefully) on `stop` or drop.
+pub struct Roster {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub admin: SocketAddr,
+}
+
+impl Roster {
+    /// Starts `roster run` with `args` (after `run`), scoped to `namespace`, admin server on a free port.
+    pub async fn start(env: &TestEnv, namespace: &str, args: &[&str]) -> Roster {
+        let mut argv = vec!["roster", "run", "--namespace", namespace, "--admin-addr", "127.0.0.1:0"];
+        argv.extend_from_slice(args);
+        let Command::Run(run_args) = Cli::try_parse_from(&argv).expect("valid roster flags").command else {
+            unreachable!("run subcommand")
+        };
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = oneshot::channel();
+        let client = env.client();
+        let task = tokio::spawn(async move {
+            roster::run::run(client, run_args, async { let _ = stop_rx.await; }, Some(addr_tx)).await
+        });
+        let admin = addr_rx.await.expect("roster bound its admin server");
+        let roster = Roster { stop: Some(stop_tx), task: Some(task), admin };
+        roster.wait_ready().await;
+        roster
+    }
+
+    pub async fn wait_ready(&self) {
+        eventually("roster /readyz", || async { self.get("/readyz").await.is_some_and(|(code, _)| code == 200) }).await;
+    }
+
+    /// GET on the admin server: (status code, body).
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        admin_get(self.admin, path).await
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.expect("metrics answer").1
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("roster task").expect("roster exits cleanly");
+        }
+    }
+}
+
+impl Drop for Roster {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET (the admin server is plain HTTP on loopback).
+pub async fn admin_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((code, body))
+}
+
+/// Polls `cond` until it holds, failing the test after [`CONVERGE`].
+pub async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    while !cond().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls until `get` returns `Some`, and returns it.
+pub async fn eventually_some<T, F, Fut>(what: &str, mut get: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    loop {
+        if let Some(v) = get().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether a test may run on `tier` here; prints why not.
+pub fn tier_available(tier: Tier) -> bool {
+    let ok = Tier::available().contains(&tier);
+    if !ok {
+        eprintln!("skipped on the {tier} tier: set KUBEBUILDER_ASSETS (scripts/envtest-assets) to run it");
+    }
+    ok
+}
+
+/// Declares `#[tokio::test]`s `<name>::memory` and `<name>::real` running `body(tier)`.
+#[macro_export]
+macro_rules! on_both_tiers {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                super::$name(roster_envtest::Tier::Memory).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn real() {
+                if $crate::support::tier_available(roster_envtest::Tier::Real) {
+                    super::$name(roster_envtest::Tier::Real).await
+                }
+            }
+        }
+    )*};
+}
+
+// ---- object helpers ----
+
+pub async fn create<K>(env: &TestEnv, ns: &str, obj: &K) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    Api::<K>::namespaced(env.client(), ns).create(&PostParams::default(), obj).await.expect("create")
+}
+
+pub async fn endpoints(env: &TestEnv, ns: &str, name: &str) -> Option<Endpoints> {
+    Api::<Endpoints>::namespaced(env.client(), ns).get_opt(name).await.expect("get endpoints")
+}
+
+pub async fn service(env: &TestEnv, ns: &str, name: &str) -> Service {
+    Api::<Service>::namespaced(env.client(), ns).get(name).await.expect("get service")
+}
+
+pub async fn pod(env: &TestEnv, ns: &str, name: &str) -> Pod {
+    Api::<Pod>::namespaced(env.client(), ns).get(name).await.expect("get pod")
+}
+
+pub async fn slices(env: &TestEnv, ns: &str, service: &str) -> Vec<EndpointSlice> {
+    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
+    Api::<EndpointSlice>::namespaced(env.client(), ns).list(&lp).await.expect("list slices").items
+}
+
+/// Ready and not-ready IPs of an Endpoints object, each sorted.
+pub fn endpoint_ips(ep: &Endpoints) -> (Vec<String>, Vec<String>) {
+    let mut ready = Vec::new();
+    let mut not_ready = Vec::new();
+    for subset in ep.subsets.iter().flatten() {
+        ready.extend(subset.addresses.iter().flatten().map(|a| a.ip.clone()));
+        not_ready.extend(subset.not_ready_addresses.iter().flatten().map(|a| a.ip.clone()));
+    }
+    ready.sort();
+    ready.dedup();
+    not_ready.sort();
+    not_ready.dedup();
+    (ready, not_ready)
+}
+
+/// (ip, ready, serving, terminating) of every endpoint in `slices`, sorted.
+pub fn slice_endpoints(slices: &[EndpointSlice]) -> Vec<(String, bool, bool, bool)> {
+    let mut out: Vec<_> = slices
+        .iter()
+        .flat_map(|s| s.endpoints.iter())
+        .flat_map(|e| {
+            let c = e.conditions.clone().unwrap_or_default();
+            let flags = (c.ready.unwrap_or(false), c.serving.unwrap_or(false), c.terminating.unwrap_or(false));
+            e.addresses.iter().map(move |a| (a.clone(), flags.0, flags.1, flags.2))
+        })
+        .collect();
+    out.sort();
+    out
+}
