@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod apply;
+pub mod backends;
 pub mod args;
 pub mod cache;
 pub mod controller;

@@ -1,0 +1,57 @@
+//! `roster dev`: roster's in-memory API server embedded in the process, a stand-in kubelet that assigns pod
+//! IPs and Ready conditions, and the controller (services mode `all`) running against it. `--demo` seeds a
+//! small world and changes it, printing every Service's endpoints as they follow.
+
+mod demo;
+mod kubelet;
+mod table;
+
+use std::io::IsTerminal;
+
+use anyhow::Context as _;
+use clap::Parser;
+use roster_envtest::{MemoryApiServer, MemoryOptions};
+
+use crate::args::{Cli, Command, DevArgs};
+
+pub use kubelet::READY_ANNOTATION;
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let options = MemoryOptions { addr: args.api_addr, ..MemoryOptions::default() };
+    let server = MemoryApiServer::start(options).await.context("starting the embedded API server")?;
+    server
+        .write_kubeconfig(&args.kubeconfig_out)
+        .with_context(|| format!("writing {}", args.kubeconfig_out.display()))?;
+    let kubeconfig = std::fs::canonicalize(&args.kubeconfig_out)?;
+    let client = server.client().await?;
+    println!("roster dev: API server at {}", server.url());
+    println!("roster dev: export KUBECONFIG={}", kubeconfig.display());
+    println!("roster dev: then try `kubectl get endpoints`; Ctrl-C stops everything");
+
+    let kubelet = tokio::spawn(kubelet::run(client.clone()));
+    let mut run_args = controller_args(&args)?;
+    run_args.log = args.log.clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(crate::run::run(client.clone(), run_args, async { let _ = stop_rx.await; }, None));
+    let table = tokio::spawn(table::run(client.clone(), std::io::stdout().is_terminal()));
+    if args.demo {
+        demo::run(client.clone()).await.context("seeding the demo")?;
+    }
+    crate::run::shutdown_signal().await;
+    let _ = stop_tx.send(());
+    let _ = controller.await;
+    kubelet.abort();
+    table.abort();
+    server.shutdown().await;
+    Ok(())
+}
+
+/// `roster run --services=all` with the dev command's admin address.
+fn controller_args(args: &DevArgs) -> anyhow::Result<crate::args::RunArgs> {
+    let admin = args.admin.admin_addr.to_string();
+    let cli = Cli::try_parse_from(["roster", "run", "--services", "all", "--admin-addr", &admin])?;
+    match cli.command {
+        Command::Run(run) => Ok(run),
+        Command::Dev(_) => unreachable!("parsed a run command"),
+    }
+}
