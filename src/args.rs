@@ -7,7 +7,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "roster", version, about = "Keeps every Service's Endpoints and EndpointSlices right")]
+#[command(
+    name = "roster",
+    version,
+    about = "Keeps every Service's Endpoints and EndpointSlices right"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -139,15 +143,23 @@ pub struct LogArgs {
 /// Durations such as `500ms`, `2s`, `1m`, `1h` (a bare number means seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("invalid duration '{s}': expected e.g. 500ms, 2s, 1m"))?;
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration '{s}': expected e.g. 500ms, 2s, 1m"))?;
     let secs = match unit {
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("invalid duration unit '{unit}' in '{s}': use ms, s, m or h")),
+        _ => {
+            return Err(format!(
+                "invalid duration unit '{unit}' in '{s}': use ms, s, m or h"
+            ));
+        }
     };
     Ok(Duration::from_secs_f64(secs))
 }
@@ -168,7 +180,9 @@ mod tests {
     #[test]
     fn run_defaults_are_safe_beside_builtin_controllers() {
         let cli = Cli::try_parse_from(["roster", "run"]).unwrap();
-        let Command::Run(run) = cli.command else { panic!("expected run") };
+        let Command::Run(run) = cli.command else {
+            panic!("expected run")
+        };
         assert_eq!(run.controller.services, ServicesMode::Annotated);
         assert_eq!(run.controller.max_endpoints_per_slice, 100);
         assert!(run.controller.endpoints && run.controller.endpointslices);

@@ -40,19 +40,27 @@ impl Error {
     /// Sorts a kube error into the case that decides the retry.
     pub fn from_kube(err: kube::Error, what: impl Into<String>) -> Error {
         match &err {
-            kube::Error::Api(s) if s.code == 409 && s.reason == "Conflict" => Error::Conflict { what: what.into() },
+            kube::Error::Api(s) if s.code == 409 && s.reason == "Conflict" => {
+                Error::Conflict { what: what.into() }
+            }
             kube::Error::Api(s) if s.code == 429 => Error::TooManyRequests(None),
             kube::Error::Api(s) if s.code == 403 && s.message.contains("being terminated") => {
                 Error::NamespaceTerminating(what.into())
             }
-            kube::Error::Api(s) if s.code == 422 => Error::Invalid { what: what.into(), message: s.message.clone() },
+            kube::Error::Api(s) if s.code == 422 => Error::Invalid {
+                what: what.into(),
+                message: s.message.clone(),
+            },
             _ => Error::Api(err),
         }
     }
 
     /// Invalid input waits for the object to change instead of retrying.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Error::Invalid { .. } | Error::NamespaceTerminating(_) | Error::Config(_))
+        matches!(
+            self,
+            Error::Invalid { .. } | Error::NamespaceTerminating(_) | Error::Config(_)
+        )
     }
 }
 

@@ -40,7 +40,11 @@ pub async fn start(
 ) -> anyhow::Result<Election> {
     if !args.leader_elect {
         set(&leader, &metrics, true, &became_leader);
-        return Ok(Election { rx: None, task: None, relay: None });
+        return Ok(Election {
+            rx: None,
+            task: None,
+            relay: None,
+        });
     }
     let namespace = args
         .lease_namespace
@@ -60,10 +64,19 @@ pub async fn start(
     tracing::info!(lease = %args.lease_name, %namespace, identity = %id, "leader election started");
     let (rx, task) = manager.watch().await;
     let relay = tokio::spawn(relay_changes(rx.clone(), leader, metrics, became_leader));
-    Ok(Election { rx: Some(rx), task: Some(task), relay: Some(relay) })
+    Ok(Election {
+        rx: Some(rx),
+        task: Some(task),
+        relay: Some(relay),
+    })
 }
 
-async fn relay_changes(mut rx: watch::Receiver<bool>, leader: LeaderFlag, metrics: Metrics, tx: watch::Sender<u64>) {
+async fn relay_changes(
+    mut rx: watch::Receiver<bool>,
+    leader: LeaderFlag,
+    metrics: Metrics,
+    tx: watch::Sender<u64>,
+) {
     loop {
         let is_leader = *rx.borrow_and_update();
         if is_leader != leader.is_leader() {

@@ -6,8 +6,8 @@
 
 pub mod admin;
 pub mod apply;
-pub mod backends;
 pub mod args;
+pub mod backends;
 pub mod cache;
 pub mod controller;
 pub mod desired;

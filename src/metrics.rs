@@ -2,8 +2,8 @@
 //! (`_total` counters, `_seconds` durations, base units); the README lists them.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder, exponential_buckets,
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets,
 };
 
 #[derive(Clone)]
@@ -57,22 +57,55 @@ impl Metrics {
         Metrics {
             reconciles: counter("reconciles_total", "Service reconciles by result", &["result"]),
             reconcile_duration: histogram("reconcile_duration_seconds", "Time to reconcile one Service"),
-            api_writes: counter("api_writes_total", "API writes by resource and verb", &["resource", "verb"]),
-            conflicts: counter("conflicts_total", "409 conflicts on writes, by resource", &["resource"]),
+            api_writes: counter(
+                "api_writes_total",
+                "API writes by resource and verb",
+                &["resource", "verb"],
+            ),
+            conflicts: counter(
+                "conflicts_total",
+                "409 conflicts on writes, by resource",
+                &["resource"],
+            ),
             queue_depth: gauge("queue_depth", "Services waiting in the work queue"),
-            queue_wait: histogram("queue_wait_seconds", "Time a Service waited in the queue before a worker took it"),
-            queue_retries: counter("queue_retries_total", "Services requeued with backoff, by error kind", &["kind"]),
+            queue_wait: histogram(
+                "queue_wait_seconds",
+                "Time a Service waited in the queue before a worker took it",
+            ),
+            queue_retries: counter(
+                "queue_retries_total",
+                "Services requeued with backoff, by error kind",
+                &["kind"],
+            ),
             watch_events: counter("watch_events_total", "Watch events received, by kind", &["kind"]),
-            invalid_objects: counter("invalid_objects_total", "Objects roster could not use, by kind", &["kind"]),
+            invalid_objects: counter(
+                "invalid_objects_total",
+                "Objects roster could not use, by kind",
+                &["kind"],
+            ),
             cached_objects: gauge_vec("cached_objects", "Objects in roster's caches, by kind", &["kind"]),
-            leader: gauge("leader", "1 while this replica holds the leader Lease (or runs without election)"),
+            leader: gauge(
+                "leader",
+                "1 while this replica holds the leader Lease (or runs without election)",
+            ),
             propagation_latency: histogram(
                 "propagation_latency_seconds",
                 "From the change roster observed (or a pod's Ready transition) to the write that published it",
             ),
-            probes: counter("probes_total", "BackendSet readiness probes by result", &["result"]),
-            probe_duration: histogram("probe_duration_seconds", "Duration of BackendSet readiness probes"),
-            backends: gauge_vec("backends", "BackendSet backend addresses by readiness", &["ready"]),
+            probes: counter(
+                "probes_total",
+                "BackendSet readiness probes by result",
+                &["result"],
+            ),
+            probe_duration: histogram(
+                "probe_duration_seconds",
+                "Duration of BackendSet readiness probes",
+            ),
+            backends: gauge_vec(
+                "backends",
+                "BackendSet backend addresses by readiness",
+                &["ready"],
+            ),
             registry: r,
         }
     }
@@ -80,7 +113,9 @@ impl Metrics {
     /// The text exposition format for /metrics.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding");
         String::from_utf8(buf).expect("prometheus text is UTF-8")
     }
 }
@@ -101,8 +136,17 @@ mod tests {
         m.reconciles.with_label_values(&["success"]).inc();
         m.api_writes.with_label_values(&["endpoints", "update"]).inc_by(2);
         let text = m.render();
-        assert!(text.contains("roster_reconciles_total{result=\"success\"} 1"), "{text}");
-        assert!(text.contains("roster_api_writes_total{resource=\"endpoints\",verb=\"update\"} 2"), "{text}");
-        assert!(text.contains("# TYPE roster_propagation_latency_seconds histogram"), "{text}");
+        assert!(
+            text.contains("roster_reconciles_total{result=\"success\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("roster_api_writes_total{resource=\"endpoints\",verb=\"update\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE roster_propagation_latency_seconds histogram"),
+            "{text}"
+        );
     }
 }

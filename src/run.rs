@@ -23,7 +23,9 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Clie
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
         }
-        None => kube::Config::infer().await.context("no kubeconfig and not in a cluster")?,
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig and not in a cluster")?,
     };
     Ok(Client::try_from(config)?)
 }
@@ -41,17 +43,28 @@ pub async fn run(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let (addr, admin_task) =
-        admin::serve(args.admin.admin_addr, readiness.clone(), metrics.clone(), stopped(stop_rx.clone()))
-            .await
-            .with_context(|| format!("binding the admin server to {}", args.admin.admin_addr))?;
+    let (addr, admin_task) = admin::serve(
+        args.admin.admin_addr,
+        readiness.clone(),
+        metrics.clone(),
+        stopped(stop_rx.clone()),
+    )
+    .await
+    .with_context(|| format!("binding the admin server to {}", args.admin.admin_addr))?;
     tracing::info!(%addr, "admin server listening (/livez, /readyz, /metrics)");
     if let Some(tx) = admin_bound {
         let _ = tx.send(addr);
     }
     let leader = LeaderFlag::new(false);
     let (became_tx, became_rx) = watch::channel(0u64);
-    let election = lease::start(client.clone(), &args.lease, leader.clone(), metrics.clone(), became_tx).await?;
+    let election = lease::start(
+        client.clone(),
+        &args.lease,
+        leader.clone(),
+        metrics.clone(),
+        became_tx,
+    )
+    .await?;
     let config = Config::from_args(&args.controller);
     let slices_enabled = config.endpointslices && controller::server_serves_slices_v1(&client).await;
     if config.endpointslices && !slices_enabled {
@@ -60,7 +73,13 @@ pub async fn run(
     tracing::info!(services = ?config.services, namespace = ?config.namespace, workers = config.workers,
         slices = slices_enabled, endpoints = config.endpoints, "roster starting");
     let budget = WriteBudget::new(args.controller.write_qps, args.controller.write_burst);
-    let writer = Writer::new(client.clone(), budget, metrics.clone(), leader.clone(), lease::identity(&args.lease));
+    let writer = Writer::new(
+        client.clone(),
+        budget,
+        metrics.clone(),
+        leader.clone(),
+        lease::identity(&args.lease),
+    );
     let ctx = Arc::new(controller::Context::new(config, slices_enabled, writer, metrics));
     controller::run(ctx, client, readiness, became_rx, shutdown).await;
     tracing::info!("shutting down");

@@ -13,7 +13,10 @@ const WEB: &[(&str, &str)] = &[("app", "web")];
 async fn env_and_ns(tier: Tier, prefix: &str) -> (TestEnv, String) {
     let env = TestEnv::start_tier(tier).await.expect("test environment");
     let ns = env.create_namespace(prefix).await.expect("namespace");
-    env.kubelet().create_node(&format!("{ns}-node"), Some("zone-a")).await.expect("node");
+    env.kubelet()
+        .create_node(&format!("{ns}-node"), Some("zone-a"))
+        .await
+        .expect("node");
     (env, ns)
 }
 
@@ -24,17 +27,31 @@ async fn start_web_pods(env: &TestEnv, ns: &str, count: usize, ready: bool) -> V
         let name = format!("web-{i}");
         create(env, ns, &fixtures::pod(&name, WEB, &node, &[("http", 80)])).await;
         let ip = format!("10.1.0.{}", 10 + i);
-        env.kubelet().start_pod(ns, &name, &[&ip], ready).await.expect("start pod");
+        env.kubelet()
+            .start_pod(ns, &name, &[&ip], ready)
+            .await
+            .expect("start pod");
         ips.push(ip);
     }
     ips
 }
 
-async fn wait_endpoints(env: &TestEnv, ns: &str, name: &str, ready: &[&str], not_ready: &[&str]) -> Endpoints {
-    let want = (ready.iter().map(|s| s.to_string()).collect::<Vec<_>>(), not_ready.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+async fn wait_endpoints(
+    env: &TestEnv,
+    ns: &str,
+    name: &str,
+    ready: &[&str],
+    not_ready: &[&str],
+) -> Endpoints {
+    let want = (
+        ready.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        not_ready.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    );
     let what = format!("Endpoints {ns}/{name} ready={ready:?} not_ready={not_ready:?}");
     eventually_some(&what, || async {
-        endpoints(env, ns, name).await.filter(|ep| endpoint_ips(ep) == want)
+        endpoints(env, ns, name)
+            .await
+            .filter(|ep| endpoint_ips(ep) == want)
     })
     .await
 }
@@ -42,11 +59,20 @@ async fn wait_endpoints(env: &TestEnv, ns: &str, name: &str, ready: &[&str], not
 async fn readiness_follows_pods(tier: Tier) {
     let (env, ns) = env_and_ns(tier, "ready").await;
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
-    create(&env, &ns, &fixtures::service("web", WEB, &[("http", 8080, "http")])).await;
+    create(
+        &env,
+        &ns,
+        &fixtures::service("web", WEB, &[("http", 8080, "http")]),
+    )
+    .await;
     let ips = start_web_pods(&env, &ns, 3, true).await;
     let ep = wait_endpoints(&env, &ns, "web", &[&ips[0], &ips[1], &ips[2]], &[]).await;
     let ports = ep.subsets.unwrap()[0].ports.clone().unwrap();
-    assert_eq!((ports[0].port, ports[0].name.as_deref()), (80, Some("http")), "named targetPort resolved");
+    assert_eq!(
+        (ports[0].port, ports[0].name.as_deref()),
+        (80, Some("http")),
+        "named targetPort resolved"
+    );
 
     env.kubelet().set_ready(&ns, "web-1", false).await.unwrap();
     wait_endpoints(&env, &ns, "web", &[&ips[0], &ips[2]], &[&ips[1]]).await;
@@ -59,7 +85,11 @@ async fn readiness_follows_pods(tier: Tier) {
             eps.iter().find(|e| e.0 == ips[2] && e.3).cloned()
         })
         .await;
-        assert_eq!(terminating, (ips[2].clone(), false, true, true), "terminating: not ready, still serving");
+        assert_eq!(
+            terminating,
+            (ips[2].clone(), false, true, true),
+            "terminating: not ready, still serving"
+        );
     }
     env.kubelet().finish_deletion(&ns, "web-2").await.unwrap();
     env.kubelet().set_phase(&ns, "web-0", "Failed").await.unwrap();
@@ -76,16 +106,25 @@ async fn selector_and_type_changes_clean_up(tier: Tier) {
     let services = Api::<Service>::namespaced(env.client(), &ns);
 
     let relabel = json!({"metadata": {"labels": {"app": "other"}}});
-    Api::<Pod>::namespaced(env.client(), &ns).patch("web-1", &PatchParams::default(), &Patch::Merge(relabel)).await.unwrap();
+    Api::<Pod>::namespaced(env.client(), &ns)
+        .patch("web-1", &PatchParams::default(), &Patch::Merge(relabel))
+        .await
+        .unwrap();
     wait_endpoints(&env, &ns, "web", &[&ips[0]], &[]).await;
 
     let to_other = json!({"spec": {"selector": {"app": "other"}}});
-    services.patch("web", &PatchParams::default(), &Patch::Merge(to_other)).await.unwrap();
+    services
+        .patch("web", &PatchParams::default(), &Patch::Merge(to_other))
+        .await
+        .unwrap();
     wait_endpoints(&env, &ns, "web", &[&ips[1]], &[]).await;
 
     // Removing the selector: roster removes the Endpoints it made (upstream leaves them stale, #91072).
     let selectorless = json!({"spec": {"selector": null}});
-    services.patch("web", &PatchParams::default(), &Patch::Merge(selectorless)).await.unwrap();
+    services
+        .patch("web", &PatchParams::default(), &Patch::Merge(selectorless))
+        .await
+        .unwrap();
     eventually("Endpoints removed after the selector was removed", || async {
         endpoints(&env, &ns, "web").await.is_none()
     })
@@ -101,7 +140,10 @@ async fn external_name_gets_no_endpoints(tier: Tier) {
     wait_endpoints(&env, &ns, "db", &[&ips[0]], &[]).await;
     let to_external = json!({"spec": {"type": "ExternalName", "externalName": "db.example.com", "clusterIP": "", "clusterIPs": null}});
     let services = Api::<Service>::namespaced(env.client(), &ns);
-    services.patch("db", &PatchParams::default(), &Patch::Merge(to_external)).await.unwrap();
+    services
+        .patch("db", &PatchParams::default(), &Patch::Merge(to_external))
+        .await
+        .unwrap();
     eventually("stale Endpoints of an ExternalName Service removed", || async {
         endpoints(&env, &ns, "db").await.is_none()
     })
@@ -114,25 +156,37 @@ async fn hand_made_endpoints_are_never_touched(tier: Tier) {
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
     let svc: Service = serde_json::from_value(json!({
         "metadata": {"name": "my-service"}, "spec": {"ports": [{"port": 80, "targetPort": 9376}]}
-    })).unwrap();
+    }))
+    .unwrap();
     create(&env, &ns, &svc).await;
     let manual: Endpoints = serde_json::from_value(json!({
         "metadata": {"name": "my-service", "labels": {"owner": "me"}},
         "subsets": [{"addresses": [{"ip": "192.0.2.42"}], "ports": [{"port": 9376}]}]
-    })).unwrap();
+    }))
+    .unwrap();
     let created = create(&env, &ns, &manual).await;
     if env.serves_endpointslices_v1() {
         let mirrored = eventually_some("mirrored EndpointSlice", || async {
-            slices(&env, &ns, "my-service").await.into_iter().find(|s| !s.endpoints.is_empty())
+            slices(&env, &ns, "my-service")
+                .await
+                .into_iter()
+                .find(|s| !s.endpoints.is_empty())
         })
         .await;
         assert_eq!(mirrored.endpoints[0].addresses, vec!["192.0.2.42".to_string()]);
-        assert_eq!(mirrored.metadata.labels.as_ref().unwrap()["owner"], "me", "Endpoints labels mirrored");
+        assert_eq!(
+            mirrored.metadata.labels.as_ref().unwrap()["owner"],
+            "me",
+            "Endpoints labels mirrored"
+        );
     } else {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
     let after = endpoints(&env, &ns, "my-service").await.expect("still there");
-    assert_eq!(after.metadata.resource_version, created.metadata.resource_version, "never written by roster");
+    assert_eq!(
+        after.metadata.resource_version, created.metadata.resource_version,
+        "never written by roster"
+    );
     roster.stop().await;
 }
 
@@ -142,14 +196,26 @@ async fn annotated_mode_manages_only_annotated_services(tier: Tier) {
     let annotated: Service = serde_json::from_value(json!({
         "metadata": {"name": "picked", "annotations": {"roster.dev/selector": "app=web"}},
         "spec": {"ports": [{"name": "http", "port": 8080, "targetPort": "http"}]}
-    })).unwrap();
+    }))
+    .unwrap();
     create(&env, &ns, &annotated).await;
-    create(&env, &ns, &fixtures::service("builtin", WEB, &[("http", 8080, "80")])).await;
+    create(
+        &env,
+        &ns,
+        &fixtures::service("builtin", WEB, &[("http", 8080, "80")]),
+    )
+    .await;
     let ips = start_web_pods(&env, &ns, 2, true).await;
     let ep = wait_endpoints(&env, &ns, "picked", &[&ips[0], &ips[1]], &[]).await;
-    assert_eq!(ep.metadata.labels.unwrap()["endpointslice.kubernetes.io/skip-mirror"], "true");
+    assert_eq!(
+        ep.metadata.labels.unwrap()["endpointslice.kubernetes.io/skip-mirror"],
+        "true"
+    );
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    assert!(endpoints(&env, &ns, "builtin").await.is_none(), "selector Services are left to the built-in controller");
+    assert!(
+        endpoints(&env, &ns, "builtin").await.is_none(),
+        "selector Services are left to the built-in controller"
+    );
     roster.stop().await;
 }
 

@@ -11,18 +11,26 @@ fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> T {
 }
 
 fn label_map(labels: &[(&str, &str)]) -> BTreeMap<String, String> {
-    labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 pub fn node(name: &str, zone: Option<&str>) -> Node {
-    let labels: BTreeMap<&str, &str> = zone.map(|z| (crate::kubelet::ZONE_LABEL, z)).into_iter().collect();
+    let labels: BTreeMap<&str, &str> = zone
+        .map(|z| (crate::kubelet::ZONE_LABEL, z))
+        .into_iter()
+        .collect();
     from_json(json!({"metadata": {"name": name, "labels": labels}}))
 }
 
 /// A pod bound to `node` with one container exposing the named ports `(name, containerPort)`.
 pub fn pod(name: &str, labels: &[(&str, &str)], node: &str, ports: &[(&str, i32)]) -> Pod {
-    let ports: Vec<Value> =
-        ports.iter().map(|(n, p)| json!({"name": n, "containerPort": p, "protocol": "TCP"})).collect();
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|(n, p)| json!({"name": n, "containerPort": p, "protocol": "TCP"}))
+        .collect();
     from_json(json!({
         "metadata": {"name": name, "labels": label_map(labels)},
         "spec": {"nodeName": node, "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9", "ports": ports}]}
@@ -47,7 +55,10 @@ pub fn headless_service(name: &str, selector: &[(&str, &str)], ports: &[(&str, i
 }
 
 fn service_port(name: &str, port: i32, target: &str) -> Value {
-    let target: Value = target.parse::<i32>().map(Value::from).unwrap_or_else(|_| Value::from(target));
+    let target: Value = target
+        .parse::<i32>()
+        .map(Value::from)
+        .unwrap_or_else(|_| Value::from(target));
     let mut p = json!({"port": port, "targetPort": target, "protocol": "TCP"});
     if !name.is_empty() {
         p["name"] = Value::from(name);

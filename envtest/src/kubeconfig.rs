@@ -9,8 +9,14 @@ use crate::real::ADMIN_TOKEN;
 /// A kubeconfig for `server`: a static bearer token over TLS without verification (real tier) or no
 /// credentials at all over plain HTTP (in-memory tier).
 pub fn render(server: &str, token: Option<&str>) -> String {
-    let tls = if server.starts_with("https://") { "\n    insecure-skip-tls-verify: true" } else { "" };
-    let user = token.map(|t| format!("\n    token: {t}")).unwrap_or_else(|| " {}".into());
+    let tls = if server.starts_with("https://") {
+        "\n    insecure-skip-tls-verify: true"
+    } else {
+        ""
+    };
+    let user = token
+        .map(|t| format!("\n    token: {t}"))
+        .unwrap_or_else(|| " {}".into());
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: envtest\n  cluster:\n    server: {server}{tls}\n\
          users:\n- name: envtest\n  user:{user}\ncontexts:\n- name: envtest\n  context:\n    cluster: envtest\n    \

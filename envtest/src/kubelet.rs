@@ -23,9 +23,14 @@ impl Kubelet {
     /// Creates a Ready Node, labelled with `zone` when given.
     pub async fn create_node(&self, name: &str, zone: Option<&str>) -> kube::Result<Node> {
         let nodes = Api::<Node>::all(self.client.clone());
-        let node = nodes.create(&PostParams::default(), &fixtures::node(name, zone)).await?;
+        let node = nodes
+            .create(&PostParams::default(), &fixtures::node(name, zone))
+            .await?;
         let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}});
-        nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(status)).await.or(Ok(node))
+        nodes
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .or(Ok(node))
     }
 
     /// Starts a pod: phase Running, the given IPs (first one is `podIP`), and the Ready condition.
@@ -37,17 +42,20 @@ impl Kubelet {
 
     /// Flips the Ready condition (with a fresh `lastTransitionTime`), as a failing or passing probe would.
     pub async fn set_ready(&self, ns: &str, name: &str, ready: bool) -> kube::Result<Pod> {
-        self.patch_status(ns, name, json!({"status": {"conditions": conditions(ready)}})).await
+        self.patch_status(ns, name, json!({"status": {"conditions": conditions(ready)}}))
+            .await
     }
 
     /// Sets the pod's phase (for example Succeeded or Failed, which remove it from Endpoints).
     pub async fn set_phase(&self, ns: &str, name: &str, phase: &str) -> kube::Result<Pod> {
-        self.patch_status(ns, name, json!({"status": {"phase": phase}})).await
+        self.patch_status(ns, name, json!({"status": {"phase": phase}}))
+            .await
     }
 
     /// Replaces the pod's IPs (dual stack: pass one IP of each family).
     pub async fn set_ips(&self, ns: &str, name: &str, ips: &[&str]) -> kube::Result<Pod> {
-        self.patch_status(ns, name, json!({ "status": running_status(ips) })).await
+        self.patch_status(ns, name, json!({ "status": running_status(ips) }))
+            .await
     }
 
     /// Deletes a pod as a user would: a bound pod becomes terminating and stays until `finish_deletion`.
@@ -68,7 +76,8 @@ impl Kubelet {
 
     async fn patch_status(&self, ns: &str, name: &str, patch: Value) -> kube::Result<Pod> {
         let pods = Api::<Pod>::namespaced(self.client.clone(), ns);
-        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await
+        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
     }
 }
 

@@ -106,7 +106,12 @@ impl TestEnv {
         let kubeconfig = dir.path().join("kubeconfig");
         kubeconfig::write(&kubeconfig, &server.url(), None)?;
         let client = kube::Client::try_from(kubeconfig::config(&server.url(), None).await?)?;
-        Ok(TestEnv { backend: Backend::Memory(server), client, kubeconfig, _dir: dir })
+        Ok(TestEnv {
+            backend: Backend::Memory(server),
+            client,
+            kubeconfig,
+            _dir: dir,
+        })
     }
 
     /// An environment on a real API server the caller started (for tests that restart or own it).
@@ -115,7 +120,12 @@ impl TestEnv {
         let kubeconfig = dir.path().join("kubeconfig");
         kubeconfig::write(&kubeconfig, &server.url(), Some(real::ADMIN_TOKEN))?;
         let client = kube::Client::try_from(kubeconfig::admin_config(&server.url()).await?)?;
-        Ok(TestEnv { backend: Backend::Real(server), client, kubeconfig, _dir: dir })
+        Ok(TestEnv {
+            backend: Backend::Real(server),
+            client,
+            kubeconfig,
+            _dir: dir,
+        })
     }
 
     pub fn tier(&self) -> Tier {
@@ -171,7 +181,11 @@ impl TestEnv {
     pub fn kubectl_run(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = self.kubectl().args(args).output().context("running kubectl")?;
         if !out.status.success() {
-            bail!("kubectl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "kubectl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8(out.stdout)?)
     }
@@ -184,7 +198,9 @@ impl TestEnv {
     pub async fn create_namespace(&self, prefix: &str) -> anyhow::Result<String> {
         let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
-        Api::<Namespace>::all(self.client()).create(&PostParams::default(), &ns).await?;
+        Api::<Namespace>::all(self.client())
+            .create(&PostParams::default(), &ns)
+            .await?;
         Ok(name)
     }
 }

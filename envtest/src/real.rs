@@ -85,7 +85,12 @@ impl RealApiServer {
     pub fn log_tail(&self, lines: usize) -> String {
         ["etcd.log", "kube-apiserver.log"]
             .iter()
-            .map(|f| format!("--- {f} (last {lines} lines) ---\n{}", tail(&self.dir.path().join(f), lines)))
+            .map(|f| {
+                format!(
+                    "--- {f} (last {lines} lines) ---\n{}",
+                    tail(&self.dir.path().join(f), lines)
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -118,14 +123,21 @@ impl RealApiServer {
             format!("--audit-policy-file={}", write_audit_policy(d)?),
             "--audit-log-format=json".into(),
         ];
-        spawn_logged(&self.assets.join("kube-apiserver"), &args, &d.join("kube-apiserver.log"))
+        spawn_logged(
+            &self.assets.join("kube-apiserver"),
+            &args,
+            &d.join("kube-apiserver.log"),
+        )
     }
 
     async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
             if let Some(status) = self.apiserver.try_wait()? {
-                bail!("kube-apiserver exited during start-up ({status})\n{}", self.log_tail(30));
+                bail!(
+                    "kube-apiserver exited during start-up ({status})\n{}",
+                    self.log_tail(30)
+                );
             }
             if let Some(status) = self.etcd.try_wait()? {
                 bail!("etcd exited during start-up ({status})\n{}", self.log_tail(30));
@@ -134,7 +146,10 @@ impl RealApiServer {
                 return Ok(());
             }
             if started.elapsed() > timeout {
-                bail!("kube-apiserver not ready after {timeout:?}\n{}", self.log_tail(30));
+                bail!(
+                    "kube-apiserver not ready after {timeout:?}\n{}",
+                    self.log_tail(30)
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -167,8 +182,12 @@ async fn readyz(port: u16) -> bool {
     let Ok(config) = crate::kubeconfig::admin_config(&format!("https://127.0.0.1:{port}")).await else {
         return false;
     };
-    let Ok(client) = kube::Client::try_from(config) else { return false };
-    let req = http::Request::get("/readyz").body(Vec::new()).expect("static request");
+    let Ok(client) = kube::Client::try_from(config) else {
+        return false;
+    };
+    let req = http::Request::get("/readyz")
+        .body(Vec::new())
+        .expect("static request");
     matches!(
         tokio::time::timeout(Duration::from_secs(2), client.request_text(req)).await,
         Ok(Ok(body)) if body.trim() == "ok"
@@ -209,8 +228,9 @@ fn spawn_logged(program: &Path, args: &[String], log: &Path) -> anyhow::Result<C
 /// Kills `pid` once this test process is gone, even when it dies without running destructors.
 fn spawn_watchdog(pid: u32) -> anyhow::Result<()> {
     let me = std::process::id();
-    let script =
-        format!("while kill -0 {me} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 1; done; kill -9 {pid} 2>/dev/null");
+    let script = format!(
+        "while kill -0 {me} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 1; done; kill -9 {pid} 2>/dev/null"
+    );
     Command::new("sh")
         .args(["-c", &script])
         .stdin(Stdio::null())
@@ -227,8 +247,19 @@ fn spawn_placeholder() -> anyhow::Result<Child> {
 
 fn write_service_account_keys(dir: &Path) -> anyhow::Result<()> {
     let key = dir.join("sa.key");
-    run_quiet(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048"))?;
-    run_quiet(Command::new("openssl").args(["rsa", "-pubout", "-in"]).arg(&key).arg("-out").arg(dir.join("sa.pub")))
+    run_quiet(
+        Command::new("openssl")
+            .args(["genrsa", "-out"])
+            .arg(&key)
+            .arg("2048"),
+    )?;
+    run_quiet(
+        Command::new("openssl")
+            .args(["rsa", "-pubout", "-in"])
+            .arg(&key)
+            .arg("-out")
+            .arg(dir.join("sa.pub")),
+    )
 }
 
 fn run_quiet(cmd: &mut Command) -> anyhow::Result<()> {
@@ -241,11 +272,13 @@ fn run_quiet(cmd: &mut Command) -> anyhow::Result<()> {
 
 fn scratch_dir() -> anyhow::Result<tempfile::TempDir> {
     let shm = Path::new("/dev/shm");
-    let builder = tempfile::Builder::new().prefix("roster-envtest-").tempdir_in(if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    });
+    let builder = tempfile::Builder::new()
+        .prefix("roster-envtest-")
+        .tempdir_in(if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        });
     Ok(builder?)
 }
 

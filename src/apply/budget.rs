@@ -15,7 +15,11 @@ pub struct WriteBudget {
 impl WriteBudget {
     pub fn new(qps: f64, burst: u32) -> WriteBudget {
         let burst = f64::from(burst.max(1));
-        WriteBudget { qps: qps.max(0.001), burst, bucket: Mutex::new((burst, Instant::now())) }
+        WriteBudget {
+            qps: qps.max(0.001),
+            burst,
+            bucket: Mutex::new((burst, Instant::now())),
+        }
     }
 
     /// Waits until one write may be made.
@@ -50,6 +54,9 @@ mod tests {
             budget.acquire().await;
         }
         let elapsed = start.elapsed().as_secs_f64();
-        assert!((0.99..=1.01).contains(&elapsed), "10 more writes at 10 qps take a second, took {elapsed}");
+        assert!(
+            (0.99..=1.01).contains(&elapsed),
+            "10 more writes at 10 qps take a second, took {elapsed}"
+        );
     }
 }

@@ -50,10 +50,25 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(client: Client, budget: WriteBudget, metrics: Metrics, leader: LeaderFlag, instance: String) -> Writer {
-        let reporter = Reporter { controller: "roster".into(), instance: Some(instance) };
+    pub fn new(
+        client: Client,
+        budget: WriteBudget,
+        metrics: Metrics,
+        leader: LeaderFlag,
+        instance: String,
+    ) -> Writer {
+        let reporter = Reporter {
+            controller: "roster".into(),
+            instance: Some(instance),
+        };
         let recorder = Recorder::new(client.clone(), reporter);
-        Writer { client, budget, metrics, leader, recorder }
+        Writer {
+            client,
+            budget,
+            metrics,
+            leader,
+            recorder,
+        }
     }
 
     pub fn leader(&self) -> &LeaderFlag {
@@ -62,13 +77,25 @@ impl Writer {
 
     pub async fn create_endpoints(&self, ep: &Endpoints) -> Result<Endpoints> {
         let api = Api::<Endpoints>::namespaced(self.client.clone(), &ns_of(ep));
-        self.write("endpoints", "create", &ep.name_any(), api.create(&post_params(), ep)).await
+        self.write(
+            "endpoints",
+            "create",
+            &ep.name_any(),
+            api.create(&post_params(), ep),
+        )
+        .await
     }
 
     /// Replaces `ep`, conditional on its `metadata.resourceVersion`.
     pub async fn replace_endpoints(&self, ep: &Endpoints) -> Result<Endpoints> {
         let api = Api::<Endpoints>::namespaced(self.client.clone(), &ns_of(ep));
-        self.write("endpoints", "update", &ep.name_any(), api.replace(&ep.name_any(), &post_params(), ep)).await
+        self.write(
+            "endpoints",
+            "update",
+            &ep.name_any(),
+            api.replace(&ep.name_any(), &post_params(), ep),
+        )
+        .await
     }
 
     /// Deletes `ep` if it is still the object roster saw (uid and resourceVersion preconditions).
@@ -76,38 +103,71 @@ impl Writer {
         let api = Api::<Endpoints>::namespaced(self.client.clone(), &ns_of(ep));
         let name = ep.name_any();
         let params = delete_params(ep);
-        ignore_not_found(self.write("endpoints", "delete", &name, api.delete(&name, &params)).await.map(|_| ()))
+        ignore_not_found(
+            self.write("endpoints", "delete", &name, api.delete(&name, &params))
+                .await
+                .map(|_| ()),
+        )
     }
 
     pub async fn create_slice(&self, slice: &EndpointSlice) -> Result<EndpointSlice> {
         let api = Api::<EndpointSlice>::namespaced(self.client.clone(), &ns_of(slice));
-        let what = slice.metadata.generate_name.clone().unwrap_or_else(|| slice.name_any());
-        self.write("endpointslices", "create", &what, api.create(&post_params(), slice)).await
+        let what = slice
+            .metadata
+            .generate_name
+            .clone()
+            .unwrap_or_else(|| slice.name_any());
+        self.write(
+            "endpointslices",
+            "create",
+            &what,
+            api.create(&post_params(), slice),
+        )
+        .await
     }
 
     pub async fn replace_slice(&self, slice: &EndpointSlice) -> Result<EndpointSlice> {
         let api = Api::<EndpointSlice>::namespaced(self.client.clone(), &ns_of(slice));
         let name = slice.name_any();
-        self.write("endpointslices", "update", &name, api.replace(&name, &post_params(), slice)).await
+        self.write(
+            "endpointslices",
+            "update",
+            &name,
+            api.replace(&name, &post_params(), slice),
+        )
+        .await
     }
 
     pub async fn delete_slice(&self, slice: &EndpointSlice) -> Result<()> {
         let api = Api::<EndpointSlice>::namespaced(self.client.clone(), &ns_of(slice));
         let name = slice.name_any();
         let params = delete_params(slice);
-        ignore_not_found(self.write("endpointslices", "delete", &name, api.delete(&name, &params)).await.map(|_| ()))
+        ignore_not_found(
+            self.write("endpointslices", "delete", &name, api.delete(&name, &params))
+                .await
+                .map(|_| ()),
+        )
     }
 
     /// Publishes a Warning Event about `regarding` (best effort: a failure is logged, never retried).
     pub async fn warn(&self, regarding: &ObjectReference, reason: &str, action: &str, note: String) {
-        self.event(regarding, EventType::Warning, reason, action, note).await;
+        self.event(regarding, EventType::Warning, reason, action, note)
+            .await;
     }
 
     pub async fn normal(&self, regarding: &ObjectReference, reason: &str, action: &str, note: String) {
-        self.event(regarding, EventType::Normal, reason, action, note).await;
+        self.event(regarding, EventType::Normal, reason, action, note)
+            .await;
     }
 
-    async fn event(&self, regarding: &ObjectReference, type_: EventType, reason: &str, action: &str, note: String) {
+    async fn event(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         if !self.leader.is_leader() {
             return;
         }
@@ -119,7 +179,10 @@ impl Writer {
             secondary: None,
         };
         self.budget.acquire().await;
-        self.metrics.api_writes.with_label_values(&["events", "create"]).inc();
+        self.metrics
+            .api_writes
+            .with_label_values(&["events", "create"])
+            .inc();
         if let Err(err) = self.recorder.publish(&event, regarding).await {
             tracing::warn!(%err, reason, "could not publish an Event");
         }
@@ -140,7 +203,9 @@ impl Writer {
             return Err(Error::NotLeader);
         }
         self.metrics.api_writes.with_label_values(&[resource, verb]).inc();
-        let result = call.await.map_err(|e| Error::from_kube(e, format!("{resource} {name}")));
+        let result = call
+            .await
+            .map_err(|e| Error::from_kube(e, format!("{resource} {name}")));
         if let Err(Error::Conflict { .. }) = &result {
             self.metrics.conflicts.with_label_values(&[resource]).inc();
         }
@@ -149,13 +214,19 @@ impl Writer {
 }
 
 fn post_params() -> PostParams {
-    PostParams { dry_run: false, field_manager: Some(FIELD_MANAGER.into()) }
+    PostParams {
+        dry_run: false,
+        field_manager: Some(FIELD_MANAGER.into()),
+    }
 }
 
 fn delete_params<K: Resource>(obj: &K) -> DeleteParams {
     let meta = obj.meta();
     DeleteParams {
-        preconditions: Some(Preconditions { uid: meta.uid.clone(), resource_version: meta.resource_version.clone() }),
+        preconditions: Some(Preconditions {
+            uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone(),
+        }),
         ..DeleteParams::default()
     }
 }

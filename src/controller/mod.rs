@@ -95,7 +95,11 @@ impl Context {
 
     /// Queues `keys`; pod-triggered keys wait for the batch window so a burst of pod changes is one write.
     pub fn enqueue_all(&self, keys: impl IntoIterator<Item = ServiceKey>, from_pods: bool) {
-        let delay = if from_pods { self.config.batch_window } else { Duration::ZERO };
+        let delay = if from_pods {
+            self.config.batch_window
+        } else {
+            Duration::ZERO
+        };
         for key in keys {
             self.queue.add_after(key, delay);
         }
@@ -120,16 +124,19 @@ impl Context {
         g.with_label_values(&["pod"]).set(cache.len_pods() as i64);
         g.with_label_values(&["service"]).set(cache.len_services() as i64);
         g.with_label_values(&["node"]).set(cache.len_nodes() as i64);
-        g.with_label_values(&["endpoints"]).set(objects.len_endpoints() as i64);
-        g.with_label_values(&["endpointslice"]).set(objects.len_slices() as i64);
+        g.with_label_values(&["endpoints"])
+            .set(objects.len_endpoints() as i64);
+        g.with_label_values(&["endpointslice"])
+            .set(objects.len_slices() as i64);
     }
 }
 
 /// Whether the server serves discovery.k8s.io/v1 (kube-apiserver 1.20 does not).
 pub async fn server_serves_slices_v1(client: &Client) -> bool {
-    client.list_api_group_resources("discovery.k8s.io/v1").await.is_ok_and(|list| {
-        list.resources.iter().any(|r| r.name == "endpointslices")
-    })
+    client
+        .list_api_group_resources("discovery.k8s.io/v1")
+        .await
+        .is_ok_and(|list| list.resources.iter().any(|r| r.name == "endpointslices"))
 }
 
 /// Runs watches and workers until `shutdown` resolves. `became_leader` bumps when this replica gains the
@@ -142,7 +149,9 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let synced = start_watches(&ctx, &client);
-    let workers: Vec<_> = (0..ctx.config.workers).map(|_| tokio::spawn(worker(ctx.clone()))).collect();
+    let workers: Vec<_> = (0..ctx.config.workers)
+        .map(|_| tokio::spawn(worker(ctx.clone())))
+        .collect();
     let supervise = async {
         wait_all_synced(synced).await;
         tracing::info!("caches synced");
@@ -179,31 +188,65 @@ fn start_watches(ctx: &Arc<Context>, client: &Client) -> Vec<signal::Receiver<bo
     let cfg = &ctx.config;
     let (c, k) = (ctx.clone(), client.clone());
     let pods: Api<PodProjection> = cfg.api(&k);
-    spawn(Box::new(move |tx| tokio::spawn(watch::run(pods, watcher::Config::default(), "pod", c, tx, watch::pods))));
+    spawn(Box::new(move |tx| {
+        tokio::spawn(watch::run(
+            pods,
+            watcher::Config::default(),
+            "pod",
+            c,
+            tx,
+            watch::pods,
+        ))
+    }));
     let c = ctx.clone();
     let services: Api<Service> = cfg.api(&k);
     spawn(Box::new(move |tx| {
-        tokio::spawn(watch::run(services, watcher::Config::default(), "service", c, tx, watch::services))
+        tokio::spawn(watch::run(
+            services,
+            watcher::Config::default(),
+            "service",
+            c,
+            tx,
+            watch::services,
+        ))
     }));
     let c = ctx.clone();
     let nodes: Api<NodeProjection> = Api::all(k.clone());
-    spawn(Box::new(move |tx| tokio::spawn(watch::run(nodes, watcher::Config::default(), "node", c, tx, watch::nodes))));
+    spawn(Box::new(move |tx| {
+        tokio::spawn(watch::run(
+            nodes,
+            watcher::Config::default(),
+            "node",
+            c,
+            tx,
+            watch::nodes,
+        ))
+    }));
     let c = ctx.clone();
     let endpoints: Api<Endpoints> = cfg.api(&k);
     spawn(Box::new(move |tx| {
-        tokio::spawn(watch::run(endpoints, watcher::Config::default(), "endpoints", c, tx, watch::endpoints))
+        tokio::spawn(watch::run(
+            endpoints,
+            watcher::Config::default(),
+            "endpoints",
+            c,
+            tx,
+            watch::endpoints,
+        ))
     }));
     if ctx.slices_enabled {
         let c = ctx.clone();
         let slices: Api<EndpointSlice> = cfg.api(&k);
         let selector = format!(
             "{} in ({},{})",
-            desired::MANAGED_BY_LABEL,
+            desired::LABEL_MANAGED_BY,
             desired::SLICE_CONTROLLER_NAME,
-            desired::MIRROR_CONTROLLER_NAME
+            desired::MIRRORING_CONTROLLER_NAME
         );
         let wc = watcher::Config::default().labels(&selector);
-        spawn(Box::new(move |tx| tokio::spawn(watch::run(slices, wc, "endpointslice", c, tx, watch::slices))));
+        spawn(Box::new(move |tx| {
+            tokio::spawn(watch::run(slices, wc, "endpointslice", c, tx, watch::slices))
+        }));
     }
     synced
 }

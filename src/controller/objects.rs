@@ -37,12 +37,18 @@ enum Written<T> {
 }
 
 pub fn key_of<K: kube::Resource>(obj: &K) -> ServiceKey {
-    ServiceKey::new(obj.namespace().unwrap_or_default().as_str(), obj.name_any().as_str())
+    ServiceKey::new(
+        obj.namespace().unwrap_or_default().as_str(),
+        obj.name_any().as_str(),
+    )
 }
 
 fn slice_service(slice: &EndpointSlice) -> Option<ServiceKey> {
     let service = slice.labels().get(SERVICE_NAME_LABEL)?;
-    Some(ServiceKey::new(slice.namespace().unwrap_or_default().as_str(), service.as_str()))
+    Some(ServiceKey::new(
+        slice.namespace().unwrap_or_default().as_str(),
+        service.as_str(),
+    ))
 }
 
 impl Objects {
@@ -80,7 +86,10 @@ impl Objects {
         let key = slice_service(&slice)?;
         let name = slice.name_any();
         self.settle_slice(&key, &name, slice.metadata.generation, false);
-        self.slices.entry(key.clone()).or_default().insert(name, Arc::new(slice));
+        self.slices
+            .entry(key.clone())
+            .or_default()
+            .insert(name, Arc::new(slice));
         Some(key)
     }
 
@@ -123,7 +132,9 @@ impl Objects {
     }
 
     fn settle_slice(&mut self, key: &ServiceKey, name: &str, seen_generation: Option<i64>, deleted: bool) {
-        let Some(map) = self.written_slices.get_mut(key) else { return };
+        let Some(map) = self.written_slices.get_mut(key) else {
+            return;
+        };
         let caught_up = match map.get(name) {
             Some(Written::Object { obj, .. }) => !deleted && seen_generation >= obj.metadata.generation,
             Some(Written::Deleted { .. }) => deleted,
@@ -144,7 +155,10 @@ impl Objects {
         let cached = self.endpoints.get(key);
         match self.written_endpoints.get(key) {
             Some(Written::Object { obj, replaced }) => match cached {
-                Some(c) if c.resource_version() != *replaced && c.resource_version() != obj.resource_version() => {
+                Some(c)
+                    if c.resource_version() != *replaced
+                        && c.resource_version() != obj.resource_version() =>
+                {
                     Some(c.clone()) // someone else wrote after us
                 }
                 _ => Some(obj.clone()),
@@ -159,11 +173,14 @@ impl Objects {
 
     /// roster's slices of `key` as roster believes they are (cache overlaid with its own recent writes).
     pub fn slices(&self, key: &ServiceKey) -> Vec<Arc<EndpointSlice>> {
-        let mut view: BTreeMap<String, Arc<EndpointSlice>> = self.slices.get(key).cloned().unwrap_or_default();
+        let mut view: BTreeMap<String, Arc<EndpointSlice>> =
+            self.slices.get(key).cloned().unwrap_or_default();
         for (name, written) in self.written_slices.get(key).into_iter().flatten() {
             match written {
                 Written::Object { obj, .. } => {
-                    let newer = view.get(name).is_none_or(|c| c.metadata.generation < obj.metadata.generation);
+                    let newer = view
+                        .get(name)
+                        .is_none_or(|c| c.metadata.generation < obj.metadata.generation);
                     if newer {
                         view.insert(name.clone(), obj.clone());
                     }
@@ -177,23 +194,38 @@ impl Objects {
     }
 
     pub fn record_endpoints_write(&mut self, key: &ServiceKey, written: Endpoints, replaced: Option<String>) {
-        let entry = Written::Object { obj: Arc::new(written), replaced };
+        let entry = Written::Object {
+            obj: Arc::new(written),
+            replaced,
+        };
         self.written_endpoints.insert(key.clone(), entry);
     }
 
     pub fn record_endpoints_delete(&mut self, key: &ServiceKey, rv: Option<String>) {
-        self.written_endpoints.insert(key.clone(), Written::Deleted { rv });
+        self.written_endpoints
+            .insert(key.clone(), Written::Deleted { rv });
     }
 
     pub fn record_slice_write(&mut self, key: &ServiceKey, written: EndpointSlice) {
         let name = written.name_any();
-        let entry = Written::Object { obj: Arc::new(written), replaced: None };
-        self.written_slices.entry(key.clone()).or_default().insert(name, entry);
+        let entry = Written::Object {
+            obj: Arc::new(written),
+            replaced: None,
+        };
+        self.written_slices
+            .entry(key.clone())
+            .or_default()
+            .insert(name, entry);
     }
 
     pub fn record_slice_delete(&mut self, key: &ServiceKey, slice: &EndpointSlice) {
-        let entry = Written::Deleted { rv: slice.resource_version() };
-        self.written_slices.entry(key.clone()).or_default().insert(slice.name_any(), entry);
+        let entry = Written::Deleted {
+            rv: slice.resource_version(),
+        };
+        self.written_slices
+            .entry(key.clone())
+            .or_default()
+            .insert(slice.name_any(), entry);
     }
 
     /// Forgets roster's own writes for `key` (after a conflict: the next reconcile trusts the watch).

@@ -103,7 +103,10 @@ impl<K: Clone + Eq + Hash + Ord> WorkQueue<K> {
                     if more {
                         self.notify.notify_one();
                     }
-                    return Some(Item { key, waited: since.elapsed() });
+                    return Some(Item {
+                        key,
+                        waited: since.elapsed(),
+                    });
                 }
                 s.delayed.first().map(|(at, _, _)| *at)
             };
@@ -148,7 +151,13 @@ impl<K: Clone + Eq + Hash + Ord> WorkQueue<K> {
     }
 
     pub fn failures(&self, key: &K) -> u32 {
-        self.state.lock().expect("queue lock").failures.get(key).copied().unwrap_or(0)
+        self.state
+            .lock()
+            .expect("queue lock")
+            .failures
+            .get(key)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Keys waiting (ready or delayed), not counting those being processed.

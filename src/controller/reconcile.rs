@@ -24,6 +24,8 @@ enum Plan {
     Mirror(Arc<ServiceRecord>),
     /// No Service, an ExternalName Service, or one roster does not manage: remove what roster made.
     CleanUp,
+    /// An annotated Service whose selector does not parse: warn, and leave its objects as they are.
+    InvalidSelector(Arc<ServiceRecord>, String),
 }
 
 pub async fn reconcile(ctx: &Context, key: &ServiceKey, waited: Duration) -> Result<()> {
@@ -34,10 +36,15 @@ pub async fn reconcile(ctx: &Context, key: &ServiceKey, waited: Duration) -> Res
             Plan::Select(svc) => select(ctx, key, &svc).await,
             Plan::Mirror(svc) => mirror(ctx, key, &svc).await,
             Plan::CleanUp => clean_up(ctx, key).await,
+            Plan::InvalidSelector(svc, message) => invalid_selector(ctx, &svc, message).await,
         };
-        ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+        ctx.metrics
+            .reconcile_duration
+            .observe(started.elapsed().as_secs_f64());
         if matches!(writes, Ok(n) if n > 0) {
-            ctx.metrics.propagation_latency.observe((waited + started.elapsed()).as_secs_f64());
+            ctx.metrics
+                .propagation_latency
+                .observe((waited + started.elapsed()).as_secs_f64());
         }
         writes.map(|_| ())
     }
@@ -46,33 +53,68 @@ pub async fn reconcile(ctx: &Context, key: &ServiceKey, waited: Duration) -> Res
 }
 
 fn plan(ctx: &Context, key: &ServiceKey) -> Plan {
-    let Some(svc) = ctx.cache.read().expect("cache lock").service(key) else { return Plan::CleanUp };
+    let Some(svc) = ctx.cache.read().expect("cache lock").service(key) else {
+        return Plan::CleanUp;
+    };
     if svc.is_external_name() {
         return Plan::CleanUp;
     }
     match (&svc.selector, ctx.config.services) {
-        (Some(_), _) => Plan::Select(svc),
-        (None, ServicesMode::All) => Plan::Mirror(svc),
-        (None, ServicesMode::Annotated) => Plan::CleanUp,
+        (Err(err), _) => {
+            let message = err.to_string();
+            Plan::InvalidSelector(svc, message)
+        }
+        (Ok(Some(_)), _) => Plan::Select(svc),
+        (Ok(None), ServicesMode::All) => Plan::Mirror(svc),
+        (Ok(None), ServicesMode::Annotated) => Plan::CleanUp,
+    }
+}
+
+async fn invalid_selector(ctx: &Context, svc: &ServiceRecord, message: String) -> Result<usize> {
+    let what = format!("selector of Service {}", svc.key());
+    ctx.writer
+        .warn(
+            &service_reference(svc),
+            "InvalidSelector",
+            "Reconcile",
+            message.clone(),
+        )
+        .await;
+    Err(Error::Invalid { what, message })
+}
+
+/// An ObjectReference to the Service, for Events.
+fn service_reference(svc: &ServiceRecord) -> k8s_openapi::api::core::v1::ObjectReference {
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Service".into()),
+        namespace: Some(svc.namespace.to_string()),
+        name: Some(svc.name.to_string()),
+        uid: Some(svc.uid.to_string()),
+        ..Default::default()
     }
 }
 
 async fn select(ctx: &Context, key: &ServiceKey, svc: &Arc<ServiceRecord>) -> Result<usize> {
     let pods: Vec<Arc<PodRecord>> = ctx.cache.read().expect("cache lock").pods_for_service(key);
-    let now = jiff::Timestamp::now();
     let trigger = ctx.triggers.lock().expect("triggers lock").compute(svc, &pods);
     let mut writes = 0;
     if ctx.config.endpoints {
-        let desired = desired::desired_endpoints(svc, &pods, ctx.config.services, trigger);
+        let input = desired::EndpointsInput {
+            trigger_time: trigger,
+            mode: ctx.config.selector_source(),
+        };
+        let desired = desired::desired_endpoints(svc, &pods, input);
         writes += write_endpoints(ctx, key, &desired).await?;
     }
     if ctx.slices_enabled {
-        writes += delete_slices(ctx, key, desired::MIRROR_CONTROLLER_NAME).await?;
+        writes += delete_slices(ctx, key, desired::MIRRORING_CONTROLLER_NAME).await?;
     }
     if ctx.slices_enabled && ctx.config.endpointslices {
         let existing = managed_slices(ctx, key, desired::SLICE_CONTROLLER_NAME);
-        let zone = |node: &str| ctx.cache.read().expect("cache lock").node_zone(node);
-        let plan = desired::desired_slices(svc, &pods, &zone, &existing, ctx.config.max_endpoints_per_slice, trigger, now);
+        let node = |name: &str| ctx.cache.read().expect("cache lock").node_lookup(name);
+        let max = ctx.config.max_endpoints_per_slice;
+        let plan = desired::desired_slices(svc, &pods, &node, &existing, max, trigger);
         writes += apply_slice_plan(ctx, key, &plan).await?;
         if !plan.missing_nodes.is_empty() {
             return Err(Error::NodesMissing(plan.missing_nodes.clone()));
@@ -92,15 +134,22 @@ async fn mirror(ctx: &Context, key: &ServiceKey, svc: &Arc<ServiceRecord>) -> Re
     }
     writes += delete_slices(ctx, key, desired::SLICE_CONTROLLER_NAME).await?;
     let hand_made = current.filter(|ep| !desired::is_roster_endpoints(ep));
-    let existing = managed_slices(ctx, key, desired::MIRROR_CONTROLLER_NAME);
+    let existing = managed_slices(ctx, key, desired::MIRRORING_CONTROLLER_NAME);
     let plan = match &hand_made {
         Some(ep) => desired::desired_mirrored_slices(svc, ep, &existing),
         None => SlicePlan::delete_all(existing),
     };
     for (address, why) in &plan.skipped {
         if let Some(ep) = &hand_made {
-            let reason = desired::mirror_skip_reason(why);
-            ctx.writer.warn(&reference(ep.as_ref()), reason, "Mirroring", format!("{address}: {why}")).await;
+            let reason = why.event_reason();
+            ctx.writer
+                .warn(
+                    &reference(ep.as_ref()),
+                    reason,
+                    "Mirroring",
+                    format!("{address}: {why}"),
+                )
+                .await;
         }
     }
     Ok(writes + apply_slice_plan(ctx, key, &plan).await?)
@@ -114,43 +163,71 @@ async fn clean_up(ctx: &Context, key: &ServiceKey) -> Result<usize> {
     }
     if ctx.slices_enabled {
         writes += delete_slices(ctx, key, desired::SLICE_CONTROLLER_NAME).await?;
-        writes += delete_slices(ctx, key, desired::MIRROR_CONTROLLER_NAME).await?;
+        writes += delete_slices(ctx, key, desired::MIRRORING_CONTROLLER_NAME).await?;
     }
     ctx.triggers.lock().expect("triggers lock").forget(key);
     Ok(writes)
 }
 
-async fn write_endpoints(ctx: &Context, key: &ServiceKey, desired: &desired::DesiredEndpoints) -> Result<usize> {
+async fn write_endpoints(
+    ctx: &Context,
+    key: &ServiceKey,
+    desired: &desired::DesiredEndpoints,
+) -> Result<usize> {
     let current = ctx.objects.lock().expect("objects lock").endpoints(key);
-    let Some(obj) = desired::endpoints_need_write(key, current.as_deref(), desired) else { return Ok(0) };
+    let Some(obj) = desired::endpoints_need_write(current.as_deref(), desired) else {
+        return Ok(0);
+    };
     let replaced = current.as_ref().and_then(|c| c.resource_version());
     let result = match &current {
         None => ctx.writer.create_endpoints(&obj).await,
         Some(_) => ctx.writer.replace_endpoints(&obj).await,
     };
-    let written = result.inspect_err(|err| warn_failed_endpoints(ctx, &obj, err))?;
-    ctx.objects.lock().expect("objects lock").record_endpoints_write(key, written, replaced);
+    if let Err(err) = &result {
+        warn_failed_endpoints(ctx, &obj, err).await;
+    }
+    let written = result?;
+    ctx.objects
+        .lock()
+        .expect("objects lock")
+        .record_endpoints_write(key, written, replaced);
     Ok(1)
 }
 
-fn warn_failed_endpoints(ctx: &Context, obj: &Endpoints, err: &Error) {
-    if matches!(err, Error::Conflict { .. } | Error::NotLeader) {
+async fn warn_failed_endpoints(ctx: &Context, obj: &Endpoints, err: &Error) {
+    if matches!(
+        err,
+        Error::Conflict { .. } | Error::NotLeader | Error::NamespaceTerminating(_)
+    ) {
         return;
     }
-    let reason = if obj.metadata.resource_version.is_none() { "FailedToCreateEndpoint" } else { "FailedToUpdateEndpoint" };
+    let reason = if obj.metadata.resource_version.is_none() {
+        "FailedToCreateEndpoint"
+    } else {
+        "FailedToUpdateEndpoint"
+    };
     tracing::warn!(%err, reason, "writing Endpoints failed");
-    let _ = (ctx, reason);
+    ctx.writer
+        .warn(&reference(obj), reason, "Update", err.to_string())
+        .await;
 }
 
 async fn delete_endpoints(ctx: &Context, key: &ServiceKey, ep: &Endpoints) -> Result<usize> {
     ctx.writer.delete_endpoints(ep).await?;
-    ctx.objects.lock().expect("objects lock").record_endpoints_delete(key, ep.resource_version());
+    ctx.objects
+        .lock()
+        .expect("objects lock")
+        .record_endpoints_delete(key, ep.resource_version());
     Ok(1)
 }
 
 fn managed_slices(ctx: &Context, key: &ServiceKey, manager: &str) -> Vec<EndpointSlice> {
     let slices = ctx.objects.lock().expect("objects lock").slices(key);
-    slices.into_iter().filter(|s| desired::slice_manager(s) == Some(manager)).map(|s| (*s).clone()).collect()
+    slices
+        .into_iter()
+        .filter(|s| desired::slice_manager(s) == Some(manager))
+        .map(|s| (*s).clone())
+        .collect()
 }
 
 async fn delete_slices(ctx: &Context, key: &ServiceKey, manager: &str) -> Result<usize> {
@@ -162,15 +239,24 @@ async fn delete_slices(ctx: &Context, key: &ServiceKey, manager: &str) -> Result
 async fn apply_slice_plan(ctx: &Context, key: &ServiceKey, plan: &SlicePlan) -> Result<usize> {
     for slice in &plan.create {
         let written = ctx.writer.create_slice(slice).await?;
-        ctx.objects.lock().expect("objects lock").record_slice_write(key, written);
+        ctx.objects
+            .lock()
+            .expect("objects lock")
+            .record_slice_write(key, written);
     }
     for slice in &plan.update {
         let written = ctx.writer.replace_slice(slice).await?;
-        ctx.objects.lock().expect("objects lock").record_slice_write(key, written);
+        ctx.objects
+            .lock()
+            .expect("objects lock")
+            .record_slice_write(key, written);
     }
     for slice in &plan.delete {
         ctx.writer.delete_slice(slice).await?;
-        ctx.objects.lock().expect("objects lock").record_slice_delete(key, slice);
+        ctx.objects
+            .lock()
+            .expect("objects lock")
+            .record_slice_delete(key, slice);
     }
     Ok(plan.create.len() + plan.update.len() + plan.delete.len())
 }

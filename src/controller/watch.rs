@@ -4,11 +4,11 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -25,8 +25,14 @@ pub enum Change<K> {
 }
 
 /// Runs a watch of `api` forever, feeding `handle`; flips `synced` after the first complete list.
-pub async fn run<K, F>(api: Api<K>, config: watcher::Config, kind: &'static str, ctx: Arc<Context>, synced: watch::Sender<bool>, handle: F)
-where
+pub async fn run<K, F>(
+    api: Api<K>,
+    config: watcher::Config,
+    kind: &'static str,
+    ctx: Arc<Context>,
+    synced: watch::Sender<bool>,
+    handle: F,
+) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     F: Fn(&Context, Change<K>) -> Vec<ServiceKey>,
 {
@@ -70,9 +76,10 @@ pub fn pods(ctx: &Context, change: Change<PodProjection>) -> Vec<ServiceKey> {
     let mut cache = ctx.cache.write().expect("cache lock");
     match change {
         Change::Applied(pod) => cache.upsert_pod(pod).into_iter().collect(),
-        Change::Deleted(pod) => {
-            cache.delete_pod(&pod.namespace().unwrap_or_default(), &pod.name_any()).into_iter().collect()
-        }
+        Change::Deleted(pod) => cache
+            .delete_pod(&pod.namespace().unwrap_or_default(), &pod.name_any())
+            .into_iter()
+            .collect(),
         Change::Relisted(all) => cache.replace_pods(all).into_iter().collect(),
     }
 }
@@ -84,7 +91,10 @@ pub fn services(ctx: &Context, change: Change<Service>) -> Vec<ServiceKey> {
         Change::Applied(svc) => cache.upsert_service(&svc, source).into_iter().collect(),
         Change::Deleted(svc) => {
             let key = super::objects::key_of(&svc);
-            cache.delete_service(&key.namespace, &key.name).into_iter().collect()
+            cache
+                .delete_service(&key.namespace, &key.name)
+                .into_iter()
+                .collect()
         }
         Change::Relisted(all) => cache.replace_services(&all, source).into_iter().collect(),
     }

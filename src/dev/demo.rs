@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -22,7 +22,8 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     println!("roster dev: demo: readiness probe of web-1 starts failing (roster.dev/ready=false)");
     let not_ready = json!({"metadata": {"annotations": {READY_ANNOTATION: "false"}}});
-    pods.patch("web-1", &PatchParams::default(), &Patch::Merge(not_ready)).await?;
+    pods.patch("web-1", &PatchParams::default(), &Patch::Merge(not_ready))
+        .await?;
     tokio::time::sleep(Duration::from_secs(4)).await;
     println!("roster dev: demo: deleting web-2 gracefully (terminating, then gone)");
     pods.delete("web-2", &DeleteParams::default()).await?;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -34,7 +34,13 @@ pub async fn run(client: Client) {
         let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
         let ip = ips.entry(key).or_insert_with(|| {
             next += 1;
-            format!("{}.{}.{}.{}", POD_CIDR_PREFIX[0], POD_CIDR_PREFIX[1], next / 256, next % 256)
+            format!(
+                "{}.{}.{}.{}",
+                POD_CIDR_PREFIX[0],
+                POD_CIDR_PREFIX[1],
+                next / 256,
+                next % 256
+            )
         });
         if let Err(err) = tend(&client, &pod, ip).await {
             tracing::warn!(pod = %pod.name_any(), %err, "dev kubelet could not update a pod");
@@ -43,7 +49,9 @@ pub async fn run(client: Client) {
 }
 
 async fn tend(client: &Client, pod: &Pod, ip: &str) -> kube::Result<()> {
-    let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else { return Ok(()) };
+    let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+        return Ok(());
+    };
     let ns = pod.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     if pod.metadata.deletion_timestamp.is_some() {
@@ -58,12 +66,19 @@ async fn tend(client: &Client, pod: &Pod, ip: &str) -> kube::Result<()> {
     let want_ready = pod.annotations().get(READY_ANNOTATION).map(String::as_str) != Some("false");
     let status = pod.status.clone().unwrap_or_default();
     let has_ip = status.pod_ip.as_deref().is_some_and(|i| !i.is_empty());
-    let is_ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+    let is_ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
     let terminal = matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"));
     if terminal || (has_ip && is_ready == want_ready) {
         return Ok(());
     }
-    let pod_ip = status.pod_ip.filter(|i| !i.is_empty()).unwrap_or_else(|| ip.to_string());
+    let pod_ip = status
+        .pod_ip
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(|| ip.to_string());
     let flag = if want_ready { "True" } else { "False" };
     let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     let patch = json!({"status": {
@@ -76,5 +91,7 @@ async fn tend(client: &Client, pod: &Pod, ip: &str) -> kube::Result<()> {
         ]
     }});
     let _ = node;
-    api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await.map(|_| ())
+    api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map(|_| ())
 }

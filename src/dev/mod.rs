@@ -17,8 +17,13 @@ use crate::args::{Cli, Command, DevArgs};
 pub use kubelet::READY_ANNOTATION;
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    let options = MemoryOptions { addr: args.api_addr, ..MemoryOptions::default() };
-    let server = MemoryApiServer::start(options).await.context("starting the embedded API server")?;
+    let options = MemoryOptions {
+        addr: args.api_addr,
+        ..MemoryOptions::default()
+    };
+    let server = MemoryApiServer::start(options)
+        .await
+        .context("starting the embedded API server")?;
     server
         .write_kubeconfig(&args.kubeconfig_out)
         .with_context(|| format!("writing {}", args.kubeconfig_out.display()))?;
@@ -32,7 +37,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut run_args = controller_args(&args)?;
     run_args.log = args.log.clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(crate::run::run(client.clone(), run_args, async { let _ = stop_rx.await; }, None));
+    let controller = tokio::spawn(crate::run::run(
+        client.clone(),
+        run_args,
+        async {
+            let _ = stop_rx.await;
+        },
+        None,
+    ));
     let table = tokio::spawn(table::run(client.clone(), std::io::stdout().is_terminal()));
     if args.demo {
         demo::run(client.clone()).await.context("seeding the demo")?;

@@ -25,7 +25,9 @@ pub async fn run(client: Client, tty: bool) {
             print!("\x1b[2J\x1b[H{:<28} {:<13} ENDPOINTS\n", "SERVICE", "TYPE");
             rows.values().for_each(|line| println!("{line}"));
         } else {
-            rows.iter().filter(|(k, v)| shown.get(*k) != Some(v)).for_each(|(_, line)| println!("{line}"));
+            rows.iter()
+                .filter(|(k, v)| shown.get(*k) != Some(v))
+                .for_each(|(_, line)| println!("{line}"));
         }
         shown = rows;
         if s_task.is_finished() || e_task.is_finished() || p_task.is_finished() {
@@ -36,17 +38,30 @@ pub async fn run(client: Client, tty: bool) {
 
 fn reflect<K>(client: &Client) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
-    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(Api::<K>::all(client.clone()), watcher::Config::default()))
-        .default_backoff()
-        .touched_objects();
+    let stream = reflector::reflector(
+        writer,
+        watcher(Api::<K>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects();
     let task = tokio::spawn(stream.for_each(|_| async {}));
     (reader, task)
 }
 
-fn render(services: &Store<Service>, endpoints: &Store<Endpoints>, pods: &Store<Pod>) -> BTreeMap<String, String> {
+fn render(
+    services: &Store<Service>,
+    endpoints: &Store<Endpoints>,
+    pods: &Store<Pod>,
+) -> BTreeMap<String, String> {
     let mut rows = BTreeMap::new();
     for svc in services.state() {
         let ns = svc.namespace().unwrap_or_default();
@@ -54,10 +69,17 @@ fn render(services: &Store<Service>, endpoints: &Store<Endpoints>, pods: &Store<
             continue;
         }
         let key = format!("{ns}/{}", svc.name_any());
-        let type_ = svc.spec.as_ref().and_then(|s| s.type_.clone()).unwrap_or_else(|| "ClusterIP".into());
+        let type_ = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.type_.clone())
+            .unwrap_or_else(|| "ClusterIP".into());
         let headless = svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None");
         let kind = if headless { "Headless".to_string() } else { type_ };
-        let ep = endpoints.state().into_iter().find(|e| e.namespace() == svc.namespace() && e.name_any() == svc.name_any());
+        let ep = endpoints
+            .state()
+            .into_iter()
+            .find(|e| e.namespace() == svc.namespace() && e.name_any() == svc.name_any());
         let cell = match ep {
             None if kind == "ExternalName" => "none (DNS CNAME only)".to_string(),
             None => "<none>".to_string(),
@@ -71,8 +93,17 @@ fn render(services: &Store<Service>, endpoints: &Store<Endpoints>, pods: &Store<
 fn describe(ep: &Endpoints, pods: &Store<Pod>) -> String {
     let mut parts = Vec::new();
     for subset in ep.subsets.iter().flatten() {
-        let ports: Vec<String> = subset.ports.iter().flatten().map(|p| p.port.to_string()).collect();
-        let port = if ports.is_empty() { String::new() } else { format!(":{}", ports.join(",")) };
+        let ports: Vec<String> = subset
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| p.port.to_string())
+            .collect();
+        let port = if ports.is_empty() {
+            String::new()
+        } else {
+            format!(":{}", ports.join(","))
+        };
         for a in subset.addresses.iter().flatten() {
             parts.push(format!("{}{port} ready", a.ip));
         }
@@ -80,22 +111,35 @@ fn describe(ep: &Endpoints, pods: &Store<Pod>) -> String {
             parts.push(format!("{}{port} NOT ready ({})", a.ip, why_not_ready(a, pods)));
         }
     }
-    if parts.is_empty() { "<none>".into() } else { parts.join(", ") }
+    if parts.is_empty() {
+        "<none>".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 fn why_not_ready(address: &EndpointAddress, pods: &Store<Pod>) -> String {
-    let Some(target) = &address.target_ref else { return "listed not ready by hand".into() };
-    let pod = pods.state().into_iter().find(|p| {
-        p.namespace() == target.namespace && Some(p.name_any()) == target.name
-    });
+    let Some(target) = &address.target_ref else {
+        return "listed not ready by hand".into();
+    };
+    let pod = pods
+        .state()
+        .into_iter()
+        .find(|p| p.namespace() == target.namespace && Some(p.name_any()) == target.name);
     match pod {
         None => "pod gone".into(),
         Some(p) if p.metadata.deletion_timestamp.is_some() => "terminating".into(),
         Some(p) => {
-            let ready = p.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| {
-                c.iter().find(|c| c.type_ == "Ready").map(|c| c.status.clone())
-            });
-            format!("{}: Ready={}", p.name_any(), ready.unwrap_or_else(|| "unknown".into()))
+            let ready = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == "Ready").map(|c| c.status.clone()));
+            format!(
+                "{}: Ready={}",
+                p.name_any(),
+                ready.unwrap_or_else(|| "unknown".into())
+            )
         }
     }
 }

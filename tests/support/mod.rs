@@ -27,7 +27,14 @@ pub struct Roster {
 impl Roster {
     /// Starts `roster run` with `args` (after `run`), scoped to `namespace`, admin server on a free port.
     pub async fn start(env: &TestEnv, namespace: &str, args: &[&str]) -> Roster {
-        let mut argv = vec!["roster", "run", "--namespace", namespace, "--admin-addr", "127.0.0.1:0"];
+        let mut argv = vec![
+            "roster",
+            "run",
+            "--namespace",
+            namespace,
+            "--admin-addr",
+            "127.0.0.1:0",
+        ];
         argv.extend_from_slice(args);
         let Command::Run(run_args) = Cli::try_parse_from(&argv).expect("valid roster flags").command else {
             unreachable!("run subcommand")
@@ -36,16 +43,31 @@ impl Roster {
         let (addr_tx, addr_rx) = oneshot::channel();
         let client = env.client();
         let task = tokio::spawn(async move {
-            roster::run::run(client, run_args, async { let _ = stop_rx.await; }, Some(addr_tx)).await
+            roster::run::run(
+                client,
+                run_args,
+                async {
+                    let _ = stop_rx.await;
+                },
+                Some(addr_tx),
+            )
+            .await
         });
         let admin = addr_rx.await.expect("roster bound its admin server");
-        let roster = Roster { stop: Some(stop_tx), task: Some(task), admin };
+        let roster = Roster {
+            stop: Some(stop_tx),
+            task: Some(task),
+            admin,
+        };
         roster.wait_ready().await;
         roster
     }
 
     pub async fn wait_ready(&self) {
-        eventually("roster /readyz", || async { self.get("/readyz").await.is_some_and(|(code, _)| code == 200) }).await;
+        eventually("roster /readyz", || async {
+            self.get("/readyz").await.is_some_and(|(code, _)| code == 200)
+        })
+        .await;
     }
 
     /// GET on the admin server: (status code, body).
@@ -85,7 +107,10 @@ pub async fn admin_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     stream.read_to_end(&mut buf).await.ok()?;
     let text = String::from_utf8_lossy(&buf).to_string();
     let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((code, body))
 }
 
@@ -97,7 +122,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + CONVERGE;
     while !cond().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -113,7 +141,10 @@ where
         if let Some(v) = get().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -151,26 +182,45 @@ macro_rules! on_both_tiers {
 pub async fn create<K>(env: &TestEnv, ns: &str, obj: &K) -> K
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
 {
-    Api::<K>::namespaced(env.client(), ns).create(&PostParams::default(), obj).await.expect("create")
+    Api::<K>::namespaced(env.client(), ns)
+        .create(&PostParams::default(), obj)
+        .await
+        .expect("create")
 }
 
 pub async fn endpoints(env: &TestEnv, ns: &str, name: &str) -> Option<Endpoints> {
-    Api::<Endpoints>::namespaced(env.client(), ns).get_opt(name).await.expect("get endpoints")
+    Api::<Endpoints>::namespaced(env.client(), ns)
+        .get_opt(name)
+        .await
+        .expect("get endpoints")
 }
 
 pub async fn service(env: &TestEnv, ns: &str, name: &str) -> Service {
-    Api::<Service>::namespaced(env.client(), ns).get(name).await.expect("get service")
+    Api::<Service>::namespaced(env.client(), ns)
+        .get(name)
+        .await
+        .expect("get service")
 }
 
 pub async fn pod(env: &TestEnv, ns: &str, name: &str) -> Pod {
-    Api::<Pod>::namespaced(env.client(), ns).get(name).await.expect("get pod")
+    Api::<Pod>::namespaced(env.client(), ns)
+        .get(name)
+        .await
+        .expect("get pod")
 }
 
 pub async fn slices(env: &TestEnv, ns: &str, service: &str) -> Vec<EndpointSlice> {
     let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
-    Api::<EndpointSlice>::namespaced(env.client(), ns).list(&lp).await.expect("list slices").items
+    Api::<EndpointSlice>::namespaced(env.client(), ns)
+        .list(&lp)
+        .await
+        .expect("list slices")
+        .items
 }
 
 /// Ready and not-ready IPs of an Endpoints object, each sorted.
@@ -195,8 +245,14 @@ pub fn slice_endpoints(slices: &[EndpointSlice]) -> Vec<(String, bool, bool, boo
         .flat_map(|s| s.endpoints.iter())
         .flat_map(|e| {
             let c = e.conditions.clone().unwrap_or_default();
-            let flags = (c.ready.unwrap_or(false), c.serving.unwrap_or(false), c.terminating.unwrap_or(false));
-            e.addresses.iter().map(move |a| (a.clone(), flags.0, flags.1, flags.2))
+            let flags = (
+                c.ready.unwrap_or(false),
+                c.serving.unwrap_or(false),
+                c.terminating.unwrap_or(false),
+            );
+            e.addresses
+                .iter()
+                .map(move |a| (a.clone(), flags.0, flags.1, flags.2))
         })
         .collect();
     out.sort();

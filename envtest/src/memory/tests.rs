@@ -1,0 +1,615 @@
+//! End-to-end tests through kube's own client and runtime.
+
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use serde_json::{Value, json};
+
+use super::{Fault, FaultAction, MemoryApiServer, MemoryOptions, Verb};
+
+mod crds;
+mod kubectl;
+mod lists;
+mod scale;
+mod semantics;
+
+pub(super) async fn start() -> (MemoryApiServer, kube::Client) {
+    start_with(MemoryOptions::default()).await
+}
+
+pub(super) async fn start_with(opts: MemoryOptions) -> (MemoryApiServer, kube::Client) {
+    let server = MemoryApiServer::start(opts).await.expect("server starts");
+    let client = server.client().await.expect("client");
+    (server, client)
+}
+
+pub(super) fn api_error(e: kube::Error) -> kube::core::Status {
+    match e {
+        kube::Error::Api(s) => *s,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+pub(super) fn from<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).expect("valid object")
+}
+
+pub(super) fn pod(name: &str, labels: Value, node: Option<&str>) -> Pod {
+    let mut spec = json!({"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9"}]});
+    if let Some(node) = node {
+        spec["nodeName"] = json!(node);
+    }
+    from(json!({"metadata": {"name": name, "labels": labels}, "spec": spec}))
+}
+
+fn lease(name: &str, holder: &str) -> Lease {
+    from(
+        json!({"metadata": {"name": name}, "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+        "renewTime": "2024-05-01T10:00:00.123456Z", "acquireTime": "2024-05-01T10:00:00.000001Z"}}),
+    )
+}
+
+#[tokio::test]
+async fn lease_create_replace_and_conflict() {
+    let (_server, client) = start().await;
+    let leases: Api<Lease> = Api::namespaced(client, "default");
+    let created = leases
+        .create(&PostParams::default(), &lease("l", "a"))
+        .await
+        .unwrap();
+    let meta = &created.metadata;
+    assert!(meta.uid.is_some() && meta.creation_timestamp.is_some());
+    let raw = serde_json::to_value(&created).unwrap();
+    assert_eq!(
+        raw["spec"]["renewTime"], "2024-05-01T10:00:00.123456Z",
+        "MicroTime round-trips"
+    );
+    let mut next = created.clone();
+    next.spec.as_mut().unwrap().holder_identity = Some("b".into());
+    let replaced = leases.replace("l", &PostParams::default(), &next).await.unwrap();
+    assert_ne!(
+        replaced.metadata.resource_version,
+        created.metadata.resource_version
+    );
+    let stale = api_error(
+        leases
+            .replace("l", &PostParams::default(), &next)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        stale.message,
+        "Operation cannot be fulfilled on leases.coordination.k8s.io \"l\": the object has been modified; please apply your changes to the latest version and try again"
+    );
+    let dup = api_error(
+        leases
+            .create(&PostParams::default(), &lease("l", "a"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((dup.code, dup.reason.as_str()), (409, "AlreadyExists"));
+    let missing = api_error(leases.get("nope").await.unwrap_err());
+    assert_eq!(
+        (missing.code, missing.message.as_str()),
+        (404, "leases.coordination.k8s.io \"nope\" not found")
+    );
+}
+
+#[tokio::test]
+async fn create_errors_match_upstream() {
+    let (_server, client) = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let mut cm: ConfigMap = from(json!({"metadata": {"name": "c", "resourceVersion": "5"}}));
+    let e = api_error(cms.create(&PostParams::default(), &cm).await.unwrap_err());
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (500, "resourceVersion should not be set on objects to be created")
+    );
+    cm.metadata.resource_version = None;
+    let e = api_error(
+        Api::<ConfigMap>::namespaced(client.clone(), "nope")
+            .create(&PostParams::default(), &cm)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (404, "namespaces \"nope\" not found")
+    );
+    cm.metadata.namespace = Some("kube-system".into());
+    let e = api_error(cms.create(&PostParams::default(), &cm).await.unwrap_err());
+    assert_eq!(e.code, 400);
+    let generated: ConfigMap = from(json!({"metadata": {"generateName": "gen-"}}));
+    let made = cms.create(&PostParams::default(), &generated).await.unwrap();
+    let name = made.metadata.name.unwrap();
+    assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
+    let namespaces: Api<Namespace> = Api::all(client);
+    let names: Vec<String> = namespaces
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["default", "kube-node-lease", "kube-public", "kube-system"]
+    );
+}
+
+#[tokio::test]
+async fn noop_writes_keep_the_revision() {
+    let (server, client) = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let cm = cms
+        .create(
+            &PostParams::default(),
+            &from(json!({"metadata": {"name": "c"}, "data": {"k": "v"}})),
+        )
+        .await
+        .unwrap();
+    let before = server.current_revision();
+    let same = cms.replace("c", &PostParams::default(), &cm).await.unwrap();
+    assert_eq!(same.metadata.resource_version, cm.metadata.resource_version);
+    let patched = cms
+        .patch(
+            "c",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"k": "v"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.resource_version, cm.metadata.resource_version);
+    assert_eq!(server.current_revision(), before);
+    let counts = server.request_counts();
+    assert_eq!(counts.noop_writes("configmaps"), 2);
+    assert_eq!(counts.writes("configmaps"), 3);
+    cms.patch(
+        "c",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "w"}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(server.current_revision(), before + 1);
+}
+
+#[tokio::test]
+async fn graceful_pod_deletion() {
+    let (_server, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    pods.create(&PostParams::default(), &pod("bound", json!({}), Some("n1")))
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &pod("free", json!({}), None))
+        .await
+        .unwrap();
+    pods.delete("bound", &DeleteParams::default()).await.unwrap();
+    let terminating = pods.get("bound").await.unwrap();
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(30));
+    pods.delete("free", &DeleteParams::default()).await.unwrap();
+    assert_eq!(api_error(pods.get("free").await.unwrap_err()).code, 404);
+    pods.delete("bound", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    assert_eq!(api_error(pods.get("bound").await.unwrap_err()).code, 404);
+}
+
+#[tokio::test]
+async fn finalizers_hold_deletion() {
+    let (_server, client) = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    cms.create(
+        &PostParams::default(),
+        &from(json!({"metadata": {"name": "f", "finalizers": ["x/y"]}})),
+    )
+    .await
+    .unwrap();
+    cms.delete("f", &DeleteParams::default()).await.unwrap();
+    let deleting = cms.get("f").await.unwrap();
+    assert!(deleting.metadata.deletion_timestamp.is_some());
+    let add = json!({"metadata": {"finalizers": ["x/y", "x/z"]}});
+    let e = api_error(
+        cms.patch("f", &PatchParams::default(), &Patch::Merge(add))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, 422);
+    assert!(
+        e.message
+            .contains("Forbidden: no new finalizers can be added if the object is being deleted"),
+        "{}",
+        e.message
+    );
+    let clear = json!({"metadata": {"finalizers": null}});
+    cms.patch("f", &PatchParams::default(), &Patch::Merge(clear))
+        .await
+        .unwrap();
+    assert_eq!(api_error(cms.get("f").await.unwrap_err()).code, 404);
+}
+
+#[tokio::test]
+async fn status_subresource_split_and_strategic_patch() {
+    let (_server, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let created = pods
+        .create(&PostParams::default(), &pod("p", json!({"app": "a"}), Some("n1")))
+        .await
+        .unwrap();
+    let status = created.status.as_ref().unwrap();
+    assert_eq!(
+        (status.phase.as_deref(), status.qos_class.as_deref()),
+        (Some("Pending"), Some("BestEffort"))
+    );
+    let patch = json!({"status": {"phase": "Running", "podIP": "10.1.0.5", "conditions": [{"type": "Ready", "status": "True"}]}, "metadata": {"labels": {"x": "y"}}});
+    let after = pods
+        .patch_status("p", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    assert_eq!(after.status.as_ref().unwrap().pod_ip.as_deref(), Some("10.1.0.5"));
+    assert!(
+        !after.metadata.labels.unwrap().contains_key("x"),
+        "status writes keep metadata"
+    );
+    let smp = json!({"status": {"conditions": [{"type": "PodScheduled", "status": "True"}]}});
+    let merged = pods
+        .patch_status("p", &PatchParams::default(), &Patch::Strategic(smp))
+        .await
+        .unwrap();
+    assert_eq!(
+        merged.status.unwrap().conditions.unwrap().len(),
+        2,
+        "conditions merge by type"
+    );
+    let main = json!({"status": {"phase": "Failed"}, "metadata": {"labels": {"x": "y"}}});
+    let after = pods
+        .patch("p", &PatchParams::default(), &Patch::Merge(main))
+        .await
+        .unwrap();
+    assert_eq!(
+        after.status.unwrap().phase.as_deref(),
+        Some("Running"),
+        "main writes ignore status"
+    );
+    let spec = json!({"spec": {"nodeName": "other"}});
+    assert_eq!(
+        api_error(
+            pods.patch("p", &PatchParams::default(), &Patch::Merge(spec))
+                .await
+                .unwrap_err()
+        )
+        .code,
+        422
+    );
+}
+
+#[tokio::test]
+async fn services_get_cluster_ips_and_defaults() {
+    let (_server, client) = start().await;
+    let svcs: Api<Service> = Api::namespaced(client, "default");
+    let svc: Service =
+        from(json!({"metadata": {"name": "s"}, "spec": {"selector": {"app": "a"}, "ports": [{"port": 80}]}}));
+    let made = svcs.create(&PostParams::default(), &svc).await.unwrap();
+    let spec = made.spec.unwrap();
+    assert_eq!(spec.cluster_ip.as_deref(), Some("10.96.0.1"));
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    assert_eq!(
+        serde_json::to_value(&spec.ports.unwrap()[0]).unwrap(),
+        json!({"port": 80, "protocol": "TCP", "targetPort": 80})
+    );
+    let change = json!({"spec": {"clusterIP": "10.96.0.9"}});
+    assert_eq!(
+        api_error(
+            svcs.patch("s", &PatchParams::default(), &Patch::Merge(change))
+                .await
+                .unwrap_err()
+        )
+        .code,
+        422
+    );
+    let headless: Service =
+        from(json!({"metadata": {"name": "h"}, "spec": {"clusterIP": "None", "ports": [{"port": 80}]}}));
+    assert_eq!(
+        svcs.create(&PostParams::default(), &headless)
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .cluster_ip
+            .as_deref(),
+        Some("None")
+    );
+    let unnamed: Service =
+        from(json!({"metadata": {"name": "u"}, "spec": {"ports": [{"port": 80}, {"port": 81}]}}));
+    let e = api_error(svcs.create(&PostParams::default(), &unnamed).await.unwrap_err());
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        e.message,
+        "Service \"u\" is invalid: [spec.ports[0].name: Required value, spec.ports[1].name: Required value]"
+    );
+}
+
+#[tokio::test]
+async fn watch_sends_selector_transitions() {
+    let (_server, client) = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let made = cms
+        .create(
+            &PostParams::default(),
+            &from(json!({"metadata": {"name": "c", "labels": {"app": "a"}}})),
+        )
+        .await
+        .unwrap();
+    let rv = made.metadata.resource_version.unwrap();
+    let params = WatchParams::default().labels("app=a");
+    let mut stream = cms.watch(&params, &rv).await.unwrap().boxed();
+    for app in ["b", "a"] {
+        cms.patch(
+            "c",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"app": app}}})),
+        )
+        .await
+        .unwrap();
+    }
+    cms.delete("c", &DeleteParams::default()).await.unwrap();
+    let mut kinds = Vec::new();
+    for _ in 0..3 {
+        let event = tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        kinds.push(match event {
+            WatchEvent::Added(_) => "ADDED",
+            WatchEvent::Deleted(cm) => {
+                assert!(cm.metadata.resource_version.is_some());
+                "DELETED"
+            }
+            other => panic!("unexpected {other:?}"),
+        });
+    }
+    assert_eq!(kinds, ["DELETED", "ADDED", "DELETED"]);
+}
+
+#[tokio::test]
+async fn watch_from_a_compacted_revision_gets_an_in_stream_410() {
+    let (server, client) = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let made = cms
+        .create(&PostParams::default(), &from(json!({"metadata": {"name": "c"}})))
+        .await
+        .unwrap();
+    cms.patch(
+        "c",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"a": "b"}})),
+    )
+    .await
+    .unwrap();
+    server.compact_now();
+    let rv = made.metadata.resource_version.unwrap();
+    let mut stream = cms.watch(&WatchParams::default(), &rv).await.unwrap().boxed();
+    match stream.try_next().await.unwrap() {
+        Some(WatchEvent::Error(e)) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
+        other => panic!("expected a 410 error event, got {other:?}"),
+    }
+    assert!(
+        stream.try_next().await.unwrap().is_none(),
+        "the stream ends after the error"
+    );
+}
+
+#[tokio::test]
+async fn bookmarks_on_demand() {
+    let (server, client) = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let rv = server.current_revision().to_string();
+    let mut stream = cms.watch(&WatchParams::default(), &rv).await.unwrap().boxed();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.send_bookmarks();
+    match tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        Some(WatchEvent::Bookmark(b)) => assert_eq!(b.metadata.resource_version, rv),
+        other => panic!("expected a bookmark, got {other:?}"),
+    }
+    server.close_all_watches();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn wait_for_len(store: &reflector::Store<Pod>, n: usize) {
+    for _ in 0..200 {
+        if store.state().len() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("reflector has {} pods, expected {n}", store.state().len());
+}
+
+#[tokio::test]
+async fn reflector_converges_through_relists() {
+    let (server, client) = start_with(MemoryOptions {
+        watch_history: 5,
+        ..MemoryOptions::default()
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    for i in 0..3 {
+        pods.create(&PostParams::default(), &pod(&format!("p{i}"), json!({}), None))
+            .await
+            .unwrap();
+    }
+    let (reader, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(pods.clone(), watcher::Config::default().page_size(2)),
+    )
+    .applied_objects();
+    let task = tokio::spawn(stream.for_each(|_| async {}));
+    wait_for_len(&reader, 3).await;
+    server.expire_all_watches();
+    for i in 3..20 {
+        pods.create(&PostParams::default(), &pod(&format!("p{i}"), json!({}), None))
+            .await
+            .unwrap();
+    }
+    wait_for_len(&reader, 20).await;
+    pods.delete("p0", &DeleteParams::default()).await.unwrap();
+    wait_for_len(&reader, 19).await;
+    assert!(
+        server.request_counts().get(Verb::List, "pods") >= 2,
+        "the 410 made the watcher re-list"
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn streaming_list_watcher_converges() {
+    let (_server, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    pods.create(&PostParams::default(), &pod("a", json!({}), None))
+        .await
+        .unwrap();
+    let (reader, writer) = reflector::store();
+    let config = watcher::Config::default().streaming_lists();
+    let task = tokio::spawn(
+        reflector(writer, watcher(pods.clone(), config))
+            .applied_objects()
+            .for_each(|_| async {}),
+    );
+    wait_for_len(&reader, 1).await;
+    pods.create(&PostParams::default(), &pod("b", json!({}), None))
+        .await
+        .unwrap();
+    wait_for_len(&reader, 2).await;
+    task.abort();
+}
+
+#[tokio::test]
+async fn faults_and_counters() {
+    let (server, client) = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    server.inject_fault(Fault {
+        verb: Some(Verb::Create),
+        resource: Some("configmaps".into()),
+        path_contains: None,
+        action: FaultAction::Status {
+            code: 500,
+            retry_after_secs: None,
+        },
+        times: Some(1),
+    });
+    let cm: ConfigMap = from(json!({"metadata": {"name": "c"}}));
+    assert_eq!(
+        api_error(cms.create(&PostParams::default(), &cm).await.unwrap_err()).code,
+        500
+    );
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    server.inject_fault(Fault {
+        resource: Some("configmaps".into()),
+        times: Some(1),
+        ..Fault::new(FaultAction::Status {
+            code: 429,
+            retry_after_secs: Some(1),
+        })
+    });
+    cms.get("c").await.expect("kube retries a 429 by itself");
+    let counts = server.request_counts();
+    assert_eq!(counts.get(Verb::Create, "configmaps"), 2);
+    assert_eq!(counts.get(Verb::Get, "configmaps"), 2);
+    let log = server.request_log();
+    assert!(
+        log.iter()
+            .any(|r| r.status == 429 && r.path == "/api/v1/namespaces/default/configmaps/c")
+    );
+    server.inject_fault(Fault {
+        verb: Some(Verb::Get),
+        ..Fault::new(FaultAction::DropStream)
+    });
+    assert!(cms.get("c").await.is_err());
+    server.clear_faults();
+    cms.get("c").await.unwrap();
+}
+
+#[tokio::test]
+async fn events_from_the_recorder() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use kube::Resource;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let (_server, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let p = pods
+        .create(&PostParams::default(), &pod("p", json!({}), None))
+        .await
+        .unwrap();
+    let reporter = Reporter {
+        controller: "roster".into(),
+        instance: Some("roster-0".into()),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Synced".into(),
+        note: Some("hi".into()),
+        action: "Sync".into(),
+        secondary: None,
+    };
+    let reference = p.object_ref(&());
+    recorder.publish(&event, &reference).await.unwrap();
+    recorder.publish(&event, &reference).await.unwrap();
+    let core: Api<CoreEvent> = Api::namespaced(client, "default");
+    let list = core
+        .list(&ListParams::default().fields("involvedObject.name=p,reason=Synced"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1);
+    let e = &list.items[0];
+    assert_eq!(e.message.as_deref(), Some("hi"));
+    assert_eq!(e.series.as_ref().map(|s| s.count), Some(Some(2)));
+}
+
+#[tokio::test]
+async fn namespace_termination() {
+    let (_server, client) = start().await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &from(json!({"metadata": {"name": "gone"}})),
+        )
+        .await
+        .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client, "gone");
+    cms.create(&PostParams::default(), &from(json!({"metadata": {"name": "a"}})))
+        .await
+        .unwrap();
+    namespaces.delete("gone", &DeleteParams::default()).await.unwrap();
+    let ns = namespaces.get("gone").await.unwrap();
+    assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
+    let e = api_error(
+        cms.create(&PostParams::default(), &from(json!({"metadata": {"name": "b"}})))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(api_error(namespaces.get("gone").await.unwrap_err()).code, 404);
+    assert_eq!(api_error(cms.get("a").await.unwrap_err()).code, 404);
+}

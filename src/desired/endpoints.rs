@@ -1,0 +1,255 @@
+//! The desired `Endpoints` object of a Service, and whether the current one needs a write.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::labels::{
+    ANNOTATION_OVER_CAPACITY, ANNOTATION_TRIGGER_TIME, ENDPOINTS_MANAGER, LABEL_ENDPOINTS_MANAGED_BY,
+    LABEL_HEADLESS, LABEL_SKIP_MIRROR, MAX_ENDPOINTS_ADDRESSES, OVER_CAPACITY_TRUNCATED,
+};
+use super::ports::find_port;
+use super::readiness::{endpoint_hostname, endpoints_address_ready, pod_is_endpoint};
+use super::repack::repack_subsets;
+use super::trigger::format_trigger_time;
+use crate::cache::{IpFamily, PodRecord, SelectorSource, ServiceRecord};
+
+/// Inputs of [`desired_endpoints`] besides the Service and its pods.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointsInput {
+    /// From [`super::TriggerTimeTracker::compute`].
+    pub trigger_time: Option<Timestamp>,
+    /// In [`SelectorSource::Annotation`] mode the Endpoints carry the skip-mirror label: roster publishes the
+    /// EndpointSlices of these selectorless Services itself.
+    pub mode: SelectorSource,
+}
+
+/// What the Endpoints object of a Service should contain.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DesiredEndpoints {
+    pub namespace: String,
+    pub name: String,
+    /// Canonical (repacked) and truncated to [`MAX_ENDPOINTS_ADDRESSES`].
+    pub subsets: Vec<EndpointSubset>,
+    /// The complete label set: Service labels, the headless label, roster's ownership label and, in annotation
+    /// mode, the skip-mirror label.
+    pub labels: BTreeMap<String, String>,
+    /// The annotations roster owns: over-capacity (when truncated) and the trigger time (when known).
+    pub annotations: BTreeMap<String, String>,
+    /// More than [`MAX_ENDPOINTS_ADDRESSES`] addresses were selected and some were dropped.
+    pub truncated: bool,
+}
+
+/// Computes the Endpoints of a Service from the pods it selects.
+///
+/// One address per pod, in the Service's primary IP family (`ipFamilies[0]`, else the cluster IP's family, and
+/// for headless Services without families the pod's own primary family); pods without an IP of that family are
+/// left out. A pod appears under each Service port whose `targetPort` resolves on it; a headless Service
+/// without ports gets one port-less subset. Ready pods (or all, with `publishNotReadyAddresses`, which also
+/// keeps terminating pods) go to `addresses`, the rest to `notReadyAddresses`. `nodeName` is set only when
+/// the pod has one (upstream writes an empty string). The result is canonical and truncated.
+pub fn desired_endpoints(
+    svc: &ServiceRecord,
+    pods: &[Arc<PodRecord>],
+    input: EndpointsInput,
+) -> DesiredEndpoints {
+    let per_pod: Vec<EndpointSubset> = pods.iter().filter_map(|pod| pod_subset(svc, pod)).collect();
+    let (subsets, truncated) = truncate_subsets(repack_subsets(&per_pod));
+    let mut annotations = BTreeMap::new();
+    if truncated {
+        annotations.insert(
+            ANNOTATION_OVER_CAPACITY.to_owned(),
+            OVER_CAPACITY_TRUNCATED.to_owned(),
+        );
+    }
+    if let Some(at) = input.trigger_time {
+        annotations.insert(ANNOTATION_TRIGGER_TIME.to_owned(), format_trigger_time(at));
+    }
+    DesiredEndpoints {
+        namespace: svc.namespace.to_string(),
+        name: svc.name.to_string(),
+        subsets,
+        labels: endpoints_labels(svc, input.mode),
+        annotations,
+        truncated,
+    }
+}
+
+/// The labels of a Service's Endpoints.
+pub fn endpoints_labels(svc: &ServiceRecord, mode: SelectorSource) -> BTreeMap<String, String> {
+    let mut labels = svc.labels.to_map();
+    labels.remove(LABEL_HEADLESS);
+    if svc.is_headless() {
+        labels.insert(LABEL_HEADLESS.to_owned(), String::new());
+    }
+    labels.insert(
+        LABEL_ENDPOINTS_MANAGED_BY.to_owned(),
+        ENDPOINTS_MANAGER.to_owned(),
+    );
+    if mode == SelectorSource::Annotation {
+        labels.insert(LABEL_SKIP_MIRROR.to_owned(), "true".to_owned());
+    }
+    labels
+}
+
+/// The one address the Endpoints carry for a pod: its first IP of the Service's primary family.
+pub fn endpoints_ip(svc: &ServiceRecord, pod: &PodRecord) -> Option<IpAddr> {
+    let family = svc
+        .ip_families
+        .first()
+        .copied()
+        .or(svc.cluster_ip.as_ref().map(IpFamily::of))
+        .or(pod.ips.first().map(IpFamily::of))?;
+    pod.ips.iter().find(|ip| IpFamily::of(ip) == family).copied()
+}
+
+fn pod_subset(svc: &ServiceRecord, pod: &PodRecord) -> Option<EndpointSubset> {
+    if !pod_is_endpoint(pod, svc.publish_not_ready_addresses) {
+        return None;
+    }
+    let address = EndpointAddress {
+        ip: endpoints_ip(svc, pod)?.to_string(),
+        hostname: endpoint_hostname(pod, svc),
+        node_name: pod.node_name.as_ref().map(|n| n.to_string()),
+        target_ref: Some(pod_reference(pod)),
+    };
+    let ports: Vec<EndpointPort> = svc
+        .ports
+        .iter()
+        .filter_map(|sp| {
+            Some(EndpointPort {
+                name: Some(sp.name.to_string()).filter(|n| !n.is_empty()),
+                port: find_port(pod, sp)?,
+                protocol: Some(sp.protocol.as_str().to_owned()),
+                app_protocol: sp.app_protocol.as_ref().map(|p| p.to_string()),
+            })
+        })
+        .collect();
+    let portless_headless = svc.ports.is_empty() && svc.is_headless();
+    if ports.is_empty() && !portless_headless {
+        return None;
+    }
+    let ready = endpoints_address_ready(pod, svc);
+    Some(EndpointSubset {
+        addresses: ready.then(|| vec![address.clone()]),
+        not_ready_addresses: (!ready).then(|| vec![address]),
+        ports: Some(ports).filter(|p| !p.is_empty()),
+    })
+}
+
+/// `{kind: Pod, namespace, name, uid}` without resourceVersion, so pod status churn never shows in the object.
+pub fn pod_reference(pod: &PodRecord) -> ObjectReference {
+    ObjectReference {
+        kind: Some("Pod".to_owned()),
+        namespace: Some(pod.namespace.to_string()),
+        name: Some(pod.name.to_string()),
+        uid: Some(pod.uid.to_string()),
+        ..ObjectReference::default()
+    }
+}
+
+/// Cuts canonical subsets down to [`MAX_ENDPOINTS_ADDRESSES`] addresses, as upstream: when more than the limit
+/// are ready, only ready addresses are kept; otherwise all ready ones and a share of the not-ready ones. Each
+/// subset keeps a share proportional to its size (rounded up, within the remaining budget), taking its first
+/// addresses in canonical order. The result is repacked again, so it stays canonical.
+fn truncate_subsets(mut subsets: Vec<EndpointSubset>) -> (Vec<EndpointSubset>, bool) {
+    let len = |v: &Option<Vec<EndpointAddress>>| v.as_ref().map_or(0, Vec::len);
+    let ready: usize = subsets.iter().map(|s| len(&s.addresses)).sum();
+    let not_ready: usize = subsets.iter().map(|s| len(&s.not_ready_addresses)).sum();
+    if ready + not_ready <= MAX_ENDPOINTS_ADDRESSES {
+        return (subsets, false);
+    }
+    let truncate_ready = ready > MAX_ENDPOINTS_ADDRESSES;
+    let (budget, total) = if truncate_ready {
+        (MAX_ENDPOINTS_ADDRESSES, ready)
+    } else {
+        (MAX_ENDPOINTS_ADDRESSES - ready, not_ready)
+    };
+    let mut remaining = budget;
+    for subset in &mut subsets {
+        let list = if truncate_ready {
+            &mut subset.addresses
+        } else {
+            &mut subset.not_ready_addresses
+        };
+        let share = (len(list) * budget).div_ceil(total).min(remaining);
+        if let Some(list) = list {
+            list.truncate(share);
+        }
+        remaining -= share;
+        if truncate_ready {
+            subset.not_ready_addresses = None;
+        }
+    }
+    (repack_subsets(&subsets), true)
+}
+
+/// The Endpoints object to write, or `None` when `current` already matches `desired`.
+///
+/// Compared: subsets after repacking `current` (so ordering and grouping noise and `targetRef.resourceVersion`
+/// are ignored), the full label set, and the over-capacity annotation. The desired subsets are already
+/// truncated, so an Endpoints object over capacity is not rewritten on every sync. The trigger-time annotation
+/// is not compared: it is only written along with another change. The object written is `current` with
+/// subsets, labels and roster's annotations replaced; other annotations and the resourceVersion (for
+/// optimistic concurrency) are kept.
+pub fn endpoints_need_write(current: Option<&Endpoints>, desired: &DesiredEndpoints) -> Option<Endpoints> {
+    let Some(current) = current else {
+        let metadata = ObjectMeta {
+            namespace: Some(desired.namespace.clone()),
+            name: Some(desired.name.clone()),
+            ..ObjectMeta::default()
+        };
+        return Some(apply_desired(
+            Endpoints {
+                metadata,
+                subsets: None,
+            },
+            desired,
+        ));
+    };
+    let over_capacity = current
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_OVER_CAPACITY));
+    let capacity_ok = over_capacity.is_some() == desired.truncated;
+    let labels_ok = current
+        .metadata
+        .labels
+        .as_ref()
+        .map_or(desired.labels.is_empty(), |l| *l == desired.labels);
+    if capacity_ok && labels_ok && canonical_subsets(current) == desired.subsets {
+        return None;
+    }
+    Some(apply_desired(current.clone(), desired))
+}
+
+fn canonical_subsets(endpoints: &Endpoints) -> Vec<EndpointSubset> {
+    let mut subsets = endpoints.subsets.clone().unwrap_or_default();
+    for subset in &mut subsets {
+        let addresses = subset
+            .addresses
+            .iter_mut()
+            .chain(subset.not_ready_addresses.iter_mut())
+            .flatten();
+        for target in addresses.filter_map(|a| a.target_ref.as_mut()) {
+            target.resource_version = None;
+        }
+    }
+    repack_subsets(&subsets)
+}
+
+fn apply_desired(mut endpoints: Endpoints, desired: &DesiredEndpoints) -> Endpoints {
+    let meta = &mut endpoints.metadata;
+    meta.labels = Some(desired.labels.clone());
+    let annotations = meta.annotations.get_or_insert_with(BTreeMap::new);
+    annotations.remove(ANNOTATION_OVER_CAPACITY);
+    annotations.remove(ANNOTATION_TRIGGER_TIME);
+    annotations.extend(desired.annotations.clone());
+    endpoints.subsets = Some(desired.subsets.clone());
+    endpoints
+}

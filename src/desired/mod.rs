@@ -1,0 +1,40 @@
+//! The pure desired-state layer: from cache records to the objects roster should write.
+//!
+//! Nothing here does I/O, awaits, or reads a clock; time comes in as arguments. The pipeline for one Service:
+//!
+//! 1. [`readiness`] and [`ports`] decide which pods are endpoints, in which condition, on which ports;
+//! 2. [`desired_endpoints`] builds the canonical, truncated Endpoints and [`endpoints_need_write`] compares it
+//!    with the current object;
+//! 3. [`desired_slices`] plans EndpointSlice creates, updates and deletes against the existing slices;
+//! 4. [`desired_mirrored_slices`] does the same for Endpoints of selectorless Services;
+//! 5. [`TriggerTimeTracker`] supplies the last-change-trigger-time annotation.
+//!
+//! Equal inputs give equal outputs, and an existing object that already matches produces no write.
+
+mod endpoints;
+pub mod labels;
+mod mirroring;
+pub mod ports;
+pub mod readiness;
+mod repack;
+mod slices;
+mod trigger;
+
+#[cfg(test)]
+mod endpoints_tests;
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod mirroring_tests;
+#[cfg(test)]
+mod slices_tests;
+
+pub use endpoints::{
+    DesiredEndpoints, EndpointsInput, desired_endpoints, endpoints_ip, endpoints_labels,
+    endpoints_need_write, pod_reference,
+};
+pub use labels::*;
+pub use mirroring::desired_mirrored_slices;
+pub use repack::{count_addresses, repack_subsets};
+pub use slices::{SkipReason, SlicePlan, SliceStats, desired_slices, slice_families, slice_labels};
+pub use trigger::{TriggerTimeTracker, format_trigger_time};

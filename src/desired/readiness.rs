@@ -1,0 +1,159 @@
+//! Which pods become endpoints, and in which condition.
+
+use k8s_openapi::api::discovery::v1::EndpointConditions;
+
+use crate::cache::{PodRecord, ServiceRecord};
+
+/// Whether a pod is published at all: not terminal (Succeeded/Failed), has an IP, and is not terminating
+/// unless `include_terminating`. Endpoints pass `publishNotReadyAddresses`; EndpointSlices pass `true`.
+pub fn pod_is_endpoint(pod: &PodRecord, include_terminating: bool) -> bool {
+    !pod.phase.is_terminal() && !pod.ips.is_empty() && (include_terminating || !pod.terminating)
+}
+
+/// Endpoints: whether the pod goes to `addresses` (else `notReadyAddresses`).
+pub fn endpoints_address_ready(pod: &PodRecord, svc: &ServiceRecord) -> bool {
+    svc.publish_not_ready_addresses || pod.ready
+}
+
+/// EndpointSlices: `serving` is pod readiness, `terminating` the deletion timestamp, and `ready` is
+/// `publishNotReadyAddresses || (serving && !terminating)` — a terminating pod is never ready unless the
+/// Service publishes not-ready addresses.
+pub fn slice_conditions(pod: &PodRecord, svc: &ServiceRecord) -> EndpointConditions {
+    EndpointConditions {
+        ready: Some(svc.publish_not_ready_addresses || (pod.ready && !pod.terminating)),
+        serving: Some(pod.ready),
+        terminating: Some(pod.terminating),
+    }
+}
+
+/// The endpoint hostname: the pod's `spec.hostname` when its `spec.subdomain` names this Service in the same
+/// namespace (the Service need not be headless).
+pub fn endpoint_hostname(pod: &PodRecord, svc: &ServiceRecord) -> Option<String> {
+    let hostname = pod.hostname.as_ref()?;
+    let same_subdomain = pod.subdomain.as_deref() == Some(&*svc.name) && pod.namespace == svc.namespace;
+    same_subdomain.then(|| hostname.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::PodPhase;
+    use crate::desired::fixtures::{PodFixture, ServiceFixture};
+
+    #[test]
+    fn pod_inclusion_rules() {
+        let cases = [
+            ("running ready", PodFixture::new("p").build(), false, true),
+            (
+                "not ready still included",
+                PodFixture::new("p").not_ready().build(),
+                false,
+                true,
+            ),
+            (
+                "succeeded",
+                PodFixture::new("p").phase(PodPhase::Succeeded).build(),
+                true,
+                false,
+            ),
+            (
+                "failed",
+                PodFixture::new("p").phase(PodPhase::Failed).build(),
+                true,
+                false,
+            ),
+            ("no ip", PodFixture::new("p").ips(&[]).build(), true, false),
+            (
+                "terminating excluded",
+                PodFixture::new("p").terminating().build(),
+                false,
+                false,
+            ),
+            (
+                "terminating included",
+                PodFixture::new("p").terminating().build(),
+                true,
+                true,
+            ),
+        ];
+        for (name, pod, include_terminating, want) in cases {
+            assert_eq!(pod_is_endpoint(&pod, include_terminating), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn slice_conditions_follow_readiness_and_termination() {
+        let svc = ServiceFixture::new("web").build();
+        let pnra = ServiceFixture::new("web").publish_not_ready().build();
+        let cases = [
+            ("ready", PodFixture::new("p").build(), &svc, (true, true, false)),
+            (
+                "not ready",
+                PodFixture::new("p").not_ready().build(),
+                &svc,
+                (false, false, false),
+            ),
+            (
+                "terminating ready",
+                PodFixture::new("p").terminating().build(),
+                &svc,
+                (false, true, true),
+            ),
+            (
+                "terminating not ready",
+                PodFixture::new("p").terminating().not_ready().build(),
+                &svc,
+                (false, false, true),
+            ),
+            (
+                "pnra not ready",
+                PodFixture::new("p").not_ready().build(),
+                &pnra,
+                (true, false, false),
+            ),
+            (
+                "pnra terminating",
+                PodFixture::new("p").terminating().build(),
+                &pnra,
+                (true, true, true),
+            ),
+        ];
+        for (name, pod, svc, (ready, serving, terminating)) in cases {
+            let want = EndpointConditions {
+                ready: Some(ready),
+                serving: Some(serving),
+                terminating: Some(terminating),
+            };
+            assert_eq!(slice_conditions(&pod, svc), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn hostname_set_only_for_matching_subdomain_in_same_namespace() {
+        let svc = ServiceFixture::new("web").build();
+        let cases = [
+            (
+                "matching",
+                PodFixture::new("p").hostname("h", "web").build(),
+                Some("h"),
+            ),
+            (
+                "other subdomain",
+                PodFixture::new("p").hostname("h", "db").build(),
+                None,
+            ),
+            ("no hostname", PodFixture::new("p").build(), None),
+            (
+                "other namespace",
+                PodFixture::new("p")
+                    .namespace("other")
+                    .hostname("h", "web")
+                    .build(),
+                None,
+            ),
+        ];
+        for (name, pod, want) in cases {
+            assert_eq!(endpoint_hostname(&pod, &svc).as_deref(), want, "{name}");
+        }
+    }
+}

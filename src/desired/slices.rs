@@ -1,0 +1,566 @@
+//! The EndpointSlices of a Service, planned against the slices that exist.
+//!
+//! Packing follows the upstream EndpointSlice controller: it prefers few writes over perfect packing and never
+//! rebalances. Per address type and per distinct port list: existing slices keep the endpoints still desired
+//! (updated in place when one changed or went away); new endpoints first fill the slices already being
+//! updated, fullest first; a remainder smaller than a slice then goes into the one unchanged slice it fits
+//! best, and anything else into new slices. Deletes are recycled into updates of new slices, and an address
+//! type with no endpoints keeps one empty placeholder slice. Slices that already match are not touched.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use super::endpoints::pod_reference;
+use super::labels::{
+    ANNOTATION_TRIGGER_TIME, LABEL_HEADLESS, LABEL_MANAGED_BY, LABEL_SERVICE_NAME,
+    MAX_ENDPOINTS_PER_SLICE_LIMIT, MAX_MIRRORED_PER_SUBSET, RESERVED_SLICE_LABELS, SLICE_CONTROLLER_NAME,
+};
+use super::ports::find_port;
+use super::readiness::{endpoint_hostname, pod_is_endpoint, slice_conditions};
+use super::trigger::format_trigger_time;
+use crate::cache::{IpFamily, NodeLookup, PodRecord, ServiceRecord};
+
+/// Why an address was not published (mirroring). Each maps to a Warning Event reason on the Endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The address is not an IP; the entry's text is the address.
+    InvalidIp,
+    /// The subset had more addresses than are mirrored; the entry's text describes the subset's ports.
+    TooManyAddresses { skipped: usize },
+}
+
+impl SkipReason {
+    pub fn event_reason(&self) -> &'static str {
+        match self {
+            SkipReason::InvalidIp => "InvalidIPAddress",
+            SkipReason::TooManyAddresses { .. } => "TooManyAddressesToMirror",
+        }
+    }
+}
+
+/// Counts for the `endpoint_slice_controller_*` style metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SliceStats {
+    /// Endpoints in the desired state.
+    pub endpoints_desired: usize,
+    /// Desired endpoints not found in any existing slice.
+    pub endpoints_added: usize,
+    /// Existing endpoints kept but changed (conditions, zone, node, ...).
+    pub endpoints_updated: usize,
+    /// Existing endpoints no longer desired.
+    pub endpoints_removed: usize,
+    /// Slices an ideal packing would need (at least one per address type: the placeholder).
+    pub slices_desired: usize,
+}
+
+/// The writes that bring the existing EndpointSlices to the desired state.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SlicePlan {
+    /// New slices, named by `generateName`.
+    pub create: Vec<EndpointSlice>,
+    /// Full replacements of existing slices, carrying their name and resourceVersion.
+    pub update: Vec<EndpointSlice>,
+    /// Existing slices to delete, as listed.
+    pub delete: Vec<EndpointSlice>,
+    /// Nodes of pods that were left out because the Node is not in the cache (retry later); `""` stands for
+    /// pods without `spec.nodeName`.
+    pub missing_nodes: Vec<String>,
+    /// Addresses left out, with why (mirroring only).
+    pub skipped: Vec<(String, SkipReason)>,
+    pub stats: SliceStats,
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::InvalidIp => f.write_str("not a valid IP address, not mirrored"),
+            SkipReason::TooManyAddresses { skipped } => write!(
+                f,
+                "at most {MAX_MIRRORED_PER_SUBSET} addresses per subset are mirrored, {skipped} were skipped"
+            ),
+        }
+    }
+}
+
+impl SlicePlan {
+    /// A plan that deletes these slices and writes nothing else.
+    pub fn delete_all(slices: Vec<EndpointSlice>) -> Self {
+        let endpoints_removed = slices.iter().map(|s| s.endpoints.len()).sum();
+        SlicePlan {
+            delete: slices,
+            stats: SliceStats {
+                endpoints_removed,
+                ..SliceStats::default()
+            },
+            ..SlicePlan::default()
+        }
+    }
+
+    /// No API writes are needed.
+    pub fn is_empty(&self) -> bool {
+        self.create.is_empty() && self.update.is_empty() && self.delete.is_empty()
+    }
+}
+
+/// Identifies a port list regardless of order: sorted `(name, port, protocol, appProtocol)`.
+pub(crate) type PortsKey = Vec<(String, Option<i32>, String, Option<String>)>;
+
+pub(crate) fn ports_key(ports: Option<&[EndpointPort]>) -> PortsKey {
+    let mut key: PortsKey = ports
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".to_owned());
+            (
+                p.name.clone().unwrap_or_default(),
+                p.port,
+                protocol,
+                p.app_protocol.clone(),
+            )
+        })
+        .collect();
+    key.sort();
+    key
+}
+
+/// Identifies an endpoint across syncs: sorted addresses, hostname, and the target's namespace and name.
+pub(crate) type EndpointKey = (Vec<String>, Option<String>, Option<String>, Option<String>);
+
+pub(crate) fn endpoint_key(endpoint: &Endpoint) -> EndpointKey {
+    let mut addresses = endpoint.addresses.clone();
+    addresses.sort();
+    let target = endpoint.target_ref.as_ref();
+    (
+        addresses,
+        endpoint.hostname.clone(),
+        target.and_then(|t| t.namespace.clone()),
+        target.and_then(|t| t.name.clone()),
+    )
+}
+
+/// An endpoint as compared: the target's resourceVersion is noise.
+pub(crate) fn comparable(endpoint: &Endpoint) -> Endpoint {
+    let mut endpoint = endpoint.clone();
+    if let Some(target) = &mut endpoint.target_ref {
+        target.resource_version = None;
+    }
+    endpoint
+}
+
+/// A desired group: one port list and its endpoints, in key order.
+#[derive(Debug, Default)]
+struct Group {
+    ports: Vec<EndpointPort>,
+    endpoints: BTreeMap<EndpointKey, Endpoint>,
+}
+
+/// Plans the EndpointSlices of a Service.
+///
+/// `existing` are the slices labelled with this Service's name and roster's managed-by value; `nodes` tells
+/// the zone of a pod's node. `max_per_slice` is clamped to 1..=1000.
+///
+/// Divergence from upstream: a pod on which none of the Service's ports resolve (a named `targetPort` the pod
+/// does not declare) is left out, as in the Endpoints, instead of being published in a `ports: []` slice that
+/// consumers read as "all ports" (kubernetes#109627). A pod on which some ports resolve is published with
+/// those, as upstream. A Service without ports publishes its pods with `ports: []`.
+pub fn desired_slices(
+    svc: &ServiceRecord,
+    pods: &[Arc<PodRecord>],
+    nodes: &dyn Fn(&str) -> NodeLookup,
+    existing: &[EndpointSlice],
+    max_per_slice: usize,
+    trigger_time: Option<Timestamp>,
+) -> SlicePlan {
+    let max = max_per_slice.clamp(1, MAX_ENDPOINTS_PER_SLICE_LIMIT);
+    let families = slice_families(svc);
+    let mut plan = SlicePlan::default();
+    let mut missing_nodes = BTreeSet::new();
+    let mut desired = desired_groups(svc, pods, nodes, &families, &mut missing_nodes);
+    plan.missing_nodes = missing_nodes.into_iter().collect();
+
+    let mut existing: Vec<&EndpointSlice> = existing.iter().collect();
+    existing.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let labels = slice_labels(svc);
+    for family in &families {
+        let of_family: Vec<&EndpointSlice> = existing
+            .iter()
+            .copied()
+            .filter(|s| s.address_type == family.address_type())
+            .collect();
+        let groups = desired.remove(family).unwrap_or_default();
+        plan_family(svc, *family, &labels, groups, of_family, max, &mut plan);
+    }
+    let unsupported = existing
+        .iter()
+        .filter(|s| IpFamily::from_address_type(&s.address_type).is_none_or(|f| !families.contains(&f)));
+    plan.delete.extend(unsupported.map(|s| (*s).clone()));
+
+    recycle_deletes(&mut plan, |slice| owned_by(slice, "Service", &svc.uid));
+    if svc.deleting {
+        plan.create.clear();
+    }
+    for slice in plan.create.iter_mut().chain(plan.update.iter_mut()) {
+        set_trigger_time(slice, trigger_time);
+    }
+    plan
+}
+
+/// Address types a Service's slices use: its `ipFamilies`; else the cluster IP's family; headless without
+/// families gets both.
+pub fn slice_families(svc: &ServiceRecord) -> Vec<IpFamily> {
+    let mut families: Vec<IpFamily> = Vec::new();
+    for family in &svc.ip_families {
+        if !families.contains(family) {
+            families.push(*family);
+        }
+    }
+    if families.is_empty() {
+        match &svc.cluster_ip {
+            Some(ip) => families.push(IpFamily::of(ip)),
+            None => families.extend([IpFamily::V4, IpFamily::V6]),
+        }
+    }
+    families
+}
+
+/// Labels of a Service's slices: its labels without the reserved keys, then the headless label, the Service
+/// name and roster's managed-by value.
+pub fn slice_labels(svc: &ServiceRecord) -> BTreeMap<String, String> {
+    let mut labels = svc.labels.to_map();
+    labels.retain(|k, _| !RESERVED_SLICE_LABELS.contains(&k.as_str()));
+    if svc.is_headless() {
+        labels.insert(LABEL_HEADLESS.to_owned(), String::new());
+    }
+    labels.insert(LABEL_SERVICE_NAME.to_owned(), svc.name.to_string());
+    labels.insert(LABEL_MANAGED_BY.to_owned(), SLICE_CONTROLLER_NAME.to_owned());
+    labels
+}
+
+type DesiredGroups = BTreeMap<IpFamily, BTreeMap<PortsKey, Group>>;
+
+fn desired_groups(
+    svc: &ServiceRecord,
+    pods: &[Arc<PodRecord>],
+    nodes: &dyn Fn(&str) -> NodeLookup,
+    families: &[IpFamily],
+    missing_nodes: &mut BTreeSet<String>,
+) -> DesiredGroups {
+    let mut groups = DesiredGroups::new();
+    for pod in pods.iter().filter(|p| pod_is_endpoint(p, true)) {
+        let Some(ports) = resolved_ports(svc, pod) else {
+            continue;
+        };
+        let node = pod.node_name.as_deref().map_or(NodeLookup::Missing, nodes);
+        let zone = match node {
+            NodeLookup::Found { zone } => zone,
+            NodeLookup::Missing if svc.publish_not_ready_addresses => None,
+            NodeLookup::Missing => {
+                missing_nodes.insert(pod.node_name.as_deref().unwrap_or_default().to_owned());
+                continue;
+            }
+        };
+        for family in families {
+            let Some(endpoint) = pod_endpoint(svc, pod, *family, zone.as_deref()) else {
+                continue;
+            };
+            let group = groups
+                .entry(*family)
+                .or_default()
+                .entry(ports_key(Some(&ports)))
+                .or_default();
+            group.ports.clone_from(&ports);
+            group.endpoints.insert(endpoint_key(&endpoint), endpoint);
+        }
+    }
+    groups
+}
+
+/// The pod's resolved ports, sorted; `None` when the Service has ports and none resolves on this pod.
+fn resolved_ports(svc: &ServiceRecord, pod: &PodRecord) -> Option<Vec<EndpointPort>> {
+    let mut ports: Vec<EndpointPort> = svc
+        .ports
+        .iter()
+        .filter_map(|sp| {
+            Some(EndpointPort {
+                name: Some(sp.name.to_string()),
+                port: Some(find_port(pod, sp)?),
+                protocol: Some(sp.protocol.as_str().to_owned()),
+                app_protocol: sp.app_protocol.as_ref().map(|p| p.to_string()),
+            })
+        })
+        .collect();
+    if ports.is_empty() && !svc.ports.is_empty() {
+        return None;
+    }
+    ports.sort_by_key(|p| ports_key(Some(std::slice::from_ref(p))));
+    Some(ports)
+}
+
+fn pod_endpoint(
+    svc: &ServiceRecord,
+    pod: &PodRecord,
+    family: IpFamily,
+    zone: Option<&str>,
+) -> Option<Endpoint> {
+    let addresses: Vec<String> = pod
+        .ips
+        .iter()
+        .filter(|ip| IpFamily::of(ip) == family)
+        .map(|ip| ip.to_string())
+        .collect();
+    if addresses.is_empty() {
+        return None;
+    }
+    Some(Endpoint {
+        addresses,
+        conditions: Some(slice_conditions(pod, svc)),
+        hostname: endpoint_hostname(pod, svc),
+        node_name: pod.node_name.as_ref().map(|n| n.to_string()),
+        target_ref: Some(pod_reference(pod)),
+        zone: zone.map(str::to_owned),
+        ..Endpoint::default()
+    })
+}
+
+/// Plans one address type: existing slices grouped by port list, desired groups packed, stale groups deleted,
+/// and the placeholder when nothing else would remain.
+fn plan_family(
+    svc: &ServiceRecord,
+    family: IpFamily,
+    labels: &BTreeMap<String, String>,
+    groups: BTreeMap<PortsKey, Group>,
+    existing: Vec<&EndpointSlice>,
+    max: usize,
+    plan: &mut SlicePlan,
+) {
+    let existing_count = existing.len();
+    let mut creates = Vec::new();
+    let mut deletes = Vec::new();
+    let mut by_ports: BTreeMap<PortsKey, Vec<&EndpointSlice>> = BTreeMap::new();
+    for slice in existing {
+        if owned_by(slice, "Service", &svc.uid) {
+            by_ports
+                .entry(ports_key(slice.ports.as_deref()))
+                .or_default()
+                .push(slice);
+        } else {
+            deletes.push(slice.clone());
+        }
+    }
+    plan.stats.slices_desired += groups
+        .values()
+        .map(|g| g.endpoints.len().div_ceil(max))
+        .sum::<usize>()
+        .max(1);
+    for (key, group) in groups {
+        let slices = by_ports.remove(&key).unwrap_or_default();
+        let template = new_slice(svc, family, labels, group.ports.clone());
+        let packed = pack_group(group.endpoints, slices, labels, &template, max, &mut plan.stats);
+        plan.update.extend(packed.update);
+        creates.extend(packed.create);
+        deletes.extend(packed.delete);
+    }
+    for slice in by_ports.into_values().flatten() {
+        plan.stats.endpoints_removed += slice.endpoints.len();
+        deletes.push(slice.clone());
+    }
+    if deletes.len() == existing_count && creates.is_empty() {
+        let placeholder = new_slice(svc, family, labels, Vec::new());
+        if let [only] = deletes.as_slice()
+            && is_same_placeholder(only, &placeholder, svc)
+        {
+            deletes.clear();
+        } else {
+            creates.push(placeholder);
+        }
+    }
+    plan.create.extend(creates);
+    plan.delete.extend(deletes);
+}
+
+#[derive(Default)]
+struct Packed {
+    create: Vec<EndpointSlice>,
+    update: Vec<EndpointSlice>,
+    delete: Vec<EndpointSlice>,
+}
+
+/// Packs one port group's desired endpoints into its existing slices (see the module doc).
+fn pack_group(
+    mut desired: BTreeMap<EndpointKey, Endpoint>,
+    existing: Vec<&EndpointSlice>,
+    labels: &BTreeMap<String, String>,
+    template: &EndpointSlice,
+    max: usize,
+    stats: &mut SliceStats,
+) -> Packed {
+    stats.endpoints_desired += desired.len();
+    let mut packed = Packed::default();
+    let mut unchanged: Vec<&EndpointSlice> = Vec::new();
+    for slice in existing {
+        let mut kept = Vec::with_capacity(slice.endpoints.len());
+        let mut changed = false;
+        for endpoint in &slice.endpoints {
+            match desired.remove(&endpoint_key(endpoint)) {
+                Some(want) => {
+                    if comparable(endpoint) != want {
+                        changed = true;
+                        stats.endpoints_updated += 1;
+                    }
+                    kept.push(want);
+                }
+                None => stats.endpoints_removed += 1,
+            }
+        }
+        // A slice over the (possibly lowered) limit gives its excess back for placement elsewhere.
+        for extra in kept.split_off(kept.len().min(max)) {
+            desired.insert(endpoint_key(&extra), extra);
+        }
+        let labels_changed = slice.metadata.labels.as_ref() != Some(labels);
+        if !changed && kept.len() == slice.endpoints.len() && !labels_changed {
+            unchanged.push(slice);
+        } else if kept.is_empty() {
+            packed.delete.push(slice.clone());
+        } else {
+            let mut update = slice.clone();
+            update.endpoints = kept;
+            update.metadata.labels = Some(labels.clone());
+            packed.update.push(update);
+        }
+    }
+    stats.endpoints_added += desired.len();
+
+    packed.update.sort_by_key(|s| Reverse(s.endpoints.len()));
+    for slice in &mut packed.update {
+        fill(slice, &mut desired, max);
+    }
+    while !desired.is_empty() {
+        let mut slice = match slice_to_fill(&mut unchanged, desired.len(), max) {
+            Some(existing) => existing.clone(),
+            None => template.clone(),
+        };
+        fill(&mut slice, &mut desired, max);
+        if slice.metadata.name.is_some() {
+            packed.update.push(slice)
+        } else {
+            packed.create.push(slice)
+        }
+    }
+    packed
+}
+
+fn fill(slice: &mut EndpointSlice, desired: &mut BTreeMap<EndpointKey, Endpoint>, max: usize) {
+    while slice.endpoints.len() < max {
+        let Some((_, endpoint)) = desired.pop_first() else {
+            break;
+        };
+        slice.endpoints.push(endpoint);
+    }
+}
+
+/// The unchanged slice that the remaining `needed` endpoints fill most completely, removed from the list;
+/// only when the remainder is smaller than a full slice.
+fn slice_to_fill<'a>(
+    unchanged: &mut Vec<&'a EndpointSlice>,
+    needed: usize,
+    max: usize,
+) -> Option<&'a EndpointSlice> {
+    if needed >= max {
+        return None;
+    }
+    let free_after = |s: &&EndpointSlice| max.checked_sub(s.endpoints.len() + needed);
+    let (index, _) = unchanged
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| Some((i, free_after(s)?)))
+        .min_by_key(|(_, free)| *free)?;
+    Some(unchanged.remove(index))
+}
+
+fn new_slice(
+    svc: &ServiceRecord,
+    family: IpFamily,
+    labels: &BTreeMap<String, String>,
+    ports: Vec<EndpointPort>,
+) -> EndpointSlice {
+    EndpointSlice {
+        address_type: family.address_type().to_owned(),
+        endpoints: Vec::new(),
+        ports: Some(ports),
+        metadata: ObjectMeta {
+            namespace: Some(svc.namespace.to_string()),
+            generate_name: Some(format!("{}-", svc.name)),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![controller_reference("Service", &svc.name, &svc.uid)]),
+            ..ObjectMeta::default()
+        },
+    }
+}
+
+fn is_same_placeholder(existing: &EndpointSlice, placeholder: &EndpointSlice, svc: &ServiceRecord) -> bool {
+    existing.address_type == placeholder.address_type
+        && existing.metadata.namespace == placeholder.metadata.namespace
+        && existing.metadata.labels == placeholder.metadata.labels
+        && existing.endpoints.is_empty()
+        && existing.ports.as_deref().unwrap_or_default().is_empty()
+        && owned_by(existing, "Service", &svc.uid)
+}
+
+/// A controller owner reference (`apiVersion: v1`), which also blocks the owner's deletion until the
+/// slices are gone.
+pub(crate) fn controller_reference(kind: &str, name: &str, uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: "v1".to_owned(),
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        uid: uid.to_owned(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// Whether a slice has an owner reference to the `v1` object of this kind and UID.
+pub(crate) fn owned_by(slice: &EndpointSlice, kind: &str, uid: &str) -> bool {
+    let refs = slice.metadata.owner_references.iter().flatten();
+    refs.into_iter()
+        .any(|r| r.uid == uid && r.kind == kind && r.api_version == "v1")
+}
+
+/// Turns creates into updates of slices that would be deleted (same address type, owned), saving a delete
+/// and a create each.
+pub(crate) fn recycle_deletes(plan: &mut SlicePlan, owned: impl Fn(&EndpointSlice) -> bool) {
+    for mut slice in std::mem::take(&mut plan.create) {
+        let reusable = plan
+            .delete
+            .iter()
+            .position(|d| d.address_type == slice.address_type && owned(d));
+        match reusable {
+            Some(index) => {
+                let old = plan.delete.remove(index);
+                slice.metadata.generate_name = None;
+                slice.metadata.name = old.metadata.name;
+                slice.metadata.resource_version = old.metadata.resource_version;
+                plan.update.push(slice);
+            }
+            None => plan.create.push(slice),
+        }
+    }
+}
+
+/// Sets the trigger-time annotation when known, removes it otherwise.
+fn set_trigger_time(slice: &mut EndpointSlice, trigger_time: Option<Timestamp>) {
+    let annotations = slice.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    match trigger_time {
+        Some(at) => annotations.insert(ANNOTATION_TRIGGER_TIME.to_owned(), format_trigger_time(at)),
+        None => annotations.remove(ANNOTATION_TRIGGER_TIME),
+    };
+    if annotations.is_empty() {
+        slice.metadata.annotations = None;
+    }
+}
