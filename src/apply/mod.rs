@@ -149,6 +149,20 @@ impl Writer {
         )
     }
 
+    /// Writes a BackendSet's status (merge patch on the status subresource).
+    pub async fn patch_backendset_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &crate::backends::BackendSetStatus,
+    ) -> Result<()> {
+        let api = Api::<crate::backends::BackendSet>::namespaced(self.client.clone(), namespace);
+        let patch = kube::api::Patch::Merge(serde_json::json!({ "status": status }));
+        let params = kube::api::PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        let call = api.patch_status(name, &params, &patch);
+        self.write("backendsets/status", "patch", name, call).await.map(|_| ())
+    }
+
     /// Publishes a Warning Event about `regarding` (best effort: a failure is logged, never retried).
     pub async fn warn(&self, regarding: &ObjectReference, reason: &str, action: &str, note: String) {
         self.event(regarding, EventType::Warning, reason, action, note)

@@ -75,12 +75,12 @@ pub struct Context {
     pub objects: Mutex<Objects>,
     pub triggers: Mutex<TriggerTimeTracker>,
     pub queue: WorkQueue<ServiceKey>,
-    pub writer: Writer,
+    pub writer: Arc<Writer>,
     pub metrics: Metrics,
 }
 
 impl Context {
-    pub fn new(config: Config, slices_enabled: bool, writer: Writer, metrics: Metrics) -> Context {
+    pub fn new(config: Config, slices_enabled: bool, writer: Arc<Writer>, metrics: Metrics) -> Context {
         Context {
             config,
             slices_enabled,
