@@ -73,13 +73,13 @@ pub async fn run(
     tracing::info!(services = ?config.services, namespace = ?config.namespace, workers = config.workers,
         slices = slices_enabled, endpoints = config.endpoints, "roster starting");
     let budget = WriteBudget::new(args.controller.write_qps, args.controller.write_burst);
-    let writer = Writer::new(
+    let writer = Arc::new(Writer::new(
         client.clone(),
         budget,
         metrics.clone(),
         leader.clone(),
         lease::identity(&args.lease),
-    );
+    ));
     let ctx = Arc::new(controller::Context::new(config, slices_enabled, writer, metrics));
     controller::run(ctx, client, readiness, became_rx, shutdown).await;
     tracing::info!("shutting down");

@@ -200,10 +200,25 @@ async fn kubectl_get_watch_streams_changes() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut next = async || tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap().unwrap();
-    assert!(next().await.starts_with("NAME"), "kubectl prints its default columns without Table output");
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+    };
+    assert!(
+        next().await.starts_with("NAME"),
+        "kubectl prints its default columns without Table output"
+    );
     assert!(next().await.starts_with("w "));
-    cms.patch("w", &PatchParams::default(), &Patch::Merge(json!({"data": {"a": "b"}}))).await.unwrap();
+    cms.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"a": "b"}})),
+    )
+    .await
+    .unwrap();
     assert!(next().await.starts_with("w "), "the change streams");
     child.kill().await.unwrap();
 }
