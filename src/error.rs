@@ -40,9 +40,8 @@ impl Error {
     /// Sorts a kube error into the case that decides the retry.
     pub fn from_kube(err: kube::Error, what: impl Into<String>) -> Error {
         match &err {
-            kube::Error::Api(s) if s.code == 409 && s.reason == "Conflict" => {
-                Error::Conflict { what: what.into() }
-            }
+            // AlreadyExists on a create means the cache lagged: like a conflict, retry from fresh state.
+            kube::Error::Api(s) if s.code == 409 => Error::Conflict { what: what.into() },
             kube::Error::Api(s) if s.code == 429 => Error::TooManyRequests(None),
             kube::Error::Api(s) if s.code == 403 && s.message.contains("being terminated") => {
                 Error::NamespaceTerminating(what.into())

@@ -158,9 +158,14 @@ impl Writer {
     ) -> Result<()> {
         let api = Api::<crate::backends::BackendSet>::namespaced(self.client.clone(), namespace);
         let patch = kube::api::Patch::Merge(serde_json::json!({ "status": status }));
-        let params = kube::api::PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        let params = kube::api::PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
         let call = api.patch_status(name, &params, &patch);
-        self.write("backendsets/status", "patch", name, call).await.map(|_| ())
+        self.write("backendsets/status", "patch", name, call)
+            .await
+            .map(|_| ())
     }
 
     /// Publishes a Warning Event about `regarding` (best effort: a failure is logged, never retried).

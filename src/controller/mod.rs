@@ -149,26 +149,36 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let synced = start_watches(&ctx, &client);
+    tokio::pin!(shutdown);
+    tokio::select! {
+        _ = wait_all_synced(synced) => {}
+        _ = &mut shutdown => return,
+    }
+    tracing::info!("caches synced");
+    // Workers start only now: acting on a half-filled cache would rewrite or recreate objects that exist.
     let workers: Vec<_> = (0..ctx.config.workers)
         .map(|_| tokio::spawn(worker(ctx.clone())))
         .collect();
-    let supervise = async {
-        wait_all_synced(synced).await;
-        tracing::info!("caches synced");
-        readiness.set_ready(true);
-        ctx.update_cache_gauges();
+    readiness.set_ready(true);
+    let resync_on_leadership = async {
         loop {
             if ctx.writer.leader().is_leader() {
                 ctx.enqueue_all(ctx.all_keys(), false);
             }
-            tokio::select! {
-                changed = became_leader.changed() => if changed.is_err() { std::future::pending::<()>().await },
-                _ = tokio::time::sleep(Duration::from_secs(10)) => { ctx.update_cache_gauges(); continue; }
+            if became_leader.changed().await.is_err() {
+                std::future::pending::<()>().await;
             }
         }
     };
+    let gauges = async {
+        loop {
+            ctx.update_cache_gauges();
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+    };
     tokio::select! {
-        _ = supervise => {}
+        _ = resync_on_leadership => {}
+        _ = gauges => {}
         _ = shutdown => {}
     }
     readiness.set_ready(false);

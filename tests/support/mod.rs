@@ -258,3 +258,66 @@ pub fn slice_endpoints(slices: &[EndpointSlice]) -> Vec<(String, bool, bool, boo
     out.sort();
     out
 }
+
+/// roster as a separate process (the built binary), for tests that kill it.
+pub struct RosterProcess {
+    child: std::process::Child,
+    pub admin: SocketAddr,
+}
+
+impl RosterProcess {
+    pub async fn start(env: &TestEnv, namespace: &str, args: &[&str]) -> RosterProcess {
+        let port = roster_envtest::real::free_port().expect("free port");
+        let admin: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_roster"))
+            .args(["run", "--kubeconfig"])
+            .arg(env.kubeconfig())
+            .args([
+                "--namespace",
+                namespace,
+                "--admin-addr",
+                &admin.to_string(),
+                "--log-level",
+                "warn",
+            ])
+            .args(args)
+            .spawn()
+            .expect("starting the roster binary");
+        let process = RosterProcess { child, admin };
+        eventually("roster process ready", || async {
+            admin_get(admin, "/readyz")
+                .await
+                .is_some_and(|(code, _)| code == 200)
+        })
+        .await;
+        process
+    }
+
+    pub async fn metrics(&self) -> String {
+        admin_get(self.admin, "/metrics")
+            .await
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    /// SIGKILL: no shutdown, no Lease release.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a graceful exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("roster exits")
+    }
+}
+
+impl Drop for RosterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,189 @@
+//! Writes roster makes, counted by the in-memory API server: none when everything is already right, never a
+//! write that changes nothing, and only the leader writes.
+
+mod support;
+
+use std::time::Duration;
+
+use roster_envtest::{TestEnv, fixtures};
+use support::*;
+
+const WEB: &[(&str, &str)] = &[("app", "web")];
+
+/// Three Services over six pods, some not ready, one headless, converged by a first roster.
+async fn converged_world(env: &TestEnv, ns: &str) {
+    env.kubelet().create_node("n1", Some("zone-a")).await.unwrap();
+    create(env, ns, &fixtures::service("web", WEB, &[("http", 8080, "http")])).await;
+    create(
+        env,
+        ns,
+        &fixtures::headless_service("web-headless", WEB, &[("http", 80, "80")]),
+    )
+    .await;
+    create(
+        env,
+        ns,
+        &fixtures::service(
+            "web-multi",
+            WEB,
+            &[("http", 80, "http"), ("metrics", 9090, "9090")],
+        ),
+    )
+    .await;
+    for i in 0..6 {
+        let name = format!("web-{i}");
+        create(env, ns, &fixtures::pod(&name, WEB, "n1", &[("http", 80)])).await;
+        env.kubelet()
+            .start_pod(ns, &name, &[&format!("10.2.0.{}", 10 + i)], i % 3 != 0)
+            .await
+            .unwrap();
+    }
+}
+
+async fn settled(roster: &Roster, services: u64) {
+    eventually("every Service reconciled and the queue empty", || async {
+        let m = roster.metrics().await;
+        metric(&m, "roster_reconciles_total{result=\"success\"}") >= services as f64
+            && metric(&m, "roster_queue_depth") == 0.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+/// The value of the sample `name` (with labels, exactly as exposed) in Prometheus text, 0 when absent.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_everything_correct_makes_zero_writes() {
+    let env = TestEnv::start_tier(roster_envtest::Tier::Memory).await.unwrap();
+    let ns = env.create_namespace("restart").await.unwrap();
+    let first = Roster::start(&env, &ns, &["--services", "all"]).await;
+    converged_world(&env, &ns).await;
+    eventually("all Endpoints written", || async {
+        let mut n = 0;
+        for svc in ["web", "web-headless", "web-multi"] {
+            n += endpoints(&env, &ns, svc)
+                .await
+                .map(|ep| endpoint_ips(&ep).0.len())
+                .unwrap_or(0);
+        }
+        n == 12
+    })
+    .await;
+    settled(&first, 3).await;
+    first.stop().await;
+
+    let server = env.memory_server().unwrap();
+    server.reset_request_counts();
+    let reset_at = std::time::SystemTime::now();
+    let second = Roster::start(&env, &ns, &["--services", "all"]).await;
+    settled(&second, 3).await;
+    let counts = server.request_counts();
+    for r in server
+        .request_log()
+        .iter()
+        .filter(|r| r.method != "GET" && r.time > reset_at)
+    {
+        eprintln!("after restart: {} {} -> {}", r.method, r.path, r.status);
+    }
+    assert_eq!(
+        counts.writes("endpoints"),
+        0,
+        "Endpoints rewritten after a restart"
+    );
+    assert_eq!(
+        counts.writes("endpointslices"),
+        0,
+        "EndpointSlices rewritten after a restart"
+    );
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_scenario_makes_no_noop_writes() {
+    let env = TestEnv::start_tier(roster_envtest::Tier::Memory).await.unwrap();
+    let ns = env.create_namespace("noop").await.unwrap();
+    let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
+    converged_world(&env, &ns).await;
+    let kubelet = env.kubelet();
+    for round in 0..3 {
+        for i in 0..6 {
+            kubelet
+                .set_ready(&ns, &format!("web-{i}"), (i + round) % 2 == 0)
+                .await
+                .unwrap();
+        }
+    }
+    kubelet.delete_gracefully(&ns, "web-5").await.unwrap();
+    kubelet.finish_deletion(&ns, "web-5").await.unwrap();
+    settled(&roster, 3).await;
+    let counts = env.memory_server().unwrap().request_counts();
+    assert!(counts.writes("endpoints") > 0, "the scenario made roster write");
+    assert_eq!(counts.noop_writes("endpoints"), 0, "no-op Endpoints writes");
+    assert_eq!(
+        counts.noop_writes("endpointslices"),
+        0,
+        "no-op EndpointSlice writes"
+    );
+    roster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_writes_and_a_killed_leader_hands_over() {
+    let env = TestEnv::start_tier(roster_envtest::Tier::Memory).await.unwrap();
+    let ns = env.create_namespace("lease").await.unwrap();
+    let flags = [
+        "--services",
+        "all",
+        "--leader-elect",
+        "true",
+        "--lease-namespace",
+        "default",
+        "--lease-duration",
+        "3s",
+    ];
+    let a = RosterProcess::start(&env, &ns, &[&flags[..], &["--identity", "a"]].concat()).await;
+    let b = RosterProcess::start(&env, &ns, &[&flags[..], &["--identity", "b"]].concat()).await;
+    eventually("exactly one leader", || async {
+        metric(&a.metrics().await, "roster_leader") + metric(&b.metrics().await, "roster_leader") == 1.0
+    })
+    .await;
+    converged_world(&env, &ns).await;
+    eventually("web converged", || async {
+        endpoints(&env, &ns, "web")
+            .await
+            .is_some_and(|ep| endpoint_ips(&ep).0.len() == 4)
+    })
+    .await;
+    let a_leads = metric(&a.metrics().await, "roster_leader") == 1.0;
+    let (leader, follower) = if a_leads { (a, b) } else { (b, a) };
+    let writes = |m: &str| {
+        m.lines()
+            .filter(|l| l.starts_with("roster_api_writes_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    assert!(
+        writes(&leader.metrics().await) >= 3.0,
+        "the leader wrote the Endpoints"
+    );
+    assert_eq!(writes(&follower.metrics().await), 0.0, "the follower wrote");
+
+    leader.kill(); // no release: the follower must wait for the Lease to expire
+    env.kubelet().set_ready(&ns, "web-1", false).await.unwrap();
+    eventually("the follower took over", || async {
+        metric(&follower.metrics().await, "roster_leader") == 1.0
+    })
+    .await;
+    eventually("the change made while nobody led is published", || async {
+        endpoints(&env, &ns, "web")
+            .await
+            .is_some_and(|ep| endpoint_ips(&ep).1.contains(&"10.2.0.11".to_string()))
+    })
+    .await;
+    assert_eq!(follower.terminate().code(), Some(0), "graceful exit on SIGTERM");
+}
