@@ -1,3 +1,5 @@
+use std::io::IsTerminal;
+
 use clap::Parser;
 use roster::args::{Cli, Command, LogArgs, LogFormat};
 
@@ -6,7 +8,10 @@ fn init_logging(log: &LogArgs) {
         eprintln!("invalid --log-level '{}': {err}; using info", log.log_level);
         tracing_subscriber::EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match log.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Plain => builder.init(),

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
     status = "BackendSetStatus",
     shortname = "bks",
     category = "roster",
-    printcolumn = r#"{"name":"Service","type":"string","jsonPath":".spec.serviceName"}"#,
+    printcolumn = r#"{"name":"Service","type":"string","jsonPath":".status.serviceName"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.summary"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -44,8 +44,10 @@ pub struct Backend {
     /// A DNS name, resolved and re-resolved; every A/AAAA record becomes an address of this backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// Published as the endpoints' `nodeName` (for topology-aware routing to backends that run on a Node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
+    /// Published as the EndpointSlice endpoints' `zone`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
     /// Named ports (name → number) for the Service's named targetPorts.
@@ -65,7 +67,7 @@ pub struct Probe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grpc: Option<GrpcProbe>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
+    #[schemars(schema_with = "any_object")]
     pub exec: Option<serde_json::Value>,
     #[serde(default = "default_period")]
     pub period_seconds: u32,
@@ -139,8 +141,12 @@ pub struct GrpcProbe {
 pub struct BackendSetStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, Resolved and ServiceBound.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// The Service these backends are published to (`spec.serviceName`, defaulted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// Ready, Resolved and ServiceBound. Always serialized: status is written as a merge patch, which
+    /// replaces lists whole and would keep a list that is left out.
+    #[serde(default)]
     pub conditions: Vec<Condition>,
     #[serde(default)]
     pub ready_count: u32,
@@ -149,25 +155,38 @@ pub struct BackendSetStatus {
     /// "ready/total", for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Every address roster found, published or not (denied, invalid, unresolved), with why. Always
+    /// serialized, as `conditions`.
+    #[serde(default)]
     pub addresses: Vec<AddressStatus>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AddressStatus {
+    /// The IP address; for a backend that gave no address (an invalid IP, an unresolvable name) the text
+    /// of its `ip` or `hostname`.
     pub address: String,
+    /// The DNS name the address was resolved from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
     pub ready: bool,
+    /// When roster last probed the address, as of the last status write (a probe alone does not write
+    /// status).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_probe_time: Option<String>,
+    /// When `ready` last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<String>,
+    /// Why the address is not ready or not published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
 
 fn int_or_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"x-kubernetes-int-or-string": true})
+}
+
+fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
 }

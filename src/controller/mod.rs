@@ -148,7 +148,8 @@ pub async fn run(
     mut became_leader: signal::Receiver<u64>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let synced = start_watches(&ctx, &client);
+    let (synced, watches) = start_watches(&ctx, &client);
+    let _stop_watches = AbortOnDrop(watches);
     tokio::pin!(shutdown);
     tokio::select! {
         _ = wait_all_synced(synced) => {}
@@ -188,12 +189,27 @@ pub async fn run(
     }
 }
 
-fn start_watches(ctx: &Arc<Context>, client: &Client) -> Vec<signal::Receiver<bool>> {
+/// Aborts the watch tasks when the controller stops.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.iter().for_each(tokio::task::JoinHandle::abort);
+    }
+}
+
+type Spawner = Box<dyn FnOnce(signal::Sender<bool>) -> tokio::task::JoinHandle<()>>;
+
+fn start_watches(
+    ctx: &Arc<Context>,
+    client: &Client,
+) -> (Vec<signal::Receiver<bool>>, Vec<tokio::task::JoinHandle<()>>) {
     let mut synced = Vec::new();
-    let mut spawn = |f: Box<dyn FnOnce(signal::Sender<bool>) -> tokio::task::JoinHandle<()>>| {
+    let mut tasks = Vec::new();
+    let mut spawn = |f: Spawner| {
         let (tx, rx) = signal::channel(false);
         synced.push(rx);
-        f(tx);
+        tasks.push(f(tx));
     };
     let cfg = &ctx.config;
     let (c, k) = (ctx.clone(), client.clone());
@@ -258,7 +274,7 @@ fn start_watches(ctx: &Arc<Context>, client: &Client) -> Vec<signal::Receiver<bo
             tokio::spawn(watch::run(slices, wc, "endpointslice", c, tx, watch::slices))
         }));
     }
-    synced
+    (synced, tasks)
 }
 
 async fn wait_all_synced(mut synced: Vec<signal::Receiver<bool>>) {
