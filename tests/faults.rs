@@ -1,0 +1,224 @@
+//! Faults: dropped watches, forced 410 relists, throttling, server errors, a second writer, and a restart
+//! into a wrong world. roster converges, loses no change, and makes only the writes needed.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Endpoints, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use roster_envtest::memory::{Fault, FaultAction, Verb};
+use roster_envtest::{TestEnv, Tier, fixtures};
+use serde_json::json;
+use support::*;
+
+const APP: &[(&str, &str)] = &[("app", "api")];
+
+async fn world(prefix: &str, pods: usize) -> (TestEnv, String) {
+    let env = TestEnv::start_tier(Tier::Memory).await.unwrap();
+    let ns = env.create_namespace(prefix).await.unwrap();
+    env.kubelet().create_node("n1", Some("zone-a")).await.unwrap();
+    create(&env, &ns, &fixtures::service("api", APP, &[("http", 80, "http")])).await;
+    for i in 0..pods {
+        add_pod(&env, &ns, i, true).await;
+    }
+    (env, ns)
+}
+
+async fn add_pod(env: &TestEnv, ns: &str, i: usize, ready: bool) {
+    let name = format!("api-{i}");
+    Api::<Pod>::namespaced(env.client(), ns)
+        .create(
+            &PostParams::default(),
+            &fixtures::pod(&name, APP, "n1", &[("http", 8080)]),
+        )
+        .await
+        .unwrap();
+    env.kubelet()
+        .start_pod(ns, &name, &[&ip(i)], ready)
+        .await
+        .unwrap();
+}
+
+fn ip(i: usize) -> String {
+    format!("10.4.0.{}", i + 1)
+}
+
+async fn wait_ready_ips(env: &TestEnv, ns: &str, want: &[usize]) {
+    let want: Vec<String> = want.iter().map(|i| ip(*i)).collect();
+    eventually(&format!("ready addresses {want:?}"), || async {
+        endpoints(env, ns, "api")
+            .await
+            .is_some_and(|e| endpoint_ips(&e).0 == want)
+    })
+    .await;
+}
+
+fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_watches_and_410_relists_lose_no_change() {
+    let (env, ns) = world("relist", 3).await;
+    let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
+    wait_ready_ips(&env, &ns, &[0, 1, 2]).await;
+    let server = env.memory_server().unwrap();
+    let cut = Fault {
+        verb: Some(Verb::Watch),
+        ..Fault::new(FaultAction::DropStream)
+    };
+    let id = server.inject_fault(cut);
+    server.close_all_watches();
+    // Changes while roster is blind.
+    env.kubelet().set_ready(&ns, "api-0", false).await.unwrap();
+    add_pod(&env, &ns, 3, true).await;
+    env.kubelet().set_phase(&ns, "api-2", "Succeeded").await.unwrap();
+    server.compact_now(); // the history roster would resume from is gone: it must relist (410)
+    server.remove_fault(id);
+    wait_ready_ips(&env, &ns, &[1, 3]).await;
+    let ep = endpoints(&env, &ns, "api").await.unwrap();
+    assert_eq!(
+        endpoint_ips(&ep).1,
+        vec![ip(0)],
+        "api-0 not ready after the relist"
+    );
+    roster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_and_server_errors_are_retried() {
+    let (env, ns) = world("errors", 2).await;
+    let server = env.memory_server().unwrap();
+    let throttle = Fault {
+        verb: Some(Verb::Create),
+        resource: Some("endpoints".into()),
+        times: Some(2),
+        ..Fault::new(FaultAction::Status {
+            code: 429,
+            retry_after_secs: Some(1),
+        })
+    };
+    server.inject_fault(throttle);
+    let broken = Fault {
+        verb: Some(Verb::Update),
+        resource: Some("endpoints".into()),
+        times: Some(3),
+        ..Fault::new(FaultAction::Status {
+            code: 500,
+            retry_after_secs: None,
+        })
+    };
+    server.inject_fault(broken);
+    let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
+    wait_ready_ips(&env, &ns, &[0, 1]).await;
+    env.kubelet().set_ready(&ns, "api-1", false).await.unwrap();
+    wait_ready_ips(&env, &ns, &[0]).await;
+    let m = roster.metrics().await;
+    assert!(
+        metric_sum(&m, "roster_queue_retries_total") >= 3.0,
+        "the 500s were retried with backoff:\n{m}"
+    );
+    let log = server.request_log();
+    let failed_updates = log
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("/endpoints/") && r.status == 500)
+        .count();
+    assert_eq!(failed_updates, 3);
+    roster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_editing_rosters_endpoints_is_repaired() {
+    let (env, ns) = world("editor", 2).await;
+    let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
+    wait_ready_ips(&env, &ns, &[0, 1]).await;
+    let bogus = json!({"subsets": [{"addresses": [{"ip": "192.0.2.99"}], "ports": [{"name": "http", "port": 8080}]}]});
+    Api::<Endpoints>::namespaced(env.client(), &ns)
+        .patch("api", &PatchParams::default(), &Patch::Merge(bogus))
+        .await
+        .unwrap();
+    wait_ready_ips(&env, &ns, &[0, 1]).await;
+    roster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_into_a_wrong_world_makes_exactly_the_needed_writes() {
+    let (env, ns) = world("wrong", 3).await;
+    create(
+        &env,
+        &ns,
+        &fixtures::service("other", &[("app", "other")], &[("http", 80, "80")]),
+    )
+    .await;
+    let first = Roster::start(&env, &ns, &["--services", "all"]).await;
+    wait_ready_ips(&env, &ns, &[0, 1, 2]).await;
+    eventually("other's Endpoints", || async {
+        endpoints(&env, &ns, "other").await.is_some()
+    })
+    .await;
+    let api_slices = eventually_some("api slice", || async {
+        slices(&env, &ns, "api")
+            .await
+            .into_iter()
+            .find(|s| !s.endpoints.is_empty())
+    })
+    .await;
+    first.stop().await;
+
+    // Break the world while roster is down: stale Endpoints, a duplicated slice, a missing Endpoints.
+    let eps = Api::<Endpoints>::namespaced(env.client(), &ns);
+    let stale =
+        json!({"subsets": [{"addresses": [{"ip": ip(0)}], "ports": [{"name": "http", "port": 8080}]}]});
+    eps.patch("api", &PatchParams::default(), &Patch::Merge(stale))
+        .await
+        .unwrap();
+    eps.delete("other", &Default::default()).await.unwrap();
+    let mut dup: EndpointSlice = api_slices.clone();
+    dup.metadata = kube::api::ObjectMeta {
+        generate_name: Some("api-".into()),
+        labels: api_slices.metadata.labels.clone(),
+        owner_references: api_slices.metadata.owner_references.clone(),
+        ..Default::default()
+    };
+    Api::<EndpointSlice>::namespaced(env.client(), &ns)
+        .create(&PostParams::default(), &dup)
+        .await
+        .unwrap();
+
+    let server = env.memory_server().unwrap();
+    server.reset_request_counts();
+    let second = Roster::start(&env, &ns, &["--services", "all"]).await;
+    wait_ready_ips(&env, &ns, &[0, 1, 2]).await;
+    eventually("other's Endpoints recreated", || async {
+        endpoints(&env, &ns, "other").await.is_some()
+    })
+    .await;
+    eventually("no duplicated endpoints in slices", || async {
+        let all = slice_endpoints(&slices(&env, &ns, "api").await);
+        all.len() == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let counts = server.request_counts();
+    assert_eq!(
+        counts.get(Verb::Update, "endpoints"),
+        1,
+        "one update for the stale Endpoints"
+    );
+    assert_eq!(
+        counts.get(Verb::Create, "endpoints"),
+        1,
+        "one create for the missing Endpoints"
+    );
+    assert_eq!(
+        counts.writes("endpointslices"),
+        1,
+        "one write removes the duplicate"
+    );
+    second.stop().await;
+}
