@@ -4,7 +4,11 @@
 
 use std::time::Duration;
 
-use kube::Client;
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -53,7 +57,7 @@ pub async fn start(
         .unwrap_or_else(|| "default".into());
     let duration = args.lease_duration.max(Duration::from_secs(3)).as_secs();
     let id = identity(args);
-    let manager = LeaseManagerBuilder::new(client, &args.lease_name)
+    let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
         .with_namespace(&namespace)
         .with_identity(&id)
         .with_duration(duration)
@@ -63,7 +67,12 @@ pub async fn start(
         .await?;
     tracing::info!(lease = %args.lease_name, %namespace, identity = %id, "leader election started");
     let (rx, task) = manager.watch().await;
-    let relay = tokio::spawn(relay_changes(rx.clone(), leader, metrics, became_leader));
+    let lease = LeaseGuard {
+        api: Api::namespaced(client, &namespace),
+        name: args.lease_name.clone(),
+        identity: id,
+    };
+    let relay = tokio::spawn(relay_changes(rx.clone(), lease, leader, metrics, became_leader));
     Ok(Election {
         rx: Some(rx),
         task: Some(task),
@@ -71,22 +80,57 @@ pub async fn start(
     })
 }
 
+/// This replica's view of the Lease object itself, from a watch on it.
+struct LeaseGuard {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+}
+
+/// Leader = kube-lease-manager says so AND the Lease, as last seen, names this replica and has not expired
+/// by the local clock. kube-lease-manager keeps its last answer while renewals fail; the second condition
+/// makes a replica that cannot renew stop writing when its Lease expires, before another one takes over.
 async fn relay_changes(
     mut rx: watch::Receiver<bool>,
+    guard: LeaseGuard,
     leader: LeaderFlag,
     metrics: Metrics,
     tx: watch::Sender<u64>,
 ) {
+    let config = watcher::Config::default().fields(&format!("metadata.name={}", guard.name));
+    let leases = watcher::watcher(guard.api.clone(), config)
+        .default_backoff()
+        .applied_objects();
+    futures::pin_mut!(leases);
+    let mut valid_until: Option<Timestamp> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
-        let is_leader = *rx.borrow_and_update();
+        let manager_says = *rx.borrow_and_update();
+        let fresh = valid_until.is_some_and(|t| Timestamp::now() < t);
+        let is_leader = manager_says && fresh;
         if is_leader != leader.is_leader() {
             tracing::info!(leader = is_leader, "leadership changed");
         }
         set(&leader, &metrics, is_leader, &tx);
-        if rx.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return },
+            Some(Ok(lease)) = leases.next() => valid_until = held_until(&lease, &guard.identity),
+            _ = tick.tick() => {}
         }
     }
+}
+
+/// When the Lease, as seen, stops being this replica's: renewTime + leaseDurationSeconds, if held by `identity`.
+fn held_until(lease: &Lease, identity: &str) -> Option<Timestamp> {
+    let spec = lease.spec.as_ref()?;
+    if spec.holder_identity.as_deref() != Some(identity) {
+        return None;
+    }
+    let renewed = spec.renew_time.as_ref()?.0;
+    let duration = i64::from(spec.lease_duration_seconds?);
+    renewed
+        .checked_add(jiff::SignedDuration::from_secs(duration))
+        .ok()
 }
 
 fn set(leader: &LeaderFlag, metrics: &Metrics, is_leader: bool, tx: &watch::Sender<u64>) {

@@ -187,3 +187,55 @@ async fn only_the_leader_writes_and_a_killed_leader_hands_over() {
     .await;
     assert_eq!(follower.terminate().code(), Some(0), "graceful exit on SIGTERM");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_renew_stops_writing_when_its_lease_expires() {
+    use roster_envtest::memory::{Fault, FaultAction};
+    let env = TestEnv::start_tier(roster_envtest::Tier::Memory).await.unwrap();
+    let ns = env.create_namespace("renew").await.unwrap();
+    let flags = [
+        "--services",
+        "all",
+        "--leader-elect",
+        "true",
+        "--lease-namespace",
+        "default",
+        "--lease-duration",
+        "3s",
+    ];
+    let roster = Roster::start(&env, &ns, &flags).await;
+    eventually("leader", || async {
+        metric(&roster.metrics().await, "roster_leader") == 1.0
+    })
+    .await;
+    converged_world(&env, &ns).await;
+    eventually("web converged", || async {
+        endpoints(&env, &ns, "web")
+            .await
+            .is_some_and(|ep| endpoint_ips(&ep).0.len() == 4)
+    })
+    .await;
+    let server = env.memory_server().unwrap();
+    let broken = Fault {
+        resource: Some("leases".into()),
+        ..Fault::new(FaultAction::Status {
+            code: 500,
+            retry_after_secs: None,
+        })
+    };
+    server.inject_fault(broken);
+    server.close_all_watches();
+    eventually("leadership dropped once the Lease expired", || async {
+        metric(&roster.metrics().await, "roster_leader") == 0.0
+    })
+    .await;
+    server.reset_request_counts();
+    env.kubelet().set_ready(&ns, "web-1", false).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        server.request_counts().writes("endpoints"),
+        0,
+        "a replica without a valid Lease wrote"
+    );
+    roster.stop().await;
+}
