@@ -1,7 +1,8 @@
 //! The dev server's stand-in kubelet. It plays the kubelet only where asked: a pod bound to a Node
-//! (`spec.nodeName`) gets an IP from the pod CIDR and phase Running; its Ready condition follows the
-//! annotation `roster.dev/ready` ("true" unless it says "false"); a terminating pod is removed once its
-//! grace period (at most 10 s here) has passed. It never pretends to run containers.
+//! (`spec.nodeName`) gets an IP from the pod CIDR, phase Running and Ready=True; afterwards Ready follows the
+//! annotation `roster.dev/ready` when the pod has one, and is otherwise left alone, so
+//! `kubectl patch pod --subresource=status` flips stick. A terminating pod is removed once its grace period
+//! (at most 10 s here) has passed. It never pretends to run containers.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -63,16 +64,15 @@ async fn tend(client: &Client, pod: &Pod, ip: &str) -> kube::Result<()> {
         });
         return Ok(());
     }
-    let want_ready = pod.annotations().get(READY_ANNOTATION).map(String::as_str) != Some("false");
     let status = pod.status.clone().unwrap_or_default();
     let has_ip = status.pod_ip.as_deref().is_some_and(|i| !i.is_empty());
-    let is_ready = status
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let ready = status.conditions.iter().flatten().find(|c| c.type_ == "Ready").map(|c| c.status == "True");
+    let want_ready = match pod.annotations().get(READY_ANNOTATION) {
+        Some(value) => value != "false",
+        None => ready.unwrap_or(true),
+    };
     let terminal = matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"));
-    if terminal || (has_ip && is_ready == want_ready) {
+    if terminal || (has_ip && ready == Some(want_ready)) {
         return Ok(());
     }
     let pod_ip = status
