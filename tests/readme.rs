@@ -27,7 +27,11 @@ fn console_steps(text: &str) -> Vec<(String, Vec<String>)> {
             (false, "```console") => in_console = true,
             (true, "```") => in_console = false,
             (true, l) if l.starts_with("$ ") => steps.push((l[2..].to_string(), Vec::new())),
-            (true, l) => steps.last_mut().expect("output after a command").1.push(l.to_string()),
+            (true, l) => steps
+                .last_mut()
+                .expect("output after a command")
+                .1
+                .push(l.to_string()),
             _ => {}
         }
     }
@@ -52,7 +56,12 @@ fn mask(token: &str) -> String {
         return "<age>".into();
     }
     match token.rsplit_once('-') {
-        Some((base, suffix)) if suffix.len() == 5 && suffix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) => {
+        Some((base, suffix))
+            if suffix.len() == 5
+                && suffix
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) =>
+        {
             format!("{base}-<suffix>")
         }
         _ => token.into(),
@@ -67,7 +76,11 @@ fn run(command: &str, kubeconfig: &Path) -> Vec<String> {
         .env("KUBECONFIG", kubeconfig)
         .output()
         .expect("sh");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     text.lines().map(str::to_string).collect()
 }
 
@@ -84,22 +97,38 @@ fn start_dev(dir: &Path, demo: bool) -> (Dev, u16) {
     let port = roster_envtest::real::free_port().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_roster"));
     cmd.args(["dev", "--kubeconfig-out"]).arg(dir.join("kubeconfig"));
-    cmd.args(["--admin-addr", &format!("127.0.0.1:{port}"), "--log-level", "warn"]);
+    cmd.args([
+        "--admin-addr",
+        &format!("127.0.0.1:{port}"),
+        "--log-level",
+        "warn",
+    ]);
     if demo {
         cmd.arg("--demo");
     }
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("roster dev");
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("roster dev");
     (Dev(child), port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn walkthrough_commands_print_what_the_readme_shows() {
     let steps = console_steps(&readme());
-    assert!(steps.len() >= 10, "the walkthrough lost its commands ({} found)", steps.len());
+    assert!(
+        steps.len() >= 10,
+        "the walkthrough lost its commands ({} found)",
+        steps.len()
+    );
     let dir = tempfile::tempdir().unwrap();
     let (_dev, port) = start_dev(dir.path(), false);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    support::eventually("roster dev ready", || async { admin_get(addr, "/readyz").await.is_some_and(|(c, _)| c == 200) }).await;
+    support::eventually("roster dev ready", || async {
+        admin_get(addr, "/readyz").await.is_some_and(|(c, _)| c == 200)
+    })
+    .await;
     let kubeconfig = dir.path().join("kubeconfig");
     for (command, expected) in steps {
         let command = command.replace("localhost:9090", &format!("127.0.0.1:{port}"));
@@ -112,7 +141,10 @@ async fn walkthrough_commands_print_what_the_readme_shows() {
             if got == want {
                 break;
             }
-            assert!(retry && Instant::now() < deadline, "README command `{command}`\n  printed {got:#?}\n  README shows {want:#?}");
+            assert!(
+                retry && Instant::now() < deadline,
+                "README command `{command}`\n  printed {got:#?}\n  README shows {want:#?}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -121,8 +153,20 @@ async fn walkthrough_commands_print_what_the_readme_shows() {
 #[test]
 fn demo_prints_what_the_readme_shows() {
     let text = readme();
-    let block = text.split("<!-- demo output").nth(1).and_then(|rest| rest.split("```text").nth(1)).expect("demo block");
-    let expected: Vec<String> = normalise(&block.split("```").next().unwrap().lines().map(str::to_string).collect::<Vec<_>>());
+    let block = text
+        .split("<!-- demo output")
+        .nth(1)
+        .and_then(|rest| rest.split("```text").nth(1))
+        .expect("demo block");
+    let expected: Vec<String> = normalise(
+        &block
+            .split("```")
+            .next()
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>(),
+    );
     assert!(expected.len() >= 5, "demo block too short");
     let dir = tempfile::tempdir().unwrap();
     let (mut dev, _) = start_dev(dir.path(), true);

@@ -9,7 +9,13 @@ use crate::args::parse_duration;
 
 /// Networks probes never reach, whatever `--probe-deny-cidrs` says: loopback, link-local (which holds the
 /// cloud metadata address 169.254.169.254) and "this network".
-pub const ALWAYS_DENIED: [&str; 5] = ["127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10", "0.0.0.0/8"];
+pub const ALWAYS_DENIED: [&str; 5] = [
+    "127.0.0.0/8",
+    "::1/128",
+    "169.254.0.0/16",
+    "fe80::/10",
+    "0.0.0.0/8",
+];
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BackendArgs {
@@ -121,11 +127,30 @@ mod tests {
         assert_eq!(args.dns_max_ttl, Duration::from_secs(300));
         assert_eq!(args.dns_failure_grace, Duration::from_secs(300));
         let deny: Vec<String> = args.deny_list().iter().map(|n| n.to_string()).collect();
-        assert_eq!(deny, ["127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10", "0.0.0.0/8"]);
+        assert_eq!(
+            deny,
+            [
+                "127.0.0.0/8",
+                "::1/128",
+                "169.254.0.0/16",
+                "fe80::/10",
+                "0.0.0.0/8"
+            ]
+        );
         let default = BackendArgs::default();
         assert_eq!(
-            (default.probe_concurrency, default.dns_min_ttl, default.dns_max_ttl, default.dns_failure_grace),
-            (args.probe_concurrency, args.dns_min_ttl, args.dns_max_ttl, args.dns_failure_grace)
+            (
+                default.probe_concurrency,
+                default.dns_min_ttl,
+                default.dns_max_ttl,
+                default.dns_failure_grace
+            ),
+            (
+                args.probe_concurrency,
+                args.dns_min_ttl,
+                args.dns_max_ttl,
+                args.dns_failure_grace
+            )
         );
     }
 
@@ -163,7 +188,15 @@ mod tests {
         for (args, ok) in cases {
             assert_eq!(parse(args).is_ok(), ok, "{args:?}");
         }
-        let args = parse(&["--dns-server", "10.96.0.10", "--dns-min-ttl", "1m", "--dns-max-ttl", "10s"]).unwrap();
+        let args = parse(&[
+            "--dns-server",
+            "10.96.0.10",
+            "--dns-min-ttl",
+            "1m",
+            "--dns-max-ttl",
+            "10s",
+        ])
+        .unwrap();
         assert_eq!(args.dns_server, Some("10.96.0.10:53".parse().unwrap()));
         assert_eq!(
             args.ttl_bounds(),

@@ -46,7 +46,9 @@ pub enum Binding {
     ServiceHasSelector,
     ServiceIsExternalName,
     /// An older BackendSet (named) publishes to the Service.
-    Conflict { winner: String },
+    Conflict {
+        winner: String,
+    },
 }
 
 impl Binding {
@@ -125,7 +127,12 @@ pub fn bind(
         let winner = claimants[0].name.clone();
         bindings.insert(claimants[0].key(), Binding::Bound);
         for loser in &claimants[1..] {
-            bindings.insert(loser.key(), Binding::Conflict { winner: winner.clone() });
+            bindings.insert(
+                loser.key(),
+                Binding::Conflict {
+                    winner: winner.clone(),
+                },
+            );
         }
     }
     bindings
@@ -185,8 +192,22 @@ mod tests {
     #[test]
     fn oldest_wins_then_name() {
         let cases = [
-            ([set("young", "shared", 10), set("old", "shared", 5), set("zzz", "shared", 5)], "old"),
-            ([set("b", "shared", 5), set("a", "shared", 5), set("c", "shared", 5)], "a"),
+            (
+                [
+                    set("young", "shared", 10),
+                    set("old", "shared", 5),
+                    set("zzz", "shared", 5),
+                ],
+                "old",
+            ),
+            (
+                [
+                    set("b", "shared", 5),
+                    set("a", "shared", 5),
+                    set("c", "shared", 5),
+                ],
+                "a",
+            ),
         ];
         for (sets, winner) in cases {
             let got = bind(&sets, &services);
@@ -194,7 +215,9 @@ mod tests {
                 let want = if s.name == winner {
                     Binding::Bound
                 } else {
-                    Binding::Conflict { winner: winner.to_owned() }
+                    Binding::Conflict {
+                        winner: winner.to_owned(),
+                    }
                 };
                 assert_eq!(got[&s.key()], want, "{}", s.name);
             }
@@ -218,7 +241,10 @@ mod tests {
                 json!({"metadata": {"annotations": {"roster.dev/selector": "app=web"}}, "spec": {}}),
                 facts(true, false),
             ),
-            (json!({"spec": {"type": "ExternalName", "externalName": "db.example.com"}}), facts(false, true)),
+            (
+                json!({"spec": {"type": "ExternalName", "externalName": "db.example.com"}}),
+                facts(false, true),
+            ),
         ];
         for (svc, want) in cases {
             let svc: Service = serde_json::from_value(svc.clone()).unwrap();

@@ -95,7 +95,7 @@ fn default_failure() -> u32 {
 }
 
 /// A port number or the name of one of the backend's `ports`.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(untagged)]
 pub enum PortRef {
     Number(i32),

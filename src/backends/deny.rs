@@ -65,16 +65,31 @@ mod tests {
     fn default_list_denies_loopback_link_local_and_this_network() {
         let deny = DenyList::new(BackendArgs::default().deny_list());
         let cases = [
-            ("127.0.0.1", Some("denied: 127.0.0.1 is in --probe-deny-cidrs 127.0.0.0/8")),
-            ("127.9.9.9", Some("denied: 127.9.9.9 is in --probe-deny-cidrs 127.0.0.0/8")),
+            (
+                "127.0.0.1",
+                Some("denied: 127.0.0.1 is in --probe-deny-cidrs 127.0.0.0/8"),
+            ),
+            (
+                "127.9.9.9",
+                Some("denied: 127.9.9.9 is in --probe-deny-cidrs 127.0.0.0/8"),
+            ),
             ("::1", Some("denied: ::1 is in --probe-deny-cidrs ::1/128")),
-            ("::ffff:127.0.0.1", Some("denied: ::ffff:127.0.0.1 is in --probe-deny-cidrs 127.0.0.0/8")),
+            (
+                "::ffff:127.0.0.1",
+                Some("denied: ::ffff:127.0.0.1 is in --probe-deny-cidrs 127.0.0.0/8"),
+            ),
             (
                 "169.254.169.254",
                 Some("denied: 169.254.169.254 is in --probe-deny-cidrs 169.254.0.0/16"),
             ),
-            ("fe80::1", Some("denied: fe80::1 is in --probe-deny-cidrs fe80::/10")),
-            ("0.0.0.0", Some("denied: 0.0.0.0 is in --probe-deny-cidrs 0.0.0.0/8")),
+            (
+                "fe80::1",
+                Some("denied: fe80::1 is in --probe-deny-cidrs fe80::/10"),
+            ),
+            (
+                "0.0.0.0",
+                Some("denied: 0.0.0.0 is in --probe-deny-cidrs 0.0.0.0/8"),
+            ),
             ("198.51.100.10", None),
             ("10.0.0.1", None),
             ("2001:db8::1", None),
@@ -92,9 +107,16 @@ mod tests {
             ..BackendArgs::default()
         };
         let deny = DenyList::new(args.deny_list());
-        assert_eq!(deny.denies("10.1.2.3".parse().unwrap()).map(|n| n.to_string()).as_deref(), Some("10.0.0.0/8"));
         assert_eq!(
-            deny.denies("fd00:96::a".parse().unwrap()).map(|n| n.to_string()).as_deref(),
+            deny.denies("10.1.2.3".parse().unwrap())
+                .map(|n| n.to_string())
+                .as_deref(),
+            Some("10.0.0.0/8")
+        );
+        assert_eq!(
+            deny.denies("fd00:96::a".parse().unwrap())
+                .map(|n| n.to_string())
+                .as_deref(),
             Some("fd00:96::/108")
         );
         assert_eq!(deny.denies("11.0.0.1".parse().unwrap()), None);

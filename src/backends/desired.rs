@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset};
+use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints};
 use k8s_openapi::api::discovery::v1::{
     Endpoint, EndpointConditions, EndpointPort as SlicePort, EndpointSlice,
 };
@@ -20,8 +20,8 @@ use super::crd::BackendSet;
 use super::view::{AddressState, BackendView};
 use crate::cache::{IpFamily, SelectorSource, ServicePortRecord, ServiceRecord, TargetPort, ip_sort_key};
 use crate::desired::{
-    self, ANNOTATION_OVER_CAPACITY, DesiredEndpoints, MAX_ENDPOINTS_ADDRESSES,
-    MAX_ENDPOINTS_PER_SLICE_LIMIT, OVER_CAPACITY_TRUNCATED, SlicePlan, SliceStats,
+    self, ANNOTATION_OVER_CAPACITY, DesiredEndpoints, MAX_ENDPOINTS_ADDRESSES, MAX_ENDPOINTS_PER_SLICE_LIMIT,
+    OVER_CAPACITY_TRUNCATED, SlicePlan, SliceStats,
 };
 
 /// The controller owner reference to the BackendSet, set on everything published from it so that deleting
@@ -70,7 +70,10 @@ pub fn desired_backend_endpoints(svc: &ServiceRecord, view: &BackendView) -> Des
         .collect();
     let mut annotations = BTreeMap::new();
     if truncated {
-        annotations.insert(ANNOTATION_OVER_CAPACITY.to_owned(), OVER_CAPACITY_TRUNCATED.to_owned());
+        annotations.insert(
+            ANNOTATION_OVER_CAPACITY.to_owned(),
+            OVER_CAPACITY_TRUNCATED.to_owned(),
+        );
     }
     DesiredEndpoints {
         namespace: svc.namespace.to_string(),
@@ -80,6 +83,26 @@ pub fn desired_backend_endpoints(svc: &ServiceRecord, view: &BackendView) -> Des
         annotations,
         truncated,
     }
+}
+
+/// The Endpoints object to write for a Service published from a BackendSet, or `None` when `current`
+/// already matches: [`desired::endpoints_need_write`], plus the owner reference to the BackendSet (a
+/// current object with another owner, or none, is written to fix it).
+pub fn backend_endpoints_need_write(
+    current: Option<&Endpoints>,
+    desired: &DesiredEndpoints,
+    view: &BackendView,
+) -> Option<Endpoints> {
+    let owner = backend_owner_reference(view);
+    let owned =
+        |ep: &Endpoints| ep.metadata.owner_references.as_deref() == Some(std::slice::from_ref(&owner));
+    let mut obj = match (desired::endpoints_need_write(current, desired), current) {
+        (Some(obj), _) => obj,
+        (None, Some(current)) if !owned(current) => current.clone(),
+        (None, _) => return None,
+    };
+    obj.metadata.owner_references = Some(vec![owner]);
+    Some(obj)
 }
 
 /// The port a Service port reaches on a backend, `None` when a named `targetPort` is not in its `ports`.
@@ -223,7 +246,12 @@ impl SliceTemplate<'_> {
     }
 
     /// `existing` with this content, keeping its name, resourceVersion and other metadata.
-    fn rewrite(&self, existing: &EndpointSlice, ports: Vec<SlicePort>, endpoints: Vec<Endpoint>) -> EndpointSlice {
+    fn rewrite(
+        &self,
+        existing: &EndpointSlice,
+        ports: Vec<SlicePort>,
+        endpoints: Vec<Endpoint>,
+    ) -> EndpointSlice {
         let mut slice = existing.clone();
         slice.endpoints = endpoints;
         slice.ports = Some(ports);
@@ -269,7 +297,9 @@ fn slice_groups(svc: &ServiceRecord, view: &BackendView) -> Groups {
         };
         let group = groups.entry((family, ports_key(&ports))).or_default();
         group.ports = ports;
-        group.endpoints.insert(ip_sort_key(&address.ip), slice_endpoint(svc, address));
+        group
+            .endpoints
+            .insert(ip_sort_key(&address.ip), slice_endpoint(svc, address));
     }
     groups
 }
@@ -350,12 +380,14 @@ fn pack_group<'a>(
         }
         let endpoints: Vec<Endpoint> = mine.into_values().collect();
         if !template.matches(slice, &group.ports, &endpoints) {
-            plan.update.push(template.rewrite(slice, group.ports.clone(), endpoints));
+            plan.update
+                .push(template.rewrite(slice, group.ports.clone(), endpoints));
         }
     }
     let rest: Vec<Endpoint> = std::mem::take(&mut group.endpoints).into_values().collect();
     for chunk in rest.chunks(max) {
-        plan.create.push(template.new_slice(family, group.ports.clone(), chunk.to_vec()));
+        plan.create
+            .push(template.new_slice(family, group.ports.clone(), chunk.to_vec()));
     }
 }
 

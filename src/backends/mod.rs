@@ -1,8 +1,39 @@
 //! BackendSet: health-checked backends outside the cluster for selectorless Services.
+//!
+//! A `BackendSet` names a selectorless Service and lists backends, IPs or DNS names, with an optional
+//! readiness probe. [`Backends`] watches BackendSets and Services, resolves the names ([`resolve`]), probes
+//! every address ([`probe`], thresholds in [`threshold`]) and keeps a [`BackendView`] per BackendSet in the
+//! [`BackendRegistry`]; the Service reconcile reads the view of a bound Service and writes its Endpoints and
+//! EndpointSlices from [`desired_backend_endpoints`] and [`desired_backend_slices`] (pure, like the rest of
+//! [`crate::desired`]). Status ([`desired_status`]) and Warning Events are written here.
+//!
+//! Security: addresses in the deny list ([`args::BackendArgs::deny_list`]) are never probed nor published.
 
+pub mod args;
+pub mod binding;
 pub mod crd;
+pub mod deny;
+pub mod desired;
+pub mod probe;
+pub mod registry;
+pub mod resolve;
+mod runtime;
+pub mod spec;
+pub mod status;
+pub mod threshold;
+pub mod view;
+mod worker;
 
+pub use args::BackendArgs;
+pub use binding::Binding;
 pub use crd::{BackendSet, BackendSetSpec, BackendSetStatus};
+pub use desired::{
+    backend_endpoints_need_write, backend_owner_reference, desired_backend_endpoints, desired_backend_slices,
+};
+pub use registry::BackendRegistry;
+pub use runtime::{Backends, Enqueue};
+pub use status::{desired_status, status_needs_write};
+pub use view::{AddressState, BackendSetRef, BackendView};
 
 use kube::CustomResourceExt;
 

@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{
-    LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
-};
+use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::op::ResponseCode;
@@ -59,7 +57,11 @@ impl DnsState {
     /// When the kept addresses are dropped, while lookups fail.
     pub fn grace_ends(&self, grace: Duration) -> Option<Timestamp> {
         let since = self.failing_since?;
-        Some(since.saturating_add(SignedDuration::try_from(grace).unwrap_or(SignedDuration::MAX)).unwrap_or(since))
+        Some(
+            since
+                .saturating_add(SignedDuration::try_from(grace).unwrap_or(SignedDuration::MAX))
+                .unwrap_or(since),
+        )
     }
 
     /// The addresses the name has now: none once lookups have failed for longer than `grace`.
@@ -115,7 +117,13 @@ impl Dns {
         let resolver = self.resolver.as_ref().map_err(Clone::clone)?;
         let absolute = format!("{}.", name.trim_end_matches('.'));
         let lookup = resolver.lookup_ip(absolute.as_str()).await.map_err(describe)?;
-        let ttl = lookup.as_lookup().answers().iter().map(|r| r.ttl).min().unwrap_or(0);
+        let ttl = lookup
+            .as_lookup()
+            .answers()
+            .iter()
+            .map(|r| r.ttl)
+            .min()
+            .unwrap_or(0);
         let addresses: Vec<IpAddr> = lookup.iter().map(|ip| ip.to_canonical()).collect();
         if addresses.is_empty() {
             return Err("no A or AAAA records".to_owned());
@@ -179,12 +187,19 @@ mod tests {
         let mut dns = DnsState::default();
         assert_eq!(dns.resolution(at(0), GRACE), Resolution::Pending);
         dns.succeeded(ips(&["198.51.100.20", "198.51.100.10", "198.51.100.20"]));
-        assert_eq!(dns.addresses(at(1), GRACE), ips(&["198.51.100.10", "198.51.100.20"]));
+        assert_eq!(
+            dns.addresses(at(1), GRACE),
+            ips(&["198.51.100.10", "198.51.100.20"])
+        );
         assert_eq!(dns.resolution(at(1), GRACE), Resolution::Resolved);
 
         dns.failed("request timed out".into(), at(10));
         dns.failed("request timed out".into(), at(20));
-        assert_eq!(dns.addresses(at(309), GRACE).len(), 2, "kept within the grace period");
+        assert_eq!(
+            dns.addresses(at(309), GRACE).len(),
+            2,
+            "kept within the grace period"
+        );
         assert_eq!(
             dns.resolution(at(309), GRACE),
             Resolution::Stale {

@@ -132,7 +132,13 @@ fn validate_backend(index: usize, backend: &Backend) -> Result<ValidBackend, Inv
     let hostname = backend.hostname.as_deref().filter(|s| !s.is_empty());
     let source = match (ip, hostname) {
         (Some(ip), Some(host)) => return Err(bad(ip, Some(host), "set ip or hostname, not both".into())),
-        (None, None) => return Err(bad(&format!("backends[{index}]"), None, "set ip or hostname".into())),
+        (None, None) => {
+            return Err(bad(
+                &format!("backends[{index}]"),
+                None,
+                "set ip or hostname".into(),
+            ));
+        }
         (Some(text), None) => Source::Ip(parse_ip(text).ok_or_else(|| bad(text, None, "invalid IP".into()))?),
         (None, Some(host)) => match parse_ip(host) {
             Some(ip) => Source::Ip(ip),
@@ -145,7 +151,11 @@ fn validate_backend(index: usize, backend: &Backend) -> Result<ValidBackend, Inv
         Source::Ip(_) => (ip.or(hostname).unwrap_or_default(), None),
         Source::Hostname(name) => (name.as_str(), Some(name.as_str())),
     };
-    if let Some(message) = backend.ports.iter().find_map(|(name, port)| port_error(name, *port)) {
+    if let Some(message) = backend
+        .ports
+        .iter()
+        .find_map(|(name, port)| port_error(name, *port))
+    {
         return Err(bad(text, host, message));
     }
     if let Some(node) = backend.node_name.as_deref().filter(|n| !is_dns_subdomain(n)) {
@@ -180,7 +190,8 @@ pub fn normalize_hostname(name: &str) -> Option<String> {
 pub fn is_dns_subdomain(name: &str) -> bool {
     let label_ok = |l: &str| {
         (1..=63).contains(&l.len())
-            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
@@ -191,7 +202,9 @@ pub fn is_dns_subdomain(name: &str) -> bool {
 /// either end or twice in a row.
 pub fn is_port_name(name: &str) -> bool {
     (1..=15).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && name.bytes().any(|b| b.is_ascii_lowercase())
         && !name.starts_with('-')
         && !name.ends_with('-')
@@ -205,7 +218,11 @@ pub fn validate_probe(probe: Option<&Probe>) -> Result<Option<ProbeSpec>, String
     if probe.exec.is_some() {
         return Err(EXEC_NOT_SUPPORTED.to_owned());
     }
-    let handlers = [probe.tcp_socket.is_some(), probe.http_get.is_some(), probe.grpc.is_some()];
+    let handlers = [
+        probe.tcp_socket.is_some(),
+        probe.http_get.is_some(),
+        probe.grpc.is_some(),
+    ];
     let handler = match handlers.iter().filter(|h| **h).count() {
         0 => return Err("readinessProbe needs one of tcpSocket, httpGet or grpc".to_owned()),
         1 => handler(probe)?,
@@ -241,7 +258,11 @@ fn handler(probe: &Probe) -> Result<Handler, String> {
         let https = match http.scheme.as_deref().map(str::to_ascii_uppercase).as_deref() {
             None | Some("HTTP") => false,
             Some("HTTPS") => true,
-            Some(other) => return Err(format!("readinessProbe.httpGet.scheme {other:?}: use HTTP or HTTPS")),
+            Some(other) => {
+                return Err(format!(
+                    "readinessProbe.httpGet.scheme {other:?}: use HTTP or HTTPS"
+                ));
+            }
         };
         let path = match http.path.as_deref() {
             None | Some("") => "/".to_owned(),
@@ -249,13 +270,18 @@ fn handler(probe: &Probe) -> Result<Handler, String> {
             Some(p) => format!("/{p}"),
         };
         if path.parse::<http::uri::PathAndQuery>().is_err() {
-            return Err(format!("readinessProbe.httpGet.path {path:?} is not a valid path"));
+            return Err(format!(
+                "readinessProbe.httpGet.path {path:?} is not a valid path"
+            ));
         }
         let mut headers = Vec::new();
         for h in &http.http_headers {
             let name_ok = http::HeaderName::from_bytes(h.name.as_bytes()).is_ok();
             if !name_ok || http::HeaderValue::from_str(&h.value).is_err() {
-                return Err(format!("readinessProbe.httpGet.httpHeaders: invalid header {:?}", h.name));
+                return Err(format!(
+                    "readinessProbe.httpGet.httpHeaders: invalid header {:?}",
+                    h.name
+                ));
             }
             headers.push((h.name.clone(), h.value.clone()));
         }
@@ -267,10 +293,12 @@ fn handler(probe: &Probe) -> Result<Handler, String> {
         });
     }
     let grpc = probe.grpc.as_ref().expect("one handler is set");
-    let port = u16::try_from(grpc.port)
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| format!("readinessProbe.grpc.port: {} is not a valid port (1-65535)", grpc.port))?;
+    let port = u16::try_from(grpc.port).ok().filter(|p| *p != 0).ok_or_else(|| {
+        format!(
+            "readinessProbe.grpc.port: {} is not a valid port (1-65535)",
+            grpc.port
+        )
+    })?;
     Ok(Handler::Grpc {
         port,
         service: grpc.service.clone().unwrap_or_default(),
@@ -280,9 +308,13 @@ fn handler(probe: &Probe) -> Result<Handler, String> {
 fn checked_port(field: &str, port: &PortRef) -> Result<PortRef, String> {
     match port {
         PortRef::Number(n) if (1..=65535).contains(n) => Ok(port.clone()),
-        PortRef::Number(n) => Err(format!("readinessProbe.{field}: {n} is not a valid port (1-65535)")),
+        PortRef::Number(n) => Err(format!(
+            "readinessProbe.{field}: {n} is not a valid port (1-65535)"
+        )),
         PortRef::Name(name) if is_port_name(name) => Ok(port.clone()),
-        PortRef::Name(name) => Err(format!("readinessProbe.{field}: {name:?} is not a valid port name")),
+        PortRef::Name(name) => Err(format!(
+            "readinessProbe.{field}: {name:?} is not a valid port name"
+        )),
     }
 }
 
@@ -298,7 +330,9 @@ impl Handler {
             PortRef::Name(name) => ports
                 .get(name)
                 .and_then(|n| u16::try_from(*n).ok())
-                .ok_or_else(|| format!("invalid port name: probe port {name:?} is not in the backend's ports")),
+                .ok_or_else(|| {
+                    format!("invalid port name: probe port {name:?} is not in the backend's ports")
+                }),
         }
     }
 }

@@ -21,14 +21,15 @@ use super::binding::Binding;
 use super::crd::{AddressStatus, BackendSet, BackendSetStatus};
 use super::spec::service_name;
 use super::view::{BackendView, Resolution};
-use crate::cache::parse_ip;
 use crate::cache::ip_sort_key;
+use crate::cache::parse_ip;
 
 pub const CONDITION_READY: &str = "Ready";
 pub const CONDITION_RESOLVED: &str = "Resolved";
 pub const CONDITION_SERVICE_BOUND: &str = "ServiceBound";
 
-/// The status roster wants `bs` to have now.
+/// The status roster wants `bs` to have now. `observedGeneration` is the generation the view was built
+/// from.
 pub fn desired_status(
     bs: &BackendSet,
     binding: &Binding,
@@ -36,15 +37,23 @@ pub fn desired_status(
     now: Timestamp,
 ) -> BackendSetStatus {
     let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
-    let generation = bs.metadata.generation;
-    let previous = bs.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let generation = view.and_then(|v| v.generation).or(bs.metadata.generation);
+    let previous = bs
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
     let service = service_name(bs);
     let (ready, total) = view.map_or((0, 0), |v| (v.ready_count(), v.addresses.len()));
     let fresh = [
         ready_condition(view, ready, total),
         resolved_condition(view),
         (
-            if *binding == Binding::Bound { "True" } else { "False" },
+            if *binding == Binding::Bound {
+                "True"
+            } else {
+                "False"
+            },
             binding.reason(),
             binding.message(&service),
         ),
@@ -88,10 +97,18 @@ type Fresh = (&'static str, &'static str, String);
 
 fn ready_condition(view: Option<&BackendView>, ready: usize, total: usize) -> Fresh {
     let Some(view) = view else {
-        return ("Unknown", "Pending", "roster has not looked at the backends yet".into());
+        return (
+            "Unknown",
+            "Pending",
+            "roster has not looked at the backends yet".into(),
+        );
     };
     if let Some(problem) = &view.invalid_probe {
-        return ("False", "InvalidProbe", format!("nothing is published: {problem}"));
+        return (
+            "False",
+            "InvalidProbe",
+            format!("nothing is published: {problem}"),
+        );
     }
     match (ready, total) {
         (_, 0) => ("False", "NoBackends", "no address to publish".into()),
@@ -173,7 +190,12 @@ fn address_statuses(view: &BackendView) -> Vec<AddressStatus> {
         ..AddressStatus::default()
     }));
     statuses.sort_by(|a, b| {
-        let key = |s: &AddressStatus| (parse_ip(&s.address).map_or([0xff; 16], |ip| ip_sort_key(&ip)), s.address.clone());
+        let key = |s: &AddressStatus| {
+            (
+                parse_ip(&s.address).map_or([0xff; 16], |ip| ip_sort_key(&ip)),
+                s.address.clone(),
+            )
+        };
         key(a).cmp(&key(b)).then_with(|| a.hostname.cmp(&b.hostname))
     });
     statuses

@@ -13,6 +13,8 @@ use super::spec::Timing;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Threshold {
     ready: bool,
+    /// Readiness was established (probed, resumed, or ready without a probe), as opposed to a new address.
+    known: bool,
     last: Option<bool>,
     run: u32,
     last_probe: Option<Timestamp>,
@@ -25,6 +27,7 @@ impl Threshold {
     pub fn new(has_probe: bool, now: Timestamp) -> Threshold {
         Threshold {
             ready: !has_probe,
+            known: !has_probe,
             last: None,
             run: 0,
             last_probe: None,
@@ -38,6 +41,7 @@ impl Threshold {
     pub fn resume(ready: bool, last_transition: Option<Timestamp>) -> Threshold {
         Threshold {
             ready,
+            known: true,
             last: None,
             run: 0,
             last_probe: None,
@@ -56,6 +60,7 @@ impl Threshold {
             self.run = 1;
         }
         self.last_probe = Some(now);
+        self.known = true;
         self.message = result.err();
         let needed = if success {
             timing.success_threshold
@@ -91,6 +96,11 @@ impl Threshold {
 
     pub fn ready(&self) -> bool {
         self.ready
+    }
+
+    /// Whether readiness was established (so no `initialDelaySeconds` applies to the next probe).
+    pub fn known(&self) -> bool {
+        self.known
     }
 
     pub fn last_probe(&self) -> Option<Timestamp> {
@@ -133,7 +143,11 @@ mod tests {
             .chars()
             .enumerate()
             .map(|(i, c)| {
-                let result = if c == '+' { Ok(()) } else { Err("connect: connection refused".into()) };
+                let result = if c == '+' {
+                    Ok(())
+                } else {
+                    Err("connect: connection refused".into())
+                };
                 t.record(result, timing, at(i as i64 + 1));
                 if t.ready() { 'R' } else { '.' }
             })
@@ -149,7 +163,12 @@ mod tests {
             ("1/3 one success readies again", timing(1, 3), "+---+", "RRR.R"),
             ("2/1 needs two successes in a row", timing(2, 1), "+-++", "...R"),
             ("2/1 one failure unready", timing(2, 1), "++-", ".R."),
-            ("3/2 interrupted runs restart", timing(3, 2), "++-+++--", ".....RR."),
+            (
+                "3/2 interrupted runs restart",
+                timing(3, 2),
+                "++-+++--",
+                ".....RR.",
+            ),
             ("1/1 flaps with every result", timing(1, 1), "+-+-", "R.R."),
             ("failures while never ready", timing(1, 3), "----+", "....R"),
         ];
@@ -161,7 +180,11 @@ mod tests {
     #[test]
     fn resumed_readiness_holds_until_failure_threshold() {
         let t = Threshold::resume(true, Some(at(-100)));
-        assert_eq!(run(t, &timing(1, 3), "--+---"), "RRRRR.", "a success breaks the failure run");
+        assert_eq!(
+            run(t, &timing(1, 3), "--+---"),
+            "RRRRR.",
+            "a success breaks the failure run"
+        );
         let t = Threshold::resume(false, None);
         assert_eq!(run(t, &timing(2, 3), "++"), ".R");
     }
@@ -170,10 +193,16 @@ mod tests {
     fn transition_time_moves_only_on_change() {
         let timing = timing(1, 2);
         let mut t = Threshold::new(true, at(0));
-        assert_eq!((t.ready(), t.last_transition(), t.message()), (false, Some(at(0)), Some("not probed yet")));
+        assert_eq!(
+            (t.ready(), t.last_transition(), t.message()),
+            (false, Some(at(0)), Some("not probed yet"))
+        );
         assert!(t.record(Ok(()), &timing, at(1)));
         assert!(!t.record(Ok(()), &timing, at(2)));
-        assert_eq!((t.last_transition(), t.last_probe(), t.message()), (Some(at(1)), Some(at(2)), None));
+        assert_eq!(
+            (t.last_transition(), t.last_probe(), t.message()),
+            (Some(at(1)), Some(at(2)), None)
+        );
         assert!(!t.record(Err("timeout after 1s".into()), &timing, at(3)));
         assert_eq!((t.ready(), t.message()), (true, Some("timeout after 1s")));
         assert!(t.record(Err("timeout after 1s".into()), &timing, at(4)));
@@ -183,7 +212,9 @@ mod tests {
     #[test]
     fn without_a_probe_ready_at_once() {
         let t = Threshold::new(false, at(0));
-        assert_eq!((t.ready(), t.message()), (true, None));
+        assert_eq!((t.ready(), t.known(), t.message()), (true, true, None));
+        assert!(!Threshold::new(true, at(0)).known());
+        assert!(Threshold::resume(false, None).known());
         let mut t = Threshold::new(true, at(0));
         assert!(t.probe_removed(at(5)));
         assert_eq!((t.ready(), t.last_transition()), (true, Some(at(5))));

@@ -57,6 +57,8 @@ pub struct ExcludedAddress {
     pub address: String,
     pub hostname: Option<String>,
     pub message: String,
+    /// In the deny list (as opposed to invalid).
+    pub denied: bool,
 }
 
 /// How a DNS name resolves now.
@@ -72,7 +74,9 @@ pub enum Resolution {
         until: Timestamp,
     },
     /// Lookups fail and no address is kept.
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,6 +140,7 @@ pub fn classify<'a>(
             address: bad.address.clone(),
             hostname: bad.hostname.clone(),
             message: bad.message.clone(),
+            denied: false,
         })
         .collect();
     let mut seen = HashSet::new();
@@ -152,12 +157,16 @@ pub fn classify<'a>(
                 Source::Hostname(name) => Some(name.clone()),
                 Source::Ip(_) => None,
             };
-            let refused = deny.check(ip).or_else(|| unpublishable(ip).map(str::to_owned));
+            let refused = match deny.check(ip) {
+                Some(message) => Some((message, true)),
+                None => unpublishable(ip).map(|m| (m.to_owned(), false)),
+            };
             match refused {
-                Some(message) => excluded.push(ExcludedAddress {
+                Some((message, denied)) => excluded.push(ExcludedAddress {
                     address: ip.to_string(),
                     hostname,
                     message,
+                    denied,
                 }),
                 None => candidates.push(Candidate { ip, backend }),
             }
@@ -199,6 +208,7 @@ pub fn build_view(input: ViewInput<'_>) -> BackendView {
                 address: ip.to_string(),
                 hostname,
                 message: format!("not published: invalid readinessProbe: {problem}"),
+                denied: false,
             });
             continue;
         }
@@ -276,7 +286,10 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            [("198.51.100.10".into(), Some("a")), ("198.51.100.20".into(), None)],
+            [
+                ("198.51.100.10".into(), Some("a")),
+                ("198.51.100.20".into(), None)
+            ],
             "the literal IP wins over the same address from DNS"
         );
         let got: Vec<(&str, Option<&str>, &str)> = excluded
@@ -289,7 +302,11 @@ mod tests {
                 ("10.0.0", None, "invalid IP"),
                 ("bad_name", Some("bad_name"), "invalid hostname"),
                 ("198.51.100.30", None, "invalid port name: \"Bad_Name\""),
-                ("127.0.0.1", None, "denied: 127.0.0.1 is in --probe-deny-cidrs 127.0.0.0/8"),
+                (
+                    "127.0.0.1",
+                    None,
+                    "denied: 127.0.0.1 is in --probe-deny-cidrs 127.0.0.0/8"
+                ),
                 (
                     "169.254.169.254",
                     Some("metadata.example.com"),
@@ -304,7 +321,11 @@ mod tests {
         Timestamp::from_second(1_700_000_000 + second).unwrap()
     }
 
-    fn view_of(spec: &ParsedSpec, thresholds: &HashMap<IpAddr, Threshold>, hostnames: Vec<HostnameState>) -> BackendView {
+    fn view_of(
+        spec: &ParsedSpec,
+        thresholds: &HashMap<IpAddr, Threshold>,
+        hostnames: Vec<HostnameState>,
+    ) -> BackendView {
         let deny = DenyList::new(BackendArgs::default().deny_list());
         build_view(ViewInput {
             backendset: BackendSetRef {
@@ -342,13 +363,27 @@ mod tests {
         let got: Vec<_> = view
             .addresses
             .iter()
-            .map(|a| (a.ip.to_string(), a.ready, a.stale, a.node_name.as_deref(), a.message.as_deref()))
+            .map(|a| {
+                (
+                    a.ip.to_string(),
+                    a.ready,
+                    a.stale,
+                    a.node_name.as_deref(),
+                    a.message.as_deref(),
+                )
+            })
             .collect();
         assert_eq!(
             got,
             [
                 ("198.51.100.10".into(), true, true, Some("n1"), None),
-                ("198.51.100.20".into(), false, true, Some("n1"), Some("not probed yet")),
+                (
+                    "198.51.100.20".into(),
+                    false,
+                    true,
+                    Some("n1"),
+                    Some("not probed yet")
+                ),
             ]
         );
         assert_eq!(view.addresses[0].last_transition_time, Some(at(1)));
@@ -365,14 +400,19 @@ mod tests {
         }));
         let view = view_of(&spec, &HashMap::new(), vec![]);
         assert!(view.addresses.is_empty());
-        assert_eq!(view.invalid_probe.as_deref(), Some(crate::backends::spec::EXEC_NOT_SUPPORTED));
+        assert_eq!(
+            view.invalid_probe.as_deref(),
+            Some(crate::backends::spec::EXEC_NOT_SUPPORTED)
+        );
         assert_eq!(view.excluded.len(), 1);
         assert_eq!(view.excluded[0].address, "198.51.100.10");
     }
 
     #[test]
     fn publication_compares_only_published_fields() {
-        let spec = spec(json!({"backends": [{"ip": "198.51.100.10"}], "readinessProbe": {"tcpSocket": {"port": 5432}}}));
+        let spec = spec(
+            json!({"backends": [{"ip": "198.51.100.10"}], "readinessProbe": {"tcpSocket": {"port": 5432}}}),
+        );
         let timing = spec.probe.clone().unwrap().unwrap().timing;
         let ip: IpAddr = "198.51.100.10".parse().unwrap();
         let mut t = Threshold::new(true, at(0));
@@ -381,7 +421,10 @@ mod tests {
         t.record(Ok(()), &timing, at(2));
         let probed_again = view_of(&spec, &HashMap::from([(ip, t.clone())]), vec![]);
         assert_ne!(before, probed_again);
-        assert!(before.publishes_same(&probed_again), "a probe time alone publishes nothing new");
+        assert!(
+            before.publishes_same(&probed_again),
+            "a probe time alone publishes nothing new"
+        );
         for _ in 0..3 {
             t.record(Err("connect: connection refused".into()), &timing, at(3));
         }

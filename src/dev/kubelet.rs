@@ -66,7 +66,12 @@ async fn tend(client: &Client, pod: &Pod, ip: &str) -> kube::Result<()> {
     }
     let status = pod.status.clone().unwrap_or_default();
     let has_ip = status.pod_ip.as_deref().is_some_and(|i| !i.is_empty());
-    let ready = status.conditions.iter().flatten().find(|c| c.type_ == "Ready").map(|c| c.status == "True");
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status == "True");
     let want_ready = match pod.annotations().get(READY_ANNOTATION) {
         Some(value) => value != "false",
         None => ready.unwrap_or(true),

@@ -301,7 +301,6 @@ pub(crate) fn apply(
         .collect();
     entries.push(manager_entry(&manager, rt, &fields, previous.as_ref()));
     live["metadata"]["managedFields"] = Value::Array(entries);
-    live["metadata"]["resourceVersion"] = json!("");
     let opts = WriteOptions {
         field_manager: None,
         ..opts.clone()

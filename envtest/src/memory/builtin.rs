@@ -184,6 +184,50 @@ fn child_value<'a>(v: &'a mut Value, key: &str) -> &'a mut Value {
     v.get_mut(key).expect("just inserted")
 }
 
+/// Map fields that Go types mark `omitempty`: an empty one is not stored.
+const OMITTED_EMPTY_MAPS: &[&str] = &[
+    "labels",
+    "annotations",
+    "data",
+    "binaryData",
+    "stringData",
+    "nodeSelector",
+    "limits",
+    "requests",
+    "capacity",
+    "allocatable",
+    "matchLabels",
+];
+
+fn drop_empty(v: &mut Value, selector_is_map: bool) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|k, child| match child {
+                Value::Null => false,
+                Value::Array(a) => !a.is_empty(),
+                Value::Object(o) if o.is_empty() => {
+                    !(OMITTED_EMPTY_MAPS.contains(&k.as_str()) || (selector_is_map && k == "selector"))
+                }
+                _ => true,
+            });
+            m.values_mut().for_each(|c| drop_empty(c, selector_is_map));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|c| drop_empty(c, selector_is_map)),
+        _ => {}
+    }
+}
+
+/// What a round trip through upstream's Go types and etcd does to a built-in object: `null`s, empty
+/// lists and empty `omitempty` maps disappear (so `subsets: []` reads back as no subsets).
+pub(crate) fn normalize(rt: &ResourceType, v: &mut Value) {
+    match rt.behaviour {
+        Behaviour::Custom => {}
+        // A CRD's schema may hold empty schemas named like maps (`labels: {}`): only its metadata.
+        Behaviour::Crd => drop_empty(&mut v["metadata"], false),
+        _ => drop_empty(v, rt.behaviour == Behaviour::Service),
+    }
+}
+
 /// The status a new object starts with (server-owned for types with a status subresource).
 pub(crate) fn initial_status(rt: &ResourceType, v: &mut Value) {
     let Some(map) = v.as_object_mut() else { return };
@@ -236,6 +280,25 @@ mod tests {
         let once = pod.clone();
         apply_defaults(&rt, &mut pod);
         assert_eq!(pod, once, "defaults are idempotent");
+    }
+
+    #[test]
+    fn normalizing_drops_what_go_omits() {
+        let rt = Registry::new().builtin("", "endpoints");
+        let mut ep = json!({"metadata": {"name": "e", "labels": {}, "annotations": null, "finalizers": []},
+            "subsets": [{"addresses": [], "ports": [{"port": 80, "name": "a"}]}]});
+        normalize(&rt, &mut ep);
+        assert_eq!(
+            ep,
+            json!({"metadata": {"name": "e"}, "subsets": [{"ports": [{"port": 80, "name": "a"}]}]})
+        );
+        let rt = Registry::new().builtin("", "pods");
+        let mut pod = json!({"spec": {"securityContext": {}, "containers": [{"resources": {"limits": {}}}]}});
+        normalize(&rt, &mut pod);
+        assert_eq!(
+            pod,
+            json!({"spec": {"securityContext": {}, "containers": [{"resources": {}}]}})
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::error::Cause;
-use super::registry::{Behaviour, CustomSchema, ResourceType};
+use super::registry::{Behaviour, CustomSchema, PrinterColumn, ResourceType};
 use super::schema;
 use super::state::{State, now_rfc3339};
 use super::store::ObjRef;
@@ -129,7 +129,24 @@ fn types_of(crd: &Value) -> Vec<ResourceType> {
                     .as_object()
                     .map(|m| Value::Object(m.clone())),
                 multi_version,
+                columns: printer_columns(ver),
             }),
+        })
+        .collect()
+}
+
+fn printer_columns(version: &Value) -> Vec<PrinterColumn> {
+    let columns = version["additionalPrinterColumns"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    columns
+        .iter()
+        .map(|c| PrinterColumn {
+            name: text(c, &["name"]).to_string(),
+            kind: text(c, &["type"]).to_string(),
+            json_path: text(c, &["jsonPath"]).to_string(),
+            priority: c["priority"].as_u64().unwrap_or(0).min(255) as u8,
         })
         .collect()
 }

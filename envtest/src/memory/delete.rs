@@ -74,24 +74,23 @@ fn check_preconditions(
     v: &Value,
     opts: &DeleteOptions,
 ) -> Result<(), StatusError> {
-    let mismatch = |what: &str, want: &str, have: &str| {
-        let why =
-            format!("Precondition failed: {what} in precondition: {want}, {what} in object meta: {have}");
-        StatusError::conflict(rt, name, &why)
-    };
-    if let Some(uid) = opts
-        .uid
-        .as_deref()
-        .filter(|u| !u.is_empty() && *u != meta_str(v, "uid"))
-    {
-        return Err(mismatch("UID", uid, meta_str(v, "uid")));
+    let uid = meta_str(v, "uid");
+    if let Some(want) = opts.uid.as_deref().filter(|u| !u.is_empty() && *u != uid) {
+        let why = format!(
+            "the UID in the precondition ({want}) does not match the UID in record ({uid}). The object might have been deleted and then recreated"
+        );
+        return Err(StatusError::conflict(rt, name, &why));
     }
-    if let Some(rv) = opts
+    let rv = meta_str(v, "resourceVersion");
+    if let Some(want) = opts
         .resource_version
         .as_deref()
-        .filter(|r| !r.is_empty() && *r != meta_str(v, "resourceVersion"))
+        .filter(|r| !r.is_empty() && *r != rv)
     {
-        return Err(mismatch("ResourceVersion", rv, meta_str(v, "resourceVersion")));
+        let why = format!(
+            "the ResourceVersion in the precondition ({want}) does not match the ResourceVersion in record ({rv}). The object might have been modified"
+        );
+        return Err(StatusError::conflict(rt, name, &why));
     }
     Ok(())
 }
@@ -173,8 +172,15 @@ impl State {
             }
         }
         if !has_finalizers(&v) && grace == 0 {
+            if rt.behaviour != Behaviour::Pod {
+                self.commit_delete(rt, &key, v);
+                return Ok(Deleted::Gone(current));
+            }
+            // Pods are deleted gracefully even with no grace: a MODIFIED with the deletion stamp first.
+            mark_deleting(&mut v, 0);
+            let stamped = self.commit(rt, &key, &mut v);
             self.commit_delete(rt, &key, v);
-            return Ok(Deleted::Gone(current));
+            return Ok(Deleted::Gone(stamped));
         }
         let pending_grace = v["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0);
         if deleting && grace >= pending_grace {

@@ -128,8 +128,13 @@ fn qualified(rt: &ResourceType, name: &str) -> String {
     format!("{} \"{name}\"", rt.qualified())
 }
 
+/// `Status.details` of a resource error; like upstream's `omitempty`, the core group is left out.
 fn resource_details(rt: &ResourceType, name: &str) -> Value {
-    json!({"name": name, "group": rt.group, "kind": rt.plural})
+    let mut d = json!({"name": name, "kind": rt.plural});
+    if !rt.group.is_empty() {
+        d["group"] = json!(rt.group);
+    }
+    d
 }
 
 impl StatusError {
@@ -202,8 +207,44 @@ impl StatusError {
         };
         let message = format!("{kind_name} \"{name}\" is invalid: {joined}");
         let causes: Vec<Value> = causes.iter().map(Cause::to_json).collect();
+        let mut details = json!({"name": name, "kind": rt.kind, "causes": causes});
+        if !rt.group.is_empty() {
+            details["group"] = json!(rt.group);
+        }
+        StatusError::new(422, "Invalid", message).with_details(details)
+    }
+
+    /// The 422 of a PUT without resourceVersion on a type that forbids unconditional updates.
+    pub(crate) fn resource_version_required(rt: &ResourceType, name: &str) -> StatusError {
+        let cause = Cause::new(
+            CauseKind::Invalid,
+            "metadata.resourceVersion",
+            "must be specified for an update",
+        );
+        let body = format!(
+            "{}: Invalid value: 0x0: must be specified for an update",
+            cause.field
+        );
+        let kind_name = if rt.group.is_empty() {
+            rt.kind.clone()
+        } else {
+            format!("{}.{}", rt.kind, rt.group)
+        };
+        let mut details = resource_details(rt, name);
+        details["causes"] = json!([{"reason": "FieldValueInvalid", "message": "Invalid value: 0x0: must be specified for an update", "field": cause.field}]);
+        StatusError::new(
+            422,
+            "Invalid",
+            format!("{kind_name} \"{name}\" is invalid: {body}"),
+        )
+        .with_details(details)
+    }
+
+    /// A 422 about list or watch options (`ListOptions.meta.k8s.io`).
+    pub(crate) fn invalid_list_options(cause: Cause) -> StatusError {
+        let message = format!("ListOptions.meta.k8s.io \"\" is invalid: {cause}");
         StatusError::new(422, "Invalid", message)
-            .with_details(json!({"name": name, "group": rt.group, "kind": rt.kind, "causes": causes}))
+            .with_details(json!({"group": "meta.k8s.io", "kind": "ListOptions", "causes": [cause.to_json()]}))
     }
 
     pub(crate) fn forbidden(rt: &ResourceType, name: &str, why: &str) -> StatusError {

@@ -1,8 +1,8 @@
-//! HTTP: routing of API paths, request parsing, counters and faults, and responses.
+//! HTTP: routing of API paths, content negotiation, counters and faults, and responses.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -11,19 +11,14 @@ use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::Response;
 use serde_json::Value;
 
-use super::delete::{DeleteOptions, Deleted};
 use super::error::StatusError;
 use super::faults::{FaultAction, RequestRecord, Verb};
-use super::list::{ListQuery, list, list_body};
 use super::registry::ResourceType;
-use super::selectors::{FieldSelector, LabelSelector, Selectors};
+use super::request::flag;
 use super::state::WriteOptions;
-use super::watch::WatchQuery;
-use super::{Shared, convert, discovery, patch, watch};
+use super::{Shared, convert, discovery, handlers};
 
-const BODY_LIMIT: usize = 256 * 1024 * 1024;
-/// How long a deleted namespace stays Terminating before its content and itself are removed.
-const NAMESPACE_CLEANUP_DELAY: Duration = Duration::from_millis(500);
+pub(crate) const BODY_LIMIT: usize = 256 * 1024 * 1024;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new().fallback(handle).with_state(shared)
@@ -39,14 +34,14 @@ pub(crate) struct ResourceRoute {
 
 impl ResourceRoute {
     /// The counters' resource key: `pods` or `pods/status`.
-    fn resource_key(&self) -> String {
+    pub fn resource_key(&self) -> String {
         match &self.sub {
             Some(sub) => format!("{}/{sub}", self.rt.plural),
             None => self.rt.plural.clone(),
         }
     }
 
-    fn ns(&self) -> &str {
+    pub fn ns(&self) -> &str {
         self.ns.as_deref().unwrap_or("")
     }
 }
@@ -107,10 +102,6 @@ fn parse_route(shared: &Shared, path: &str) -> Result<Route, StatusError> {
     }
 }
 
-fn flag(q: &HashMap<String, String>, key: &str) -> bool {
-    q.get(key).is_some_and(|v| v == "true" || v == "1")
-}
-
 fn verb_of(method: &Method, route: &ResourceRoute, q: &HashMap<String, String>) -> Option<Verb> {
     let named = route.name.is_some();
     Some(match *method {
@@ -159,7 +150,7 @@ fn error_response(err: &StatusError, retry_after: Option<u32>) -> Response {
     resp
 }
 
-fn object_response(code: u16, rt: &ResourceType, obj: &super::store::Obj) -> Response {
+pub(crate) fn object_response(code: u16, rt: &ResourceType, obj: &super::store::Obj) -> Response {
     json_response(code, convert::render(rt, obj))
 }
 
@@ -247,240 +238,11 @@ async fn serve(shared: &Arc<Shared>, req: Request) -> (Response, Option<Verb>, S
         Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
         None => {}
     }
-    let resp = match dispatch(shared, &route, verb, query, req).await {
+    let resp = match handlers::dispatch(shared, &route, verb, query, req).await {
         Ok(resp) => resp,
         Err(e) => error_response(&e, None),
     };
     (resp, Some(verb), resource)
-}
-
-fn selectors(rt: &ResourceType, q: &HashMap<String, String>) -> Result<Selectors, StatusError> {
-    let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
-        .map_err(StatusError::bad_request)?;
-    let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), rt)
-        .map_err(StatusError::bad_request)?;
-    Ok(Selectors { labels, fields })
-}
-
-fn list_query(rt: &ResourceType, q: &HashMap<String, String>) -> Result<ListQuery, StatusError> {
-    let limit = match q.get("limit") {
-        Some(l) => Some(
-            l.parse::<usize>()
-                .map_err(|_| StatusError::bad_request(format!("invalid limit: {l}")))?,
-        ),
-        None => None,
-    };
-    Ok(ListQuery {
-        selectors: selectors(rt, q)?,
-        limit,
-        continue_token: q.get("continue").cloned(),
-        resource_version: q.get("resourceVersion").cloned(),
-        resource_version_match: q.get("resourceVersionMatch").cloned(),
-    })
-}
-
-fn watch_query(rt: &ResourceType, q: &HashMap<String, String>) -> Result<WatchQuery, StatusError> {
-    Ok(WatchQuery {
-        selectors: selectors(rt, q)?,
-        resource_version: q.get("resourceVersion").cloned(),
-        resource_version_match: q.get("resourceVersionMatch").cloned(),
-        bookmarks: flag(q, "allowWatchBookmarks"),
-        timeout: q
-            .get("timeoutSeconds")
-            .and_then(|t| t.parse().ok())
-            .map(Duration::from_secs),
-        send_initial_events: q.get("sendInitialEvents").map(|v| v == "true" || v == "1"),
-    })
-}
-
-fn write_options(q: &HashMap<String, String>) -> WriteOptions {
-    WriteOptions {
-        dry_run: q.get("dryRun").is_some_and(|d| d == "All"),
-        field_manager: q.get("fieldManager").cloned(),
-        force: flag(q, "force"),
-    }
-}
-
-fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> Result<DeleteOptions, StatusError> {
-    let mut opts = DeleteOptions {
-        grace_period: q.get("gracePeriodSeconds").and_then(|g| g.parse().ok()),
-        propagation: q.get("propagationPolicy").cloned(),
-        dry_run: q.get("dryRun").is_some_and(|d| d == "All"),
-        ..DeleteOptions::default()
-    };
-    if !body.is_empty() {
-        let v: Value = serde_json::from_slice(body)
-            .map_err(|e| StatusError::bad_request(format!("invalid DeleteOptions: {e}")))?;
-        opts.merge_body(&v);
-    }
-    Ok(opts)
-}
-
-/// Decodes a JSON (or YAML) request body.
-fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, StatusError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    if content_type.contains("protobuf") {
-        return Err(StatusError::unsupported_media_type(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml; got {content_type}"
-        )));
-    }
-    if content_type.contains("yaml") {
-        return serde_yaml::from_slice(body)
-            .map_err(|e| StatusError::bad_request(format!("error decoding YAML: {e}")));
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| StatusError::bad_request(format!("the body of the request could not be decoded: {e}")))
-}
-
-async fn dispatch(
-    shared: &Arc<Shared>,
-    route: &ResourceRoute,
-    verb: Verb,
-    q: HashMap<String, String>,
-    req: Request,
-) -> Result<Response, StatusError> {
-    let rt = route.rt.clone();
-    let headers = req.headers().clone();
-    let body = axum::body::to_bytes(req.into_body(), BODY_LIMIT)
-        .await
-        .map_err(|e| StatusError::bad_request(e.to_string()))?;
-    let ns = route.ns();
-    let name = route.name.as_deref().unwrap_or("");
-    let status_write = route.sub.is_some();
-    match verb {
-        Verb::Get => {
-            let obj = shared.state.lock().unwrap().get(&rt, ns, name)?;
-            Ok(object_response(200, &rt, &obj))
-        }
-        Verb::List => {
-            let page = list(shared, &rt, route.ns.as_deref(), &list_query(&rt, &q)?).await?;
-            Ok(json_response(200, Body::from_stream(list_body(rt, page))))
-        }
-        Verb::Watch => {
-            let stream = watch::start(
-                shared.clone(),
-                rt.clone(),
-                route.ns.as_deref(),
-                watch_query(&rt, &q)?,
-            )?;
-            Ok(json_response(200, Body::from_stream(stream)))
-        }
-        Verb::Create => {
-            let obj = shared.state.lock().unwrap().create(
-                &rt,
-                ns,
-                decode_body(&headers, &body)?,
-                &write_options(&q),
-            )?;
-            Ok(object_response(201, &rt, &obj))
-        }
-        Verb::Update => {
-            let body = decode_body(&headers, &body)?;
-            let written =
-                shared
-                    .state
-                    .lock()
-                    .unwrap()
-                    .update(&rt, ns, name, status_write, body, &write_options(&q))?;
-            Ok(written_response(shared, route, written))
-        }
-        Verb::Patch => {
-            let content_type = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let mut state = shared.state.lock().unwrap();
-            let written = patch::patch(
-                &mut state,
-                &rt,
-                ns,
-                name,
-                status_write,
-                content_type,
-                &body,
-                &write_options(&q),
-            )?;
-            drop(state);
-            Ok(written_response(shared, route, written))
-        }
-        Verb::Delete => delete(shared, route, &delete_options(&q, &body)?),
-        Verb::DeleteCollection => delete_collection(shared, route, &q, &body).await,
-    }
-}
-
-fn written_response(shared: &Shared, route: &ResourceRoute, written: super::state::Written) -> Response {
-    if !written.changed {
-        shared.telemetry.count_noop(&route.resource_key());
-    }
-    object_response(if written.created { 201 } else { 200 }, &route.rt, &written.obj)
-}
-
-fn delete(
-    shared: &Arc<Shared>,
-    route: &ResourceRoute,
-    opts: &DeleteOptions,
-) -> Result<Response, StatusError> {
-    let name = route.name.as_deref().unwrap_or("");
-    let deleted = shared
-        .state
-        .lock()
-        .unwrap()
-        .delete(&route.rt, route.ns(), name, opts)?;
-    if let Deleted::Terminating(_) = &deleted {
-        schedule_namespace_cleanup(shared.clone(), name.to_string());
-    }
-    Ok(object_response(200, &route.rt, deleted.object()))
-}
-
-fn schedule_namespace_cleanup(shared: Arc<Shared>, ns: String) {
-    tokio::spawn(async move {
-        tokio::time::sleep(NAMESPACE_CLEANUP_DELAY).await;
-        shared.state.lock().unwrap().finish_namespace(&ns);
-    });
-}
-
-async fn delete_collection(
-    shared: &Arc<Shared>,
-    route: &ResourceRoute,
-    q: &HashMap<String, String>,
-    body: &[u8],
-) -> Result<Response, StatusError> {
-    let opts = delete_options(q, body)?;
-    let mut lq = list_query(&route.rt, q)?;
-    lq.limit = None;
-    let page = list(shared, &route.rt, route.ns.as_deref(), &lq).await?;
-    let mut deleted = Vec::new();
-    for obj in &page.items {
-        let ns = obj.namespace.to_string();
-        let result = shared
-            .state
-            .lock()
-            .unwrap()
-            .delete(&route.rt, &ns, &obj.name, &opts);
-        match result {
-            Ok(Deleted::Terminating(o)) => {
-                schedule_namespace_cleanup(shared.clone(), o.name.to_string());
-                deleted.push(o);
-            }
-            Ok(d) => deleted.push(d.object().clone()),
-            Err(e) if e.code == 404 => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let revision = shared.state.lock().unwrap().store.revision();
-    let page = super::list::ListPage {
-        revision,
-        items: deleted,
-        continue_token: None,
-        remaining: None,
-    };
-    Ok(json_response(
-        200,
-        Body::from_stream(list_body(route.rt.clone(), page)),
-    ))
 }
 
 /// `MemoryApiServer::create_object`: a POST without HTTP.

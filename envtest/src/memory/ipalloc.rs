@@ -30,6 +30,15 @@ impl ClusterIps {
         }
     }
 
+    /// The range as CIDR text.
+    pub fn range(&self) -> String {
+        format!(
+            "{}/{}",
+            Ipv4Addr::from(self.base),
+            32 - self.size.trailing_zeros()
+        )
+    }
+
     pub fn contains(&self, ip: &str) -> bool {
         ip.parse::<Ipv4Addr>()
             .is_ok_and(|a| (u32::from(a) & !(self.size - 1)) == self.base)

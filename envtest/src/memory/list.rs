@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::Shared;
 use super::convert::render;
-use super::error::StatusError;
+use super::error::{Cause, CauseKind, StatusError};
 use super::registry::ResourceType;
 use super::selectors::Selectors;
 use super::store::{ObjRef, Store};
@@ -97,6 +97,12 @@ impl ContinueTokens {
     }
 
     fn resume(&mut self, token: &str, limit: Option<usize>) -> Result<ListPage, StatusError> {
+        let well_formed = token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit());
+        if !well_formed {
+            return Err(StatusError::bad_request(format!(
+                "continue key is not valid: {token:?} is not a token this server issued"
+            )));
+        }
         let fresh = self.pages.get(token).filter(|s| s.created.elapsed() < self.ttl);
         let Some(s) = fresh else {
             return Err(StatusError::expired(
@@ -108,12 +114,8 @@ impl ContinueTokens {
     }
 }
 
-fn invalid_options(message: String) -> StatusError {
-    StatusError::new(
-        422,
-        "Invalid",
-        format!("ListOptions.meta.k8s.io \"\" is invalid: {message}"),
-    )
+fn invalid_options(cause: Cause) -> StatusError {
+    StatusError::invalid_list_options(cause)
 }
 
 /// Which revision a list reads: the newest, or exactly `rv`.
@@ -126,16 +128,22 @@ fn read_at(q: &ListQuery) -> Result<(ReadAt, Option<u64>), StatusError> {
     let rv = q.resource_version.as_deref().unwrap_or("");
     let matching = q.resource_version_match.as_deref().unwrap_or("");
     if !matching.is_empty() && rv.is_empty() {
-        return Err(invalid_options("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided".into()));
+        return Err(invalid_options(Cause::forbidden(
+            "resourceVersionMatch",
+            "resourceVersionMatch is forbidden unless resourceVersion is provided",
+        )));
     }
     if !["", "Exact", "NotOlderThan"].contains(&matching) {
-        return Err(invalid_options(format!(
-            "resourceVersionMatch: Unsupported value: \"{matching}\""
-        )));
+        let supported = "supported values: \"Exact\", \"NotOlderThan\", \"\"";
+        let cause = Cause::new(CauseKind::NotSupported, "resourceVersionMatch", supported);
+        return Err(invalid_options(cause.with_value(matching)));
     }
     if rv.is_empty() || rv == "0" {
         if matching == "Exact" {
-            return Err(invalid_options("resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"".into()));
+            return Err(invalid_options(Cause::forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+            )));
         }
         return Ok((ReadAt::Latest, None));
     }

@@ -7,21 +7,32 @@
 //!   discovery.k8s.io/v1 endpointslices; coordination.k8s.io/v1 leases; rbac.authorization.k8s.io/v1
 //!   roles, rolebindings, clusterroles, clusterrolebindings; apiextensions.k8s.io/v1 CRDs and, once a CRD
 //!   is created, its custom resources (pruned, defaulted and validated by the structural schema).
-//! * Discovery (`/version`, `/api`, `/apis`, group versions), `/healthz`, `/livez`, `/readyz`.
+//! * Discovery (`/version`, `/api`, `/apis`, group versions), `/healthz`, `/livez`, `/readyz`, and
+//!   `meta.k8s.io` Tables for kubectl (its columns for pods, services, endpoints, endpointslices, nodes,
+//!   namespaces, leases, configmaps; NAME/AGE for the rest).
 //! * One MVCC store with a global revision; GET, LIST (label and field selectors, `limit`/`continue` on
 //!   snapshots, resourceVersion/resourceVersionMatch), WATCH (replay, bookmarks, selector transitions,
 //!   in-stream 410, streaming lists), create/update/delete/deletecollection, status subresources, JSON,
 //!   merge, strategic-merge and server-side-apply patches, graceful pod deletion, finalizers, namespace
-//!   termination, Service IP allocation, `dryRun=All`.
+//!   termination, Service IP allocation (and the `kubernetes` Service holding the first address),
+//!   `dryRun=All`. Built-in objects are stored as upstream's Go types would round-trip them (no `null`s,
+//!   empty lists or empty `omitempty` maps); unknown fields of built-in kinds are kept.
 //! * Test hooks: compaction, bookmarks, closing or expiring watches, fault injection, request counters
 //!   (including no-op writes) and a request log.
 //!
+//! Behaviour follows what the conformance suite observed on kube-apiserver 1.20.2 where versions differ
+//! (message wording, Status replies to deletions, PUT without resourceVersion refused for Leases and
+//! custom resources).
+//!
 //! Out of scope: authentication and RBAC (any token is accepted), admission webhooks, aggregation,
-//! protobuf, Table output (clients fall back to plain JSON), OpenAPI documents (`/openapi/*` is 404),
-//! CRD conversion between versions (objects are served as stored, with `apiVersion` rewritten), garbage
-//! collection (`propagationPolicy` only adds the `orphan`/`foregroundDeletion` finalizers), a namespace
-//! controller beyond removing a deleted namespace's objects after a short delay, and server-side apply
-//! beyond a documented subset (see `apply.rs`).
+//! protobuf (kubectl's generators such as `kubectl create configmap` send protobuf and get 415;
+//! `kubectl create -f` works), OpenAPI schemas (`/openapi/v2` is an empty document, so kubectl's
+//! client-side validation finds no schema and skips itself; `/openapi/v3` is 404), `fieldValidation`,
+//! CRD conversion between versions (objects are served as stored, with `apiVersion` rewritten), scale
+//! subresources and additionalPrinterColumns, pods/binding, eviction, logs and exec, garbage collection
+//! (`propagationPolicy` only adds the `orphan`/`foregroundDeletion` finalizers), a namespace controller
+//! beyond removing a deleted namespace's objects (finalizers ignored) after a short delay, and
+//! server-side apply beyond a documented subset (see `apply.rs`).
 
 mod apply;
 mod builtin;
@@ -31,17 +42,20 @@ mod delete;
 mod discovery;
 mod error;
 mod faults;
+mod handlers;
 mod http;
 mod ipalloc;
 mod list;
 mod patch;
 mod registry;
+mod request;
 mod schema;
 mod selectors;
 mod services;
 mod state;
 mod store;
 mod strategic;
+mod table;
 mod validate;
 mod watch;
 

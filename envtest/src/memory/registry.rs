@@ -29,6 +29,17 @@ pub(crate) struct CustomSchema {
     pub schema: Option<Value>,
     /// The CRD serves several versions, so reads rewrite `apiVersion`.
     pub multi_version: bool,
+    /// `additionalPrinterColumns` of this version: kubectl's columns after NAME.
+    pub columns: Vec<PrinterColumn>,
+}
+
+/// One `additionalPrinterColumns` entry.
+#[derive(Debug, Clone)]
+pub(crate) struct PrinterColumn {
+    pub name: String,
+    pub kind: String,
+    pub json_path: String,
+    pub priority: u8,
 }
 
 /// One served resource: a (group, version, plural) with its kind and rules.

@@ -23,6 +23,10 @@ pub(crate) fn prune(v: &mut Value, s: &Value) {
         Value::Object(map) => {
             let props = s["properties"].as_object();
             let additional = s.get("additionalProperties").filter(|a| a.is_object());
+            map.retain(|k, child| {
+                let cs = props.and_then(|p| p.get(k)).or(additional);
+                !child.is_null() || cs.is_some_and(|cs| cs["nullable"] == true)
+            });
             for (k, child) in map.iter_mut() {
                 if let Some(cs) = props.and_then(|p| p.get(k)).or(additional) {
                     prune(child, cs);

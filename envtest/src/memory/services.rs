@@ -76,7 +76,10 @@ fn allocate_cluster_ip(state: &mut State, v: &mut Value, old: Option<&Value>, dr
         let detail = if state.cluster_ips.contains(&wanted) {
             format!("failed to allocate IP {wanted}: provided IP is already allocated")
         } else {
-            format!("failed to allocate IP {wanted}: the provided IP ({wanted}) is not in the valid range")
+            let range = state.cluster_ips.range();
+            format!(
+                "failed to allocate IP {wanted}: provided IP is not in the valid range. The range of valid IPs is {range}"
+            )
         };
         return vec![Cause::invalid("spec.clusterIPs", json!([wanted]), detail)];
     };

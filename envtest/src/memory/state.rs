@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::builtin::{apply_defaults, child, initial_status};
+use super::builtin::{apply_defaults, child, initial_status, normalize};
 use super::convert::{to_storage, to_view};
 use super::error::{Cause, StatusError};
 use super::ipalloc::{ClusterIps, NodePorts};
@@ -229,6 +229,12 @@ impl State {
                 .create(&namespaces, "", body, &WriteOptions::default())
                 .expect("default namespaces");
         }
+        let services = state.registry.builtin("", "services");
+        let kubernetes = json!({"metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
+        state
+            .create(&services, "default", kubernetes, &WriteOptions::default())
+            .expect("the kubernetes Service");
         state
     }
 
@@ -317,6 +323,7 @@ impl State {
         }
         initial_status(rt, &mut v);
         apply_defaults(rt, &mut v);
+        normalize(rt, &mut v);
         let mut causes = self.kind_causes(rt, &mut v, None);
         if causes.is_empty() && rt.behaviour == Behaviour::Service {
             causes = services::allocate(self, &mut v, None, opts.dry_run);
@@ -356,6 +363,14 @@ impl State {
         causes
     }
 
+    /// Upstream's strategies that refuse a PUT without resourceVersion.
+    fn allows_unconditional_update(rt: &ResourceType) -> bool {
+        !matches!(
+            rt.behaviour,
+            Behaviour::Lease | Behaviour::Crd | Behaviour::Custom
+        )
+    }
+
     fn allows_create_on_update(rt: &ResourceType) -> bool {
         matches!(
             rt.behaviour,
@@ -387,6 +402,9 @@ impl State {
             }
             return Err(StatusError::not_found(rt, name));
         };
+        if meta_str(&body, "resourceVersion").is_empty() && !State::allows_unconditional_update(rt) {
+            return Err(StatusError::resource_version_required(rt, name));
+        }
         let stored_old = current.value();
         let old = to_view(rt, stored_old.clone());
         let mut new = body;
@@ -406,6 +424,7 @@ impl State {
             services::carry_allocations(&old, &mut new);
         }
         apply_defaults(rt, &mut new);
+        normalize(rt, &mut new);
         apply::track_update(rt, &old, &mut new, opts.field_manager.as_deref());
         let mut causes = self.kind_causes(rt, &mut new, Some(&old));
         check_new_finalizers(&new, &old, &mut causes);

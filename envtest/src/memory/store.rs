@@ -54,6 +54,13 @@ fn field_value(value: &Value, label: &str) -> Box<str> {
     }
 }
 
+/// The JSON of `value` in an allocation of exactly its size (a growing Vec may hold twice as much).
+fn compact_json(value: &Value) -> Bytes {
+    let mut json = serde_json::to_vec(value).expect("JSON values serialize");
+    json.shrink_to_fit();
+    Bytes::from(json)
+}
+
 impl Obj {
     /// Serializes `value` (whose resourceVersion is already `rv`) and extracts its selector fields.
     pub fn new(value: &Value, rv: u64, fields: &'static [&'static str]) -> Obj {
@@ -69,7 +76,7 @@ impl Obj {
             })
             .unwrap_or_default();
         Obj {
-            json: Bytes::from(serde_json::to_vec(value).expect("JSON values serialize")),
+            json: compact_json(value),
             rv,
             namespace: text("namespace"),
             name: text("name"),

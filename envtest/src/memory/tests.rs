@@ -297,7 +297,7 @@ async fn services_get_cluster_ips_and_defaults() {
         from(json!({"metadata": {"name": "s"}, "spec": {"selector": {"app": "a"}, "ports": [{"port": 80}]}}));
     let made = svcs.create(&PostParams::default(), &svc).await.unwrap();
     let spec = made.spec.unwrap();
-    assert_eq!(spec.cluster_ip.as_deref(), Some("10.96.0.1"));
+    assert_eq!(spec.cluster_ip.as_deref(), Some("10.96.0.2"));
     assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
     assert_eq!(
         serde_json::to_value(&spec.ports.unwrap()[0]).unwrap(),
@@ -445,4 +445,38 @@ async fn namespace_termination() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(api_error(namespaces.get("gone").await.unwrap_err()).code, 404);
     assert_eq!(api_error(cms.get("a").await.unwrap_err()).code, 404);
+}
+
+#[tokio::test]
+async fn lists_wait_for_a_future_revision() {
+    let (server, client) = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let future = (server.current_revision() + 1).to_string();
+    let waiting = {
+        let cms = cms.clone();
+        tokio::spawn(async move { cms.list(&ListParams::default().at(&future)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cms.create(
+        &PostParams::default(),
+        &from(json!({"metadata": {"name": "late"}})),
+    )
+    .await
+    .unwrap();
+    let list = waiting.await.unwrap().unwrap();
+    assert_eq!(list.items.len(), 1, "the list waited for the write");
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_watches() {
+    use futures::StreamExt;
+    let (server, client) = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let mut stream = cms.watch(&Default::default(), "0").await.unwrap().boxed();
+    let closed = tokio::time::timeout(Duration::from_secs(5), server.shutdown()).await;
+    assert!(closed.is_ok(), "shutdown finished");
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap();
+    assert!(end.is_none_or(|e| e.is_err()), "the watch ended");
 }

@@ -15,7 +15,8 @@ use super::error::{Cause, StatusError};
 use super::list::matching;
 use super::registry::ResourceType;
 use super::selectors::Selectors;
-use super::store::{Event, EventType, ObjRef};
+use super::store::{Event, EventType, Obj, ObjRef, stamp_rv};
+use super::table::{Include, table};
 use super::{Control, Shared};
 
 const CHUNK: usize = 64 * 1024;
@@ -28,6 +29,8 @@ pub(crate) struct WatchQuery {
     pub bookmarks: bool,
     pub timeout: Option<Duration>,
     pub send_initial_events: Option<bool>,
+    /// Serve each object as a one-row `Table` (kubectl).
+    pub table: Option<Include>,
 }
 
 pub(crate) type WatchStream = ReceiverStream<Result<Bytes, std::io::Error>>;
@@ -39,6 +42,7 @@ struct Watcher {
     selectors: Selectors,
     bookmarks: bool,
     cursor: u64,
+    table: Option<Include>,
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
 }
 
@@ -53,11 +57,7 @@ enum Start {
 }
 
 fn invalid_watch(detail: &str, field: &str) -> StatusError {
-    let message = format!(
-        "ListOptions.meta.k8s.io \"\" is invalid: {}",
-        Cause::forbidden(field, detail)
-    );
-    StatusError::new(422, "Invalid", message)
+    StatusError::invalid_list_options(Cause::forbidden(field, detail))
 }
 
 fn check_query(q: &WatchQuery) -> Result<(), StatusError> {
@@ -65,7 +65,7 @@ fn check_query(q: &WatchQuery) -> Result<(), StatusError> {
     match q.send_initial_events {
         Some(true) if matching != "NotOlderThan" => Err(invalid_watch(
             "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
-            "sendInitialEvents",
+            "resourceVersionMatch",
         )),
         Some(true) if !q.bookmarks => Err(invalid_watch(
             "sendInitialEvents requires setting allowWatchBookmarks to true",
@@ -100,6 +100,7 @@ pub(crate) fn start(
     let state = shared.state.lock().unwrap();
     let revisions = state.store.subscribe();
     let control = shared.control.subscribe();
+    let started = *control.borrow();
     let initial = q.send_initial_events.unwrap_or(parsed.is_none());
     let (start, cursor) = if initial {
         let objects = matching(&state.store, &rt, ns, &q.selectors);
@@ -127,10 +128,11 @@ pub(crate) fn start(
         selectors: q.selectors,
         bookmarks: q.bookmarks,
         cursor,
+        table: q.table,
         tx,
     };
     let deadline = q.timeout.map(|t| Instant::now() + t);
-    tokio::spawn(watcher.run(start, revisions, control, deadline));
+    tokio::spawn(watcher.run(start, started, revisions, control, deadline));
     Ok(ReceiverStream::new(rx))
 }
 
@@ -142,16 +144,26 @@ fn event_line(buf: &mut BytesMut, kind: &str, object: &[u8]) {
     buf.put_slice(b"}\n");
 }
 
-/// The event a watch with `selectors` sees for `e`: selector transitions become ADDED or DELETED.
-fn visible(e: &Event, selectors: &Selectors) -> Option<EventType> {
+/// The event a watch with `selectors` sees for `e`: selector transitions become ADDED, or DELETED with the
+/// last state that matched, stamped with the new revision (as upstream's watch cache does).
+fn visible(e: &Event, selectors: &Selectors) -> Option<(EventType, ObjRef)> {
     let now = selectors.matches(&e.object);
-    let before = e.prev.as_ref().is_some_and(|p| selectors.matches(p));
+    let before = e.prev.as_ref().filter(|p| selectors.matches(p));
     match (e.kind, before, now) {
-        (EventType::Added, _, true) | (EventType::Modified, false, true) => Some(EventType::Added),
-        (EventType::Modified, true, true) => Some(EventType::Modified),
-        (EventType::Modified, true, false) | (EventType::Deleted, _, true) => Some(EventType::Deleted),
+        (EventType::Added, _, true) | (EventType::Modified, None, true) => {
+            Some((EventType::Added, e.object.clone()))
+        }
+        (EventType::Modified, Some(_), true) => Some((EventType::Modified, e.object.clone())),
+        (EventType::Modified, Some(prev), false) => Some((EventType::Deleted, restamp(prev, e.rv))),
+        (EventType::Deleted, _, true) => Some((EventType::Deleted, e.object.clone())),
         _ => None,
     }
+}
+
+fn restamp(obj: &Obj, rv: u64) -> ObjRef {
+    let mut value = obj.value();
+    stamp_rv(&mut value, rv);
+    Arc::new(Obj::new(&value, rv, &[]))
 }
 
 pub(crate) fn expired_line(rv: u64, floor: u64) -> Bytes {
@@ -174,12 +186,24 @@ impl Watcher {
         let mut buf = BytesMut::new();
         for (event, obj) in objects {
             let kind = if kind.is_empty() { event.as_str() } else { kind };
-            event_line(&mut buf, kind, &render(&self.rt, &obj));
+            event_line(&mut buf, kind, &self.render(&obj));
             if buf.len() >= CHUNK && !self.send(buf.split().freeze()).await {
                 return false;
             }
         }
         self.send(buf.freeze()).await
+    }
+
+    fn render(&self, obj: &Obj) -> Bytes {
+        match self.table {
+            None => render(&self.rt, obj),
+            Some(include) => {
+                let meta = json!({"resourceVersion": obj.rv.to_string()});
+                Bytes::from(
+                    serde_json::to_vec(&table(&self.rt, &[obj.value()], meta, include)).expect("JSON"),
+                )
+            }
+        }
     }
 
     fn bookmark(&self, initial_end: bool) -> Bytes {
@@ -214,7 +238,7 @@ impl Watcher {
         let selected = events
             .iter()
             .filter(|e| e.key.starts_with(prefix))
-            .filter_map(|e| visible(e, &self.selectors).map(|t| (t, e.object.clone())))
+            .filter_map(|e| visible(e, &self.selectors))
             .collect::<Vec<_>>();
         self.send_objects("", selected.into_iter()).await
     }
@@ -222,11 +246,11 @@ impl Watcher {
     async fn run(
         mut self,
         start: Start,
+        started: Control,
         mut revisions: watch::Receiver<u64>,
         mut control: watch::Receiver<Control>,
         deadline: Option<Instant>,
     ) {
-        let started = *control.borrow_and_update();
         match start {
             Start::Expired(rv) => {
                 let floor = self.shared.state.lock().unwrap().store.floor();

@@ -98,8 +98,20 @@ async fn kubectl_apply_get_patch_delete() {
     );
     let listed: Value = serde_json::from_str(&ok(&config, &["get", "pods", "-o", "json"]).await).unwrap();
     assert_eq!(listed["items"][0]["metadata"]["name"], "web-0");
-    ok(&config, &["get", "pods"]).await;
-    ok(&config, &["get", "svc,ep", "-A"]).await;
+    let pods = ok(&config, &["get", "pods"]).await;
+    let header: Vec<&str> = pods.lines().next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "STATUS", "RESTARTS", "AGE"], "{pods}");
+    assert!(pods.lines().nth(1).unwrap_or("").starts_with("web-0"), "{pods}");
+    let wide = ok(&config, &["get", "pods", "-o", "wide"]).await;
+    assert!(wide.lines().next().unwrap_or("").contains("NODE"), "{wide}");
+    let services = ok(&config, &["get", "svc", "web"]).await;
+    let row: Vec<&str> = services.lines().nth(1).unwrap_or("").split_whitespace().collect();
+    assert_eq!(
+        row[..5],
+        ["web", "ClusterIP", "10.96.0.2", "<none>", "80/TCP"],
+        "{services}"
+    );
+    ok(&config, &["get", "svc,ep,ns,nodes,leases,cm", "-A"]).await;
     let conditions = r#"{"status":{"conditions":[{"type":"Ready","status":"True"}],"podIP":"10.1.0.7"}}"#;
     ok(
         &config,
@@ -221,4 +233,33 @@ async fn kubectl_get_watch_streams_changes() {
     .unwrap();
     assert!(next().await.starts_with("w "), "the change streams");
     child.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_prints_custom_resource_columns() {
+    if !kubectl_available() {
+        eprintln!("kubectl not installed; skipping");
+        return;
+    }
+    let (server, _client) = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), &server);
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.roster.dev"},
+        "spec": {"group": "roster.dev", "scope": "Namespaced", "names": {"plural": "gadgets", "kind": "Gadget"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "additionalPrinterColumns": [{"name": "Color", "type": "string", "jsonPath": ".spec.color"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}],
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "properties": {"color": {"type": "string"}}}}}}}]}});
+    server
+        .create_object("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+        .unwrap();
+    let gadget = json!({"apiVersion": "roster.dev/v1", "kind": "Gadget", "metadata": {"name": "g"}, "spec": {"color": "red"}});
+    server
+        .create_object("/apis/roster.dev/v1/namespaces/default/gadgets", gadget)
+        .unwrap();
+    let out = ok(&config, &["get", "gadgets"]).await;
+    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["NAME", "COLOR", "AGE"], "{out}");
+    assert_eq!(rows[1][..2], ["g", "red"], "{out}");
 }

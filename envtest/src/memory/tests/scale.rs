@@ -28,13 +28,22 @@ fn rss_mib() -> u64 {
 fn pod(i: usize) -> Value {
     json!({
         "metadata": {"name": format!("pod-{i:06}"), "labels": {"app": format!("svc-{}", i % SERVICES), "tier": "backend", "pod-template-hash": "5d8f7c9b6"},
-            "annotations": {"kubernetes.io/config.seen": "2024-05-01T10:00:00.000000000Z", "example.com/owner": "team-a"}},
+            "annotations": {"kubernetes.io/config.seen": "2024-05-01T10:00:00.000000000Z", "example.com/owner": "team-a",
+                "example.com/commit": "4f3c2a1b9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b", "prometheus.io/scrape": "true", "prometheus.io/port": "9090"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("svc-{}-5d8f7c9b6", i % SERVICES),
+                "uid": "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f", "controller": true, "blockOwnerDeletion": true}]},
         "spec": {"nodeName": format!("node-{}", i % NODES), "serviceAccountName": "default",
             "containers": [{"name": "app", "image": "registry.example.com/team/app:1.2.3",
                 "ports": [{"name": "http", "containerPort": 8080}, {"name": "metrics", "containerPort": 9090}],
-                "env": [{"name": "MODE", "value": "production"}, {"name": "LOG_LEVEL", "value": "info"}],
+                "env": [{"name": "MODE", "value": "production"}, {"name": "LOG_LEVEL", "value": "info"},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    {"name": "DATABASE_URL", "value": "postgres://db.example.svc.cluster.local:5432/app?sslmode=disable"}],
+                "volumeMounts": [{"name": "config", "mountPath": "/etc/app"}, {"name": "token", "mountPath": "/var/run/secrets/tokens", "readOnly": true}],
+                "livenessProbe": {"httpGet": {"path": "/livez", "port": 8080}, "periodSeconds": 20, "failureThreshold": 3},
                 "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
-                "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 10}}]},
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 10}}],
+            "volumes": [{"name": "config", "configMap": {"name": "app-config"}}, {"name": "token", "projected": {"sources": [{"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}}]}}]},
     })
 }
 

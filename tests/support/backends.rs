@@ -1,0 +1,375 @@
+//! What the BackendSet integration tests need besides an API server: test addresses on a dummy interface,
+//! TCP/HTTP backends listening there, a DNS server, the BackendSet CRD, and a `Backends` runtime to drive.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::process::Command;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use hickory_resolver::proto::op::{Message, OpCode, ResponseCode};
+use hickory_resolver::proto::rr::rdata::{A, AAAA};
+use hickory_resolver::proto::rr::{RData, Record, RecordType};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, PostParams};
+use roster::apply::{LeaderFlag, WriteBudget, Writer};
+use roster::backends::{BackendArgs, BackendRegistry, BackendSet, Backends};
+use roster::cache::ServiceKey;
+use roster::metrics::Metrics;
+use roster_envtest::TestEnv;
+use tokio::net::{TcpListener, TcpSocket, UdpSocket};
+use tokio::sync::oneshot;
+
+use crate::support::{CONVERGE, eventually, eventually_some};
+
+/// Addresses the tests' backends listen on: on a dummy interface of this machine, so probes never leave
+/// it, and of a range Endpoints validation accepts (TEST-NET-2).
+pub const LIVE_IP: &str = "198.51.100.10";
+pub const OTHER_IP: &str = "198.51.100.11";
+const INTERFACE: &str = "roster-bs0";
+const PEER: &str = "roster-bs0p";
+
+/// Puts [`LIVE_IP`] and [`OTHER_IP`] on a dummy (or veth) interface (idempotent). `false`, with the reason
+/// printed, when that is not possible here (not root, no `ip`): the test is then skipped.
+pub fn test_addresses() -> bool {
+    static READY: OnceLock<Result<(), String>> = OnceLock::new();
+    let ready = READY.get_or_init(setup_interface);
+    if let Err(why) = ready {
+        eprintln!("skipped: the BackendSet tests need {LIVE_IP} and {OTHER_IP} on a dummy interface: {why}");
+    }
+    ready.is_ok()
+}
+
+fn setup_interface() -> Result<(), String> {
+    let run = |args: &[&str]| -> Result<(), String> {
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| format!("running ip: {e}"))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || stderr.contains("File exists") || stderr.contains("already assigned") {
+            Ok(())
+        } else {
+            Err(format!("ip {}: {}", args.join(" "), stderr.trim()))
+        }
+    };
+    // A dummy interface; where the kernel has no dummy driver, one end of a veth pair (its peer stays in
+    // this network namespace too). Either way the addresses are local: probes never leave the machine.
+    if let Err(no_dummy) = run(&["link", "add", INTERFACE, "type", "dummy"]) {
+        run(&["link", "add", INTERFACE, "type", "veth", "peer", "name", PEER])
+            .map_err(|no_veth| format!("{no_dummy}; {no_veth}"))?;
+        run(&["link", "set", PEER, "up"])?;
+    }
+    for ip in [LIVE_IP, OTHER_IP] {
+        run(&["addr", "add", &format!("{ip}/32"), "dev", INTERFACE])?;
+    }
+    run(&["link", "set", INTERFACE, "up"])?;
+    std::net::TcpListener::bind((LIVE_IP, 0))
+        .map(drop)
+        .map_err(|e| format!("binding {LIVE_IP}: {e}"))
+}
+
+/// A port nothing listens on at `ip` now (for backends that are down from the start).
+pub fn free_port(ip: &str) -> u16 {
+    let listener = std::net::TcpListener::bind((ip, 0)).expect("bind a test address");
+    listener.local_addr().unwrap().port()
+}
+
+/// A TCP and HTTP/1.1 backend on a test address: answers every request with the current status code;
+/// `stop` closes the listener (connections are refused), `start` opens it again on the same port.
+pub struct TestBackend {
+    pub addr: SocketAddr,
+    status: Arc<AtomicU16>,
+    accepted: Arc<AtomicUsize>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestBackend {
+    pub async fn start(ip: &str, port: u16) -> TestBackend {
+        let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+        let mut backend = TestBackend {
+            addr,
+            status: Arc::new(AtomicU16::new(200)),
+            accepted: Arc::new(AtomicUsize::new(0)),
+            stop: None,
+        };
+        backend.listen().await;
+        backend
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    async fn listen(&mut self) {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind(self.addr).expect("bind the test backend");
+        let listener: TcpListener = socket.listen(64).unwrap();
+        self.addr = listener.local_addr().unwrap();
+        let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+        let (status, accepted) = (self.status.clone(), self.accepted.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = tokio::select! {
+                    conn = listener.accept() => match conn { Ok(c) => c, Err(_) => return },
+                    _ = &mut stop_rx => return,
+                };
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let code = status.load(Ordering::SeqCst);
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = vec![0; 4096];
+                    let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await
+                    else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    let answer =
+                        format!("HTTP/1.1 {code} Test\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        self.stop = Some(stop_tx);
+    }
+
+    /// Closes the listener: probes get "connection refused".
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Listens again on the same address and port.
+    pub async fn restart(&mut self) {
+        self.stop();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.listen().await;
+    }
+
+    pub fn set_status(&self, code: u16) {
+        self.status.store(code, Ordering::SeqCst);
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// How the test DNS server answers a name.
+#[derive(Clone, Debug)]
+pub enum Answer {
+    Records(Vec<IpAddr>),
+    NxDomain,
+    ServFail,
+}
+
+/// A DNS server on 127.0.0.1 (UDP) answering A and AAAA queries from a table, with a fixed TTL.
+pub struct TestDns {
+    pub addr: SocketAddr,
+    names: Arc<Mutex<HashMap<String, Answer>>>,
+    queries: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestDns {
+    pub async fn start(ttl: u32) -> TestDns {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let names: Arc<Mutex<HashMap<String, Answer>>> = Arc::default();
+        let queries = Arc::new(AtomicUsize::new(0));
+        let (table, count) = (names.clone(), queries.clone());
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0; 4096];
+            while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let Ok(request) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let answer = answer(&request, &table.lock().unwrap(), ttl);
+                if let Ok(bytes) = answer.to_vec() {
+                    let _ = socket.send_to(&bytes, peer).await;
+                }
+            }
+        });
+        TestDns {
+            addr,
+            names,
+            queries,
+            task,
+        }
+    }
+
+    pub fn set(&self, name: &str, answer: Answer) {
+        self.names.lock().unwrap().insert(name.to_owned(), answer);
+    }
+
+    pub fn queries(&self) -> usize {
+        self.queries.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TestDns {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn answer(request: &Message, names: &HashMap<String, Answer>, ttl: u32) -> Message {
+    let mut response = Message::response(request.metadata.id, OpCode::Query);
+    response.metadata.recursion_desired = request.metadata.recursion_desired;
+    response.metadata.recursion_available = true;
+    response.metadata.authoritative = true;
+    let Some(query) = request.queries.first() else {
+        response.metadata.response_code = ResponseCode::FormErr;
+        return response;
+    };
+    response.add_query(query.clone());
+    let name = query.name().to_ascii().trim_end_matches('.').to_lowercase();
+    match names.get(&name) {
+        None | Some(Answer::NxDomain) => response.metadata.response_code = ResponseCode::NXDomain,
+        Some(Answer::ServFail) => response.metadata.response_code = ResponseCode::ServFail,
+        Some(Answer::Records(ips)) => {
+            for ip in ips {
+                let data = match (ip, query.query_type()) {
+                    (IpAddr::V4(v4), RecordType::A) => RData::A(A(*v4)),
+                    (IpAddr::V6(v6), RecordType::AAAA) => RData::AAAA(AAAA(*v6)),
+                    _ => continue,
+                };
+                response.add_answer(Record::from_rdata(query.name().clone(), ttl, data));
+            }
+        }
+    }
+    response
+}
+
+/// Registers the BackendSet CRD from crds/ (once per server) and waits until it is served.
+pub async fn register_crd(env: &TestEnv) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/backendsets.roster.dev.yaml");
+    let crd: CustomResourceDefinition =
+        serde_yaml::from_str(&std::fs::read_to_string(path).expect("crds/ file")).expect("CRD YAML");
+    let api = Api::<CustomResourceDefinition>::all(env.client());
+    match api.create(&PostParams::default(), &crd).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(err) => panic!("creating the BackendSet CRD: {err}"),
+    }
+    eventually("the BackendSet CRD is Established", || async {
+        let Ok(crd) = api.get("backendsets.roster.dev").await else {
+            return false;
+        };
+        let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+        conditions
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+    })
+    .await;
+    let sets = Api::<BackendSet>::all(env.client());
+    eventually("BackendSets are served", || async {
+        sets.list(&Default::default()).await.is_ok()
+    })
+    .await;
+}
+
+/// A `Backends` running against a test environment, with the Services it queued.
+pub struct Harness {
+    pub registry: Arc<BackendRegistry>,
+    pub metrics: Metrics,
+    enqueued: Arc<Mutex<Vec<ServiceKey>>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Harness {
+    /// Starts `Backends` for `namespace` with `args`; waits until its registry synced.
+    pub async fn start(env: &TestEnv, namespace: &str, args: BackendArgs) -> Harness {
+        let metrics = Metrics::new();
+        let writer = Arc::new(Writer::new(
+            env.client(),
+            WriteBudget::new(100.0, 100),
+            metrics.clone(),
+            LeaderFlag::new(true),
+            "test".into(),
+        ));
+        let enqueued: Arc<Mutex<Vec<ServiceKey>>> = Arc::default();
+        let record = enqueued.clone();
+        let backends = Backends::new(
+            env.client(),
+            args,
+            Some(namespace.to_owned()),
+            metrics.clone(),
+            writer,
+            Arc::new(move |key| record.lock().unwrap().push(key)),
+        );
+        let registry = backends.registry();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(backends.run(async {
+            let _ = stop_rx.await;
+        }));
+        tokio::time::timeout(CONVERGE, registry.wait_synced())
+            .await
+            .expect("the BackendSet registry synced");
+        Harness {
+            registry,
+            metrics,
+            enqueued,
+            stop: Some(stop_tx),
+            task,
+        }
+    }
+
+    /// Takes the Services queued so far.
+    pub fn take_enqueued(&self) -> Vec<ServiceKey> {
+        std::mem::take(&mut *self.enqueued.lock().unwrap())
+    }
+
+    pub fn probes(&self, result: &str) -> u64 {
+        self.metrics.probes.with_label_values(&[result]).get()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Quick probes: every second, 1s timeout.
+pub fn test_args() -> BackendArgs {
+    BackendArgs {
+        dns_min_ttl: Duration::from_secs(1),
+        dns_max_ttl: Duration::from_secs(2),
+        ..BackendArgs::default()
+    }
+}
+
+/// The current BackendSet, once `ready` holds for it.
+pub async fn wait_backendset<F>(env: &TestEnv, ns: &str, name: &str, what: &str, ready: F) -> BackendSet
+where
+    F: Fn(&BackendSet) -> bool,
+{
+    let api = Api::<BackendSet>::namespaced(env.client(), ns);
+    eventually_some(&format!("BackendSet {ns}/{name}: {what}"), || async {
+        api.get(name).await.ok().filter(|bs| ready(bs))
+    })
+    .await
+}
