@@ -22,7 +22,7 @@ pub async fn run(client: Client, tty: bool) {
             continue;
         }
         if tty {
-            print!("\x1b[2J\x1b[H{:<28} {:<13} ENDPOINTS\n", "SERVICE", "TYPE");
+            println!("\x1b[2J\x1b[H{:<28} {:<13} ENDPOINTS", "SERVICE", "TYPE");
             rows.values().for_each(|line| println!("{line}"));
         } else {
             rows.iter()
