@@ -17,6 +17,7 @@ pub struct Metrics {
     pub queue_wait: Histogram,
     pub queue_retries: IntCounterVec,
     pub watch_events: IntCounterVec,
+    pub watch_errors: IntCounterVec,
     pub invalid_objects: IntCounterVec,
     pub cached_objects: IntGaugeVec,
     pub leader: IntGauge,

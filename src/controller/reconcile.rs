@@ -72,6 +72,7 @@ fn plan(ctx: &Context, key: &ServiceKey) -> Plan {
 
 async fn invalid_selector(ctx: &Context, svc: &ServiceRecord, message: String) -> Result<usize> {
     let what = format!("selector of Service {}", svc.key());
+    ctx.metrics.invalid_objects.with_label_values(&["service"]).inc();
     ctx.writer
         .warn(
             &service_reference(svc),

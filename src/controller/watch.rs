@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use kube::{Api, Resource};
+use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
@@ -65,7 +65,8 @@ pub async fn run<K, F>(
             }
             Ok(None) => return,
             Err(err) => {
-                ctx.metrics.invalid_objects.with_label_values(&[kind]).inc();
+                // A malformed object fails its list page or watch event here; the watcher backs off and retries.
+                ctx.metrics.watch_errors.with_label_values(&[kind]).inc();
                 tracing::warn!(kind, %err, "watch error; retrying with backoff");
             }
         }
@@ -126,5 +127,3 @@ pub fn slices(ctx: &Context, change: Change<EndpointSlice>) -> Vec<ServiceKey> {
         Change::Relisted(all) => objects.relist_slices(all),
     }
 }
-
-use kube::ResourceExt;
