@@ -79,6 +79,11 @@ impl Metrics {
                 &["kind"],
             ),
             watch_events: counter("watch_events_total", "Watch events received, by kind", &["kind"]),
+            watch_errors: counter(
+                "watch_errors_total",
+                "Failed lists and watches (undecodable objects included), by kind",
+                &["kind"],
+            ),
             invalid_objects: counter(
                 "invalid_objects_total",
                 "Objects roster could not use, by kind",
