@@ -1,0 +1,158 @@
+//! The roster binary run as the chart runs it: the Deployment's args, the pod's environment, and a
+//! kubeconfig holding a ServiceAccount token minted with the TokenRequest API.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::json;
+
+use crate::support::{CONVERGE, admin_get};
+
+/// Mints a token for ServiceAccount `ns/name` (`POST .../serviceaccounts/NAME/token`, a TokenRequest).
+pub async fn service_account_token(client: &kube::Client, ns: &str, name: &str) -> String {
+    let body = json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 3600}
+    });
+    let req = http::Request::post(format!("/api/v1/namespaces/{ns}/serviceaccounts/{name}/token"))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&body).unwrap())
+        .unwrap();
+    let answer: serde_json::Value = client.request(req).await.expect("TokenRequest");
+    answer["status"]["token"]
+        .as_str()
+        .expect("a token in the TokenRequest status")
+        .to_string()
+}
+
+/// A kubeconfig for `server` that authenticates with `token` (TLS unverified, as the test tier's).
+pub fn token_kubeconfig(dir: &Path, name: &str, server: &str, token: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.kubeconfig"));
+    roster_envtest::kubeconfig::write(&path, server, Some(token)).expect("writing a kubeconfig");
+    path
+}
+
+/// The chart's args with the admin server moved to a free loopback port; flags this binary does not have
+/// yet are dropped with a note (see `unknown_flags`).
+pub fn local_args(chart_args: &[String], admin: SocketAddr) -> Vec<String> {
+    let unknown = unknown_flags(chart_args);
+    for flag in &unknown {
+        eprintln!("NOTE: `roster run` has no {flag} yet; running without it (the chart passes it)");
+    }
+    chart_args
+        .iter()
+        .filter(|a| !a.starts_with("--admin-addr"))
+        .filter(|a| !unknown.iter().any(|f| a.starts_with(f.as_str())))
+        .cloned()
+        .chain([format!("--admin-addr={admin}")])
+        .collect()
+}
+
+/// Long flags in `args` that `roster run` does not define. Only BackendSet flags may be missing, and only
+/// until src/backends/args.rs is flattened into `roster run` (then this returns nothing and every chart flag
+/// is passed); any other unknown flag fails the test: the chart would crash-loop on it.
+pub fn unknown_flags(args: &[String]) -> Vec<String> {
+    use clap::CommandFactory;
+    let cli = roster::args::Cli::command();
+    let run = cli.find_subcommand("run").expect("roster run");
+    let known: Vec<&str> = run.get_arguments().filter_map(|a| a.get_long()).collect();
+    let pending = ["--probe-deny-cidrs"];
+    let mut unknown = Vec::new();
+    for arg in args.iter().filter(|a| a.starts_with("--")) {
+        let flag = arg.split('=').next().unwrap_or(arg);
+        if !known.contains(&&flag[2..]) {
+            assert!(
+                pending.contains(&flag),
+                "the chart passes {flag}, which `roster run` does not accept"
+            );
+            unknown.push(flag.to_string());
+        }
+    }
+    unknown.sort();
+    unknown.dedup();
+    unknown
+}
+
+/// roster as a separate process with its own kubeconfig; SIGKILLed on drop.
+pub struct RosterProcess {
+    child: Child,
+    pub admin: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl RosterProcess {
+    /// Starts `roster <args>` as pod `pod` of namespace `pod_ns` (POD_NAME, POD_NAMESPACE as the chart sets
+    /// them) and waits for /readyz.
+    pub async fn start(
+        kubeconfig: &Path,
+        chart_args: &[String],
+        pod_ns: &str,
+        pod: &str,
+        dir: &Path,
+    ) -> Self {
+        let port = roster_envtest::real::free_port().expect("free port");
+        let admin: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let log = dir.join(format!("{pod}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_roster"))
+            .args(local_args(chart_args, admin))
+            .env("ROSTER_KUBECONFIG", kubeconfig)
+            .env("POD_NAME", pod)
+            .env("POD_NAMESPACE", pod_ns)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("starting the roster binary");
+        let mut process = RosterProcess { child, admin, log };
+        let deadline = tokio::time::Instant::now() + CONVERGE;
+        while admin_get(admin, "/readyz")
+            .await
+            .is_none_or(|(code, _)| code != 200)
+        {
+            if let Ok(Some(status)) = process.child.try_wait() {
+                panic!("roster {pod} exited ({status}):\n{}", process.log_text());
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "roster {pod} not ready:\n{}",
+                process.log_text()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        process
+    }
+
+    pub async fn metrics(&self) -> String {
+        admin_get(self.admin, "/metrics")
+            .await
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, as kubelet stops a pod; roster releases its Lease and exits 0.
+    pub fn terminate(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().expect("roster exits");
+        assert!(
+            status.success(),
+            "roster exited with {status}:\n{}",
+            self.log_text()
+        );
+    }
+}
+
+impl Drop for RosterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
