@@ -37,6 +37,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub lease: LeaseArgs,
     #[command(flatten)]
+    pub backends: crate::backends::BackendArgs,
+    #[command(flatten)]
     pub log: LogArgs,
 }
 
@@ -96,6 +98,9 @@ pub struct ControllerArgs {
     /// Maintain discovery.k8s.io/v1 EndpointSlices (skipped with one log line when the server lacks v1).
     #[arg(long, env = "ROSTER_ENDPOINTSLICES", default_value_t = true, action = clap::ArgAction::Set)]
     pub endpointslices: bool,
+    /// Run the BackendSet controller (skipped with one log line when the BackendSet CRD is not installed).
+    #[arg(long, env = "ROSTER_BACKENDSETS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub backendsets: bool,
 }
 
 #[derive(Args, Debug, Clone)]

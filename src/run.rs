@@ -11,6 +11,7 @@ use tokio::sync::{oneshot, watch};
 use crate::admin::{self, Readiness};
 use crate::apply::{LeaderFlag, WriteBudget, Writer};
 use crate::args::RunArgs;
+use crate::backends::{Backends, Enqueue};
 use crate::controller::{self, Config};
 use crate::lease;
 use crate::metrics::Metrics;
@@ -80,9 +81,44 @@ pub async fn run(
         leader.clone(),
         lease::identity(&args.lease),
     ));
-    let ctx = Arc::new(controller::Context::new(config, slices_enabled, writer, metrics));
+    let backendsets = args.controller.backendsets
+        && controller::server_serves(&client, "roster.dev/v1alpha1", "backendsets").await;
+    if args.controller.backendsets && !backendsets {
+        tracing::warn!("the BackendSet CRD is not installed (crds/): BackendSets are skipped");
+    }
+    let (enqueue_tx, mut enqueue_rx) = tokio::sync::mpsc::unbounded_channel();
+    let backends = backendsets.then(|| {
+        let enqueue: Enqueue = Arc::new(move |key| {
+            let _ = enqueue_tx.send(key);
+        });
+        Backends::new(
+            client.clone(),
+            args.backends.clone(),
+            config.namespace.clone(),
+            metrics.clone(),
+            writer.clone(),
+            enqueue,
+        )
+    });
+    let mut ctx = controller::Context::new(config, slices_enabled, writer, metrics);
+    ctx.backends = backends.as_ref().map(Backends::registry);
+    let ctx = Arc::new(ctx);
+    let forward = tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            while let Some(key) = enqueue_rx.recv().await {
+                ctx.enqueue_all([key], false);
+            }
+        }
+    });
+    let backends_task = backends.map(|b| tokio::spawn(b.run(stopped(stop_rx.clone()))));
     controller::run(ctx, client, readiness, became_rx, shutdown).await;
     tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    if let Some(task) = backends_task {
+        let _ = task.await;
+    }
+    forward.abort();
     election.release(&leader).await;
     let _ = stop_tx.send(true);
     let _ = admin_task.await;

@@ -1,6 +1,6 @@
 //! BackendSets against both API server tiers: the `Backends` runtime probing real TCP and HTTP servers on
 //! test addresses, resolving names through a test DNS server, binding to Services, and writing status.
-//! The end-to-end tests at the bottom need the controller wiring and are ignored until it lands.
+//! The end-to-end tests at the bottom run the whole controller (`roster run`) against BackendSets.
 
 #[path = "support/backends.rs"]
 mod backends;
@@ -820,13 +820,11 @@ async fn e2e_endpoints_follow_backendset(tier: Tier) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs controller wiring"]
 async fn e2e_endpoints_follow_backendset_memory() {
     e2e_endpoints_follow_backendset(Tier::Memory).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs controller wiring"]
 async fn e2e_endpoints_follow_backendset_real() {
     if tier_available(Tier::Real) {
         e2e_endpoints_follow_backendset(Tier::Real).await

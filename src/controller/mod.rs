@@ -18,6 +18,7 @@ use tokio::sync::watch as signal;
 use crate::admin::Readiness;
 use crate::apply::Writer;
 use crate::args::{ControllerArgs, ServicesMode};
+use crate::backends::BackendRegistry;
 use crate::cache::{Cache, NodeProjection, PodProjection, SelectorSource, ServiceKey};
 use crate::desired::{self, TriggerTimeTracker};
 use crate::metrics::Metrics;
@@ -77,6 +78,8 @@ pub struct Context {
     pub queue: WorkQueue<ServiceKey>,
     pub writer: Arc<Writer>,
     pub metrics: Metrics,
+    /// BackendSet views, when the BackendSet controller runs.
+    pub backends: Option<Arc<BackendRegistry>>,
 }
 
 impl Context {
@@ -90,6 +93,7 @@ impl Context {
             queue: WorkQueue::default(),
             writer,
             metrics,
+            backends: None,
         }
     }
 
@@ -109,6 +113,11 @@ impl Context {
     /// Every key roster may need to look at: Services, and objects whose Service may be gone.
     pub fn all_keys(&self) -> Vec<ServiceKey> {
         let mut keys: Vec<ServiceKey> = self.cache.read().expect("cache lock").service_keys();
+        keys.extend(
+            self.backends
+                .iter()
+                .flat_map(|registry| registry.bound_services()),
+        );
         let objects = self.objects.lock().expect("objects lock");
         keys.extend(objects.endpoints_keys());
         keys.extend(objects.slice_keys());
@@ -133,10 +142,13 @@ impl Context {
 
 /// Whether the server serves discovery.k8s.io/v1 (kube-apiserver 1.20 does not).
 pub async fn server_serves_slices_v1(client: &Client) -> bool {
-    client
-        .list_api_group_resources("discovery.k8s.io/v1")
-        .await
-        .is_ok_and(|list| list.resources.iter().any(|r| r.name == "endpointslices"))
+    server_serves(client, "discovery.k8s.io/v1", "endpointslices").await
+}
+
+/// Whether the server serves `resource` in `group_version` (e.g. a CRD that is installed).
+pub async fn server_serves(client: &Client, group_version: &str, resource: &str) -> bool {
+    let list = client.list_api_group_resources(group_version).await;
+    list.is_ok_and(|list| list.resources.iter().any(|r| r.name == resource))
 }
 
 /// Runs watches and workers until `shutdown` resolves. `became_leader` bumps when this replica gains the
@@ -151,8 +163,13 @@ pub async fn run(
     let (synced, watches) = start_watches(&ctx, &client);
     let _stop_watches = AbortOnDrop(watches);
     tokio::pin!(shutdown);
+    let backends_synced = async {
+        if let Some(registry) = &ctx.backends {
+            registry.wait_synced().await;
+        }
+    };
     tokio::select! {
-        _ = wait_all_synced(synced) => {}
+        _ = async { tokio::join!(wait_all_synced(synced), backends_synced) } => {}
         _ = &mut shutdown => return,
     }
     tracing::info!("caches synced");

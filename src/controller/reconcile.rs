@@ -12,6 +12,7 @@ use tracing::Instrument;
 use super::Context;
 use crate::apply::reference;
 use crate::args::ServicesMode;
+use crate::backends::{self, BackendView};
 use crate::cache::{PodRecord, ServiceKey, ServiceRecord};
 use crate::desired::{self, SlicePlan};
 use crate::error::{Error, Result};
@@ -22,6 +23,8 @@ enum Plan {
     Select(Arc<ServiceRecord>),
     /// A selectorless Service (services=all): mirror hand-made Endpoints into EndpointSlices.
     Mirror(Arc<ServiceRecord>),
+    /// A selectorless Service a BackendSet is bound to: publish its probed backends.
+    Backends(Arc<ServiceRecord>, Arc<BackendView>),
     /// No Service, an ExternalName Service, or one roster does not manage: remove what roster made.
     CleanUp,
     /// An annotated Service whose selector does not parse: warn, and leave its objects as they are.
@@ -35,6 +38,7 @@ pub async fn reconcile(ctx: &Context, key: &ServiceKey, waited: Duration) -> Res
         let writes = match plan(ctx, key) {
             Plan::Select(svc) => select(ctx, key, &svc).await,
             Plan::Mirror(svc) => mirror(ctx, key, &svc).await,
+            Plan::Backends(svc, view) => backends(ctx, key, &svc, &view).await,
             Plan::CleanUp => clean_up(ctx, key).await,
             Plan::InvalidSelector(svc, message) => invalid_selector(ctx, &svc, message).await,
         };
@@ -58,6 +62,9 @@ fn plan(ctx: &Context, key: &ServiceKey) -> Plan {
     };
     if svc.is_external_name() {
         return Plan::CleanUp;
+    }
+    if let Some(view) = ctx.backends.as_ref().and_then(|registry| registry.view(key)) {
+        return Plan::Backends(svc, view);
     }
     match (&svc.selector, ctx.config.services) {
         (Err(err), _) => {
@@ -106,7 +113,9 @@ async fn select(ctx: &Context, key: &ServiceKey, svc: &Arc<ServiceRecord>) -> Re
             mode: ctx.config.selector_source(),
         };
         let desired = desired::desired_endpoints(svc, &pods, input);
-        writes += write_endpoints(ctx, key, &desired).await?;
+        let current = ctx.objects.lock().expect("objects lock").endpoints(key);
+        let obj = desired::endpoints_need_write(current.as_deref(), &desired);
+        writes += write_endpoints(ctx, key, current, obj).await?;
     }
     if ctx.slices_enabled {
         writes += delete_slices(ctx, key, desired::MIRRORING_CONTROLLER_NAME).await?;
@@ -156,6 +165,30 @@ async fn mirror(ctx: &Context, key: &ServiceKey, svc: &Arc<ServiceRecord>) -> Re
     Ok(writes + apply_slice_plan(ctx, key, &plan).await?)
 }
 
+async fn backends(ctx: &Context, key: &ServiceKey, svc: &ServiceRecord, view: &BackendView) -> Result<usize> {
+    let mut writes = 0;
+    if ctx.config.endpoints {
+        let desired = backends::desired_backend_endpoints(svc, view);
+        let current = ctx.objects.lock().expect("objects lock").endpoints(key);
+        let obj = backends::backend_endpoints_need_write(current.as_deref(), &desired, view);
+        writes += write_endpoints(ctx, key, current, obj).await?;
+    }
+    if ctx.slices_enabled {
+        writes += delete_slices(ctx, key, desired::MIRRORING_CONTROLLER_NAME).await?;
+    }
+    if ctx.slices_enabled && ctx.config.endpointslices {
+        let existing = managed_slices(ctx, key, desired::SLICE_CONTROLLER_NAME);
+        let max = ctx.config.max_endpoints_per_slice;
+        writes += apply_slice_plan(
+            ctx,
+            key,
+            &backends::desired_backend_slices(svc, view, &existing, max),
+        )
+        .await?;
+    }
+    Ok(writes)
+}
+
 async fn clean_up(ctx: &Context, key: &ServiceKey) -> Result<usize> {
     let current = ctx.objects.lock().expect("objects lock").endpoints(key);
     let mut writes = 0;
@@ -173,12 +206,10 @@ async fn clean_up(ctx: &Context, key: &ServiceKey) -> Result<usize> {
 async fn write_endpoints(
     ctx: &Context,
     key: &ServiceKey,
-    desired: &desired::DesiredEndpoints,
+    current: Option<Arc<Endpoints>>,
+    obj: Option<Endpoints>,
 ) -> Result<usize> {
-    let current = ctx.objects.lock().expect("objects lock").endpoints(key);
-    let Some(obj) = desired::endpoints_need_write(current.as_deref(), desired) else {
-        return Ok(0);
-    };
+    let Some(obj) = obj else { return Ok(0) };
     let replaced = current.as_ref().and_then(|c| c.resource_version());
     let result = match &current {
         None => ctx.writer.create_endpoints(&obj).await,
@@ -187,11 +218,10 @@ async fn write_endpoints(
     if let Err(err) = &result {
         warn_failed_endpoints(ctx, &obj, err).await;
     }
-    let written = result?;
     ctx.objects
         .lock()
         .expect("objects lock")
-        .record_endpoints_write(key, written, replaced);
+        .record_endpoints_write(key, result?, replaced);
     Ok(1)
 }
 
