@@ -1,7 +1,8 @@
 //! The demo world of `roster dev --demo`, after the seed notes' examples: a web app behind a ClusterIP
 //! Service with a named port, a headless Service with hostnames, a Service with session affinity and two
-//! named ports, a selectorless Service with hand-made Endpoints, and an ExternalName Service. Then it
-//! flips a pod's readiness and deletes a pod gracefully.
+//! named ports, a selectorless Service with hand-made Endpoints, an ExternalName Service, and a BackendSet
+//! whose TCP probe checks a listener this process opens on the machine's address. Then it flips a pod's
+//! readiness, deletes a pod gracefully, and closes the BackendSet's listener.
 
 use std::time::Duration;
 
@@ -12,11 +13,13 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::READY_ANNOTATION;
+use crate::backends::BackendSet;
 
 const NS: &str = "demo";
 
 pub async fn run(client: Client) -> anyhow::Result<()> {
     seed(&client).await?;
+    let backend = backendset(&client).await?;
     println!("roster dev: demo seeded in namespace '{NS}'; changes follow in a few seconds");
     tokio::time::sleep(Duration::from_secs(4)).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
@@ -27,6 +30,11 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(4)).await;
     println!("roster dev: demo: deleting web-2 gracefully (terminating, then gone)");
     pods.delete("web-2", &DeleteParams::default()).await?;
+    if let Some(backend) = backend {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        println!("roster dev: demo: the payments-db backend stops answering its TCP probe");
+        backend.abort();
+    }
     Ok(())
 }
 
@@ -42,6 +50,33 @@ async fn seed(client: &Client) -> anyhow::Result<()> {
     let manual = json!({"metadata": {"name": "external-db"},
         "subsets": [{"addresses": [{"ip": "192.0.2.10"}], "ports": [{"port": 5432}]}]});
     create_all::<Endpoints>(Api::namespaced(client.clone(), NS), vec![manual]).await
+}
+
+/// A selectorless Service whose backend, a listener on this machine's address, a BackendSet probes.
+async fn backendset(client: &Client) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(host) = host_address() else {
+        println!("roster dev: demo: no non-loopback address on this machine; skipping the BackendSet");
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind((host, 0)).await?;
+    let port = listener.local_addr()?.port();
+    let backend = tokio::spawn(async move { while listener.accept().await.is_ok() {} });
+    let svc = json!({"metadata": {"name": "payments-db"}, "spec": {"ports": [{"name": "pg", "port": 5432, "targetPort": "pg"}]}});
+    create_all::<Service>(Api::namespaced(client.clone(), NS), vec![svc]).await?;
+    let set = json!({"metadata": {"name": "payments-db"}, "spec": {
+        "backends": [{"ip": host.to_string(), "ports": {"pg": port}}],
+        "readinessProbe": {"tcpSocket": {"port": "pg"}, "periodSeconds": 2, "timeoutSeconds": 1, "failureThreshold": 1}
+    }});
+    create_all::<BackendSet>(Api::namespaced(client.clone(), NS), vec![set]).await?;
+    Ok(Some(backend))
+}
+
+/// This machine's address on its default route (no packet is sent to find it).
+fn host_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }
 
 fn pod(name: &str, app: &str, i: usize, subdomain: Option<&str>) -> Value {

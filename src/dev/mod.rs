@@ -33,6 +33,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("roster dev: export KUBECONFIG={}", kubeconfig.display());
     println!("roster dev: then try `kubectl get endpoints`; Ctrl-C stops everything");
 
+    install_crds(&client)
+        .await
+        .context("installing the BackendSet CRD")?;
     let kubelet = tokio::spawn(kubelet::run(client.clone()));
     let mut run_args = controller_args(&args)?;
     run_args.log = args.log.clone();
@@ -55,6 +58,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     kubelet.abort();
     table.abort();
     server.shutdown().await;
+    Ok(())
+}
+
+/// Registers roster's CRDs in the embedded server and waits until they are served.
+async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::CustomResourceExt;
+    use kube::runtime::{conditions, wait::await_condition};
+    let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    let crd = crate::backends::BackendSet::crd();
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    crds.create(&Default::default(), &crd).await?;
+    let established = await_condition(crds, &name, conditions::is_crd_established());
+    tokio::time::timeout(std::time::Duration::from_secs(10), established).await??;
     Ok(())
 }
 

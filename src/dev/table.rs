@@ -107,8 +107,19 @@ fn describe(ep: &Endpoints, pods: &Store<Pod>) -> String {
         for a in subset.addresses.iter().flatten() {
             parts.push(format!("{}{port} ready", a.ip));
         }
+        let probed = ep
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.kind == "BackendSet");
         for a in subset.not_ready_addresses.iter().flatten() {
-            parts.push(format!("{}{port} NOT ready ({})", a.ip, why_not_ready(a, pods)));
+            let why = if probed {
+                "BackendSet probe failing".to_string()
+            } else {
+                why_not_ready(a, pods)
+            };
+            parts.push(format!("{}{port} NOT ready ({why})", a.ip));
         }
     }
     if parts.is_empty() {
