@@ -18,6 +18,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 pub enum Command {
     /// Run the controller against a cluster (kubeconfig from --kubeconfig, KUBECONFIG, or in-cluster).
     Run(RunArgs),

@@ -77,4 +77,12 @@ manages every namespace, a Role in that namespace when controller.namespace rest
 - apiGroups: [roster.dev]
   resources: [backendsets/status]
   verbs: [patch]
+# Owner references with blockOwnerDeletion (slices -> Service; Endpoints and slices -> BackendSet): clusters
+# running the OwnerReferencesPermissionEnforcement admission plugin require update on the owner's finalizers.
+- apiGroups: [""]
+  resources: [services/finalizers]
+  verbs: [update]
+- apiGroups: [roster.dev]
+  resources: [backendsets/finalizers]
+  verbs: [update]
 {{- end -}}
