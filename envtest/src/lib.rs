@@ -27,7 +27,7 @@ use tokio::sync::OnceCell;
 
 pub use kubelet::Kubelet;
 pub use memory::{MemoryApiServer, MemoryOptions};
-pub use real::RealApiServer;
+pub use real::{PeerApiServer, RealApiServer};
 
 /// Which API server a [`TestEnv`] talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -73,6 +73,11 @@ impl Tier {
 enum Backend {
     Memory(MemoryApiServer),
     Real(Arc<RealApiServer>),
+    /// A real server of this environment alone, which a test may kill and restart (same port, same etcd).
+    DedicatedReal {
+        server: Arc<tokio::sync::Mutex<RealApiServer>>,
+        url: String,
+    },
 }
 
 /// A running API server with an admin client and a kubeconfig file kubectl can use.
@@ -116,12 +121,36 @@ impl TestEnv {
 
     /// An environment on a real API server the caller started (for tests that restart or own it).
     pub async fn with_real(server: Arc<RealApiServer>) -> anyhow::Result<TestEnv> {
+        let url = server.url();
+        TestEnv::on_real(Backend::Real(server), &url).await
+    }
+
+    /// A real API server (etcd + kube-apiserver from `KUBEBUILDER_ASSETS`) for this environment alone, so a
+    /// test can kill and restart kube-apiserver ([`TestEnv::dedicated_real_server`]) without disturbing
+    /// others. It stops when the environment is dropped.
+    pub async fn dedicated_real() -> anyhow::Result<TestEnv> {
+        let assets = RealApiServer::assets_from_env()
+            .context("the real tier needs KUBEBUILDER_ASSETS with kube-apiserver and etcd")?;
+        let server = RealApiServer::start(&assets, &[]).await?;
+        let url = server.url();
+        let server = Arc::new(tokio::sync::Mutex::new(server));
+        TestEnv::on_real(
+            Backend::DedicatedReal {
+                server,
+                url: url.clone(),
+            },
+            &url,
+        )
+        .await
+    }
+
+    async fn on_real(backend: Backend, url: &str) -> anyhow::Result<TestEnv> {
         let dir = tempfile::tempdir()?;
         let kubeconfig = dir.path().join("kubeconfig");
-        kubeconfig::write(&kubeconfig, &server.url(), Some(real::ADMIN_TOKEN))?;
-        let client = kube::Client::try_from(kubeconfig::admin_config(&server.url()).await?)?;
+        kubeconfig::write(&kubeconfig, url, Some(real::ADMIN_TOKEN))?;
+        let client = kube::Client::try_from(kubeconfig::admin_config(url).await?)?;
         Ok(TestEnv {
-            backend: Backend::Real(server),
+            backend,
             client,
             kubeconfig,
             _dir: dir,
@@ -131,7 +160,7 @@ impl TestEnv {
     pub fn tier(&self) -> Tier {
         match self.backend {
             Backend::Memory(_) => Tier::Memory,
-            Backend::Real(_) => Tier::Real,
+            Backend::Real(_) | Backend::DedicatedReal { .. } => Tier::Real,
         }
     }
 
@@ -147,6 +176,7 @@ impl TestEnv {
         match &self.backend {
             Backend::Memory(m) => m.url(),
             Backend::Real(r) => r.url(),
+            Backend::DedicatedReal { url, .. } => url.clone(),
         }
     }
 
@@ -154,14 +184,24 @@ impl TestEnv {
     pub fn memory_server(&self) -> Option<&MemoryApiServer> {
         match &self.backend {
             Backend::Memory(m) => Some(m),
-            Backend::Real(_) => None,
+            Backend::Real(_) | Backend::DedicatedReal { .. } => None,
         }
     }
 
+    /// The shared (or caller-started) real server; `None` on the memory tier and for
+    /// [`TestEnv::dedicated_real`], whose server is [`TestEnv::dedicated_real_server`].
     pub fn real_server(&self) -> Option<&Arc<RealApiServer>> {
         match &self.backend {
             Backend::Real(r) => Some(r),
-            Backend::Memory(_) => None,
+            Backend::Memory(_) | Backend::DedicatedReal { .. } => None,
+        }
+    }
+
+    /// The server of a [`TestEnv::dedicated_real`] environment, to kill or restart.
+    pub fn dedicated_real_server(&self) -> Option<Arc<tokio::sync::Mutex<RealApiServer>>> {
+        match &self.backend {
+            Backend::DedicatedReal { server, .. } => Some(server.clone()),
+            _ => None,
         }
     }
 

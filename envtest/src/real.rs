@@ -38,6 +38,7 @@ impl RealApiServer {
     /// (`token,user,uid,"group1,group2"`) beside the admin token.
     pub async fn start(assets: &Path, extra_tokens: &[String]) -> anyhow::Result<Self> {
         let dir = scratch_dir()?;
+        spawn_dir_cleaner(dir.path())?;
         write_service_account_keys(dir.path())?;
         let (etcd, etcd_url) = start_etcd(assets, dir.path())?;
         let port = free_port()?;
@@ -95,7 +96,36 @@ impl RealApiServer {
             .join("\n")
     }
 
+    /// Starts a second kube-apiserver on another port against the same etcd, as a highly available control
+    /// plane has: it keeps serving (and clients of it keep changing objects) while this one is down.
+    pub async fn start_peer(&self) -> anyhow::Result<PeerApiServer> {
+        let port = free_port()?;
+        let mut peer = PeerApiServer {
+            child: self.spawn_apiserver_at(port, "-peer")?,
+            port,
+        };
+        let started = Instant::now();
+        while !readyz(port).await {
+            if let Some(status) = peer.child.try_wait()? {
+                bail!(
+                    "the peer kube-apiserver exited during start-up ({status})\n{}",
+                    tail(&self.dir.path().join("kube-apiserver-peer.log"), 30)
+                );
+            }
+            if started.elapsed() > Duration::from_secs(90) {
+                bail!("the peer kube-apiserver is not ready after 90s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(peer)
+    }
+
     fn spawn_apiserver(&self) -> anyhow::Result<Child> {
+        self.spawn_apiserver_at(self.port, "")
+    }
+
+    /// kube-apiserver on `port`; `suffix` keeps a peer's certificates, audit log and log apart.
+    fn spawn_apiserver_at(&self, port: u16, suffix: &str) -> anyhow::Result<Child> {
         let d = self.dir.path();
         let mut tokens = format!("{ADMIN_TOKEN},admin,admin-uid,system:masters\n");
         for line in &self.extra_tokens {
@@ -108,9 +138,9 @@ impl RealApiServer {
             format!("--etcd-servers={}", self.etcd_url),
             "--bind-address=127.0.0.1".into(),
             "--advertise-address=127.0.0.1".into(),
-            format!("--secure-port={}", self.port),
+            format!("--secure-port={port}"),
             "--insecure-port=0".into(),
-            format!("--cert-dir={}", p("certs")),
+            format!("--cert-dir={}", p(&format!("certs{suffix}"))),
             format!("--token-auth-file={}", p("tokens.csv")),
             "--authorization-mode=RBAC".into(),
             format!("--service-account-key-file={}", p("sa.pub")),
@@ -119,14 +149,14 @@ impl RealApiServer {
             format!("--service-cluster-ip-range={SERVICE_CIDR}"),
             "--allow-privileged=true".into(),
             "--disable-admission-plugins=ServiceAccount".into(),
-            format!("--audit-log-path={}", p("audit.log")),
+            format!("--audit-log-path={}", p(&format!("audit{suffix}.log"))),
             format!("--audit-policy-file={}", write_audit_policy(d)?),
             "--audit-log-format=json".into(),
         ];
         spawn_logged(
             &self.assets.join("kube-apiserver"),
             &args,
-            &d.join("kube-apiserver.log"),
+            &d.join(format!("kube-apiserver{suffix}.log")),
         )
     }
 
@@ -153,6 +183,25 @@ impl RealApiServer {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+/// A second kube-apiserver on the same etcd ([`RealApiServer::start_peer`]); killed on drop.
+pub struct PeerApiServer {
+    child: Child,
+    port: u16,
+}
+
+impl PeerApiServer {
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PeerApiServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -238,6 +287,24 @@ fn spawn_watchdog(pid: u32) -> anyhow::Result<()> {
         .stderr(Stdio::null())
         .spawn()
         .context("starting the process watchdog")?;
+    Ok(())
+}
+
+/// Removes `dir` once this test process is gone: the shared server of a test binary lives in a static, whose
+/// destructor never runs, and its etcd data would otherwise stay on tmpfs.
+fn spawn_dir_cleaner(dir: &Path) -> anyhow::Result<()> {
+    let me = std::process::id();
+    let script = format!(
+        "while kill -0 {me} 2>/dev/null; do sleep 1; done; sleep 2; rm -rf '{}'",
+        dir.display()
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the scratch directory cleaner")?;
     Ok(())
 }
 

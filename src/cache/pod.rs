@@ -49,6 +49,7 @@ pub struct ContainerProjection {
 #[serde(rename_all = "camelCase")]
 pub struct ContainerPortProjection {
     pub name: Option<String>,
+    #[serde(default)]
     pub container_port: i32,
     pub protocol: Option<String>,
 }
@@ -67,14 +68,17 @@ pub struct PodStatusProjection {
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct PodIpProjection {
+    #[serde(default)]
     pub ip: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodConditionProjection {
-    #[serde(rename = "type")]
+    // Missing fields decode as empty (never ready): one odd pod must not fail a whole list or watch.
+    #[serde(rename = "type", default)]
     pub type_: String,
+    #[serde(default)]
     pub status: String,
     pub last_transition_time: Option<Time>,
 }
