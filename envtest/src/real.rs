@@ -275,7 +275,7 @@ fn spawn_logged(program: &Path, args: &[String], log: &Path) -> anyhow::Result<C
 }
 
 /// Kills `pid` once this test process is gone, even when it dies without running destructors.
-fn spawn_watchdog(pid: u32) -> anyhow::Result<()> {
+pub fn spawn_watchdog(pid: u32) -> anyhow::Result<()> {
     let me = std::process::id();
     let script = format!(
         "while kill -0 {me} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 1; done; kill -9 {pid} 2>/dev/null"

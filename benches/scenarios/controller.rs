@@ -1,0 +1,376 @@
+//! The controller under test as a separate process — roster's release binary or upstream's
+//! kube-controller-manager — with its RSS and CPU time sampled from /proc.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::ValueEnum;
+use serde::Serialize;
+
+use crate::cluster::Cluster;
+
+/// Which controller, in which configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ControllerKind {
+    /// roster at its defaults (`--services all`, 5 workers, 20 write QPS / burst 30, no batch window).
+    Roster,
+    /// kube-controller-manager `--controllers=endpoint` at its defaults (5 syncs, 20 QPS / burst 30).
+    Upstream,
+    /// kube-controller-manager with the scale-test flags (100 QPS / burst 100, 500 ms batch period).
+    UpstreamScale,
+}
+
+impl ControllerKind {
+    /// Flags that lift the controller's write budget, for building a world's Endpoints quickly in a
+    /// phase that is not measured.
+    pub fn boost_flags(self) -> Vec<String> {
+        let flags: &[&str] = match self {
+            ControllerKind::Roster => &["--write-qps", "1000", "--write-burst", "1000"],
+            _ => &["--kube-api-qps=1000", "--kube-api-burst=1000"],
+        };
+        flags.iter().map(|f| f.to_string()).collect()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ControllerKind::Roster => "roster",
+            ControllerKind::Upstream => "upstream",
+            ControllerKind::UpstreamScale => "upstream-scale",
+        }
+    }
+
+    pub fn is_upstream(self) -> bool {
+        self != ControllerKind::Roster
+    }
+}
+
+/// A running controller process.
+pub struct Controller {
+    pub kind: ControllerKind,
+    child: Child,
+    admin: Option<SocketAddr>,
+    log: PathBuf,
+    pub started: Instant,
+    sampler: Sampler,
+    _dir: tempfile::TempDir,
+}
+
+impl Controller {
+    /// Starts `kind` against `cluster`; `extra` flags are appended (later flags win).
+    pub fn start(kind: ControllerKind, cluster: &Cluster, extra: &[String]) -> anyhow::Result<Controller> {
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join(format!("{}.log", kind.name()));
+        let out = std::fs::File::create(&log)?;
+        let kubeconfig = cluster.controller_kubeconfig();
+        let (mut cmd, admin) = match kind {
+            ControllerKind::Roster => roster_command(kubeconfig, extra)?,
+            _ => (upstream_command(kind, kubeconfig, cluster, extra)?, None),
+        };
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {}", kind.name()))?;
+        watchdog(child.id())?;
+        let sampler = Sampler::start(child.id());
+        Ok(Controller {
+            kind,
+            child,
+            admin,
+            log,
+            started: Instant::now(),
+            sampler,
+            _dir: dir,
+        })
+    }
+
+    /// Waits until the controller has synced its caches and works: roster's `/readyz`, upstream's
+    /// "Caches are synced for endpoint" log line. Returns the instant it was seen.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<Instant> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("{} exited ({status}):\n{}", self.kind.name(), self.log_tail(30));
+            }
+            let ready = match self.admin {
+                Some(addr) => admin_get(addr, "/readyz").await.is_some_and(|(c, _)| c == 200),
+                None => std::fs::read_to_string(&self.log)
+                    .unwrap_or_default()
+                    .contains("Caches are synced for endpoint"),
+            };
+            if ready {
+                return Ok(Instant::now());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} not ready after {timeout:?}:\n{}",
+                    self.kind.name(),
+                    self.log_tail(30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the controller has used no CPU for `quiet`; returns the last instant it was busy.
+    pub async fn wait_idle(&self, quiet: Duration, timeout: Duration) -> Instant {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = self.sampler.last_busy();
+            if last.elapsed() >= quiet || Instant::now() > deadline {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn cpu_seconds(&self) -> f64 {
+        self.sampler.state().cpu_seconds
+    }
+
+    pub fn rss_mib(&self) -> f64 {
+        self.sampler.state().rss_mib
+    }
+
+    /// Highest RSS seen since the last [`Controller::reset_peak`].
+    pub fn peak_rss_mib(&self) -> f64 {
+        self.sampler.state().peak_mib
+    }
+
+    pub fn reset_peak(&self) {
+        let mut s = self.sampler.shared.lock().unwrap();
+        s.peak_mib = s.rss_mib;
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s.
+    pub async fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.sampler.stop.store(true, Ordering::Relaxed);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn roster_command(kubeconfig: &Path, extra: &[String]) -> anyhow::Result<(Command, Option<SocketAddr>)> {
+    let port = roster_envtest::real::free_port()?;
+    let admin: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roster"));
+    cmd.args(["run", "--kubeconfig"])
+        .arg(kubeconfig)
+        .args([
+            "--services",
+            "all",
+            "--admin-addr",
+            &admin.to_string(),
+            "--log-level",
+            "warn",
+        ])
+        .args(extra);
+    Ok((cmd, Some(admin)))
+}
+
+/// kube-controller-manager 1.20.2 standalone: only the endpoint controller, no leader election, no serving
+/// ports (so it needs no delegated authentication), the kubeconfig's token for every controller.
+fn upstream_command(
+    kind: ControllerKind,
+    kubeconfig: &Path,
+    cluster: &Cluster,
+    extra: &[String],
+) -> anyhow::Result<Command> {
+    let kcm = kube_controller_manager().context("kube-controller-manager not in KUBEBUILDER_ASSETS")?;
+    let mut cmd = Command::new(kcm);
+    cmd.arg(format!("--kubeconfig={}", kubeconfig.display())).args([
+        "--controllers=endpoint",
+        "--leader-elect=false",
+        "--use-service-account-credentials=false",
+        "--secure-port=0",
+        "--port=0",
+        "--concurrent-endpoint-syncs=5",
+        "-v=1",
+    ]);
+    if kind == ControllerKind::UpstreamScale {
+        cmd.args([
+            "--kube-api-qps=100",
+            "--kube-api-burst=100",
+            "--endpoint-updates-batch-period=500ms",
+        ]);
+    } else {
+        cmd.args(["--kube-api-qps=20", "--kube-api-burst=30"]);
+    }
+    if cluster.memory().is_some() {
+        // The in-memory server speaks JSON only.
+        cmd.arg("--kube-api-content-type=application/json");
+    }
+    cmd.args(extra);
+    Ok(cmd)
+}
+
+/// `$KUBEBUILDER_ASSETS/kube-controller-manager`, when present.
+pub fn kube_controller_manager() -> Option<PathBuf> {
+    let path = PathBuf::from(std::env::var_os("KUBEBUILDER_ASSETS")?).join("kube-controller-manager");
+    path.is_file().then_some(path)
+}
+
+/// Kills `pid` when this process is gone, even after a panic or SIGKILL.
+fn watchdog(pid: u32) -> anyhow::Result<()> {
+    let me = std::process::id();
+    let script = format!(
+        "while kill -0 {me} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 1; done; kill -9 {pid} 2>/dev/null"
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok(())
+}
+
+/// A minimal HTTP/1.1 GET against roster's admin server.
+pub async fn admin_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+#[derive(Clone, Copy)]
+struct SampleState {
+    cpu_seconds: f64,
+    rss_mib: f64,
+    peak_mib: f64,
+    last_busy: Instant,
+}
+
+/// Reads /proc/<pid>/stat (utime + stime) and /proc/<pid>/status (VmRSS) every 25 ms on a thread.
+struct Sampler {
+    shared: Arc<Mutex<SampleState>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Sampler {
+    fn start(pid: u32) -> Sampler {
+        let shared = Arc::new(Mutex::new(SampleState {
+            cpu_seconds: 0.0,
+            rss_mib: 0.0,
+            peak_mib: 0.0,
+            last_busy: Instant::now(),
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st) = (shared.clone(), stop.clone());
+        let ticks = clock_ticks();
+        std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                let Some(cpu) = proc_cpu_ticks(pid) else { break };
+                let rss = proc_status_kib(pid, "VmRSS:").unwrap_or(0) as f64 / 1024.0;
+                {
+                    let mut g = s.lock().unwrap();
+                    let cpu = cpu as f64 / ticks;
+                    if cpu > g.cpu_seconds {
+                        g.last_busy = Instant::now();
+                    }
+                    g.cpu_seconds = cpu;
+                    g.rss_mib = rss;
+                    g.peak_mib = g.peak_mib.max(rss);
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        });
+        Sampler { shared, stop }
+    }
+
+    fn state(&self) -> SampleState {
+        *self.shared.lock().unwrap()
+    }
+
+    fn last_busy(&self) -> Instant {
+        self.state().last_busy
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// utime + stime of `pid`, in clock ticks.
+pub fn proc_cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state); utime and stime are fields 14 and 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// A `kB` line of /proc/<pid>/status (VmRSS:, VmHWM:).
+pub fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with(key))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// CPU seconds of `pid` (utime + stime).
+pub fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    Some(proc_cpu_ticks(pid)? as f64 / clock_ticks())
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
+pub fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}

@@ -1,0 +1,288 @@
+//! Differential correctness check against the upstream Go controller: the same randomized scenario
+//! (Services with selectors, named and multiple ports, headless, publishNotReadyAddresses, ExternalName and
+//! selectorless ones; pods ready, not ready, terminating, failed, succeeded, without an IP; label, selector
+//! and port changes; deletions) is applied to two real kube-apiservers v1.20.2, one managed by
+//! kube-controller-manager (`--controllers=endpoint`), one by roster (`--services all`). After each round,
+//! once both sides are quiet, every Service's Endpoints must be equal after normalising what legitimately
+//! differs; `differential/normalize.rs` names each documented divergence it removes.
+//!
+//! `ROSTER_DIFF_SEED` (default 42) picks the scenario, `ROSTER_DIFF_SIZE` (default 1) scales it and
+//! `ROSTER_DIFF_ROUNDS` (default 3) sets the rounds. Skipped (reason printed) without kube-apiserver, etcd
+//! and kube-controller-manager in KUBEBUILDER_ASSETS (`scripts/envtest-assets --with-controller-manager`);
+//! failed instead when `CI` is set.
+
+#[path = "differential/normalize.rs"]
+mod normalize;
+#[path = "differential/scenario.rs"]
+mod scenario;
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Endpoints, Namespace};
+use kube::api::{Api, ListParams, PostParams};
+use roster_envtest::{RealApiServer, TestEnv};
+use serde_json::json;
+
+use scenario::{NODES, Op, Scenario};
+use support::{RosterProcess, admin_get};
+
+const NAMESPACE: &str = "diff";
+/// How long both sides must stay unchanged, with empty work queues, to count as converged.
+const QUIET: Duration = Duration::from_millis(4000);
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(45);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roster_and_upstream_publish_the_same_endpoints() {
+    let Some((assets, kcm)) = assets() else { return };
+    let seed: u64 = env_or("ROSTER_DIFF_SEED", 42);
+    let size: usize = env_or("ROSTER_DIFF_SIZE", 1);
+    let rounds: usize = env_or("ROSTER_DIFF_ROUNDS", 3);
+    let started = Instant::now();
+    let (a, b) = tokio::join!(
+        RealApiServer::start(&assets, &[]),
+        RealApiServer::start(&assets, &[])
+    );
+    let upstream_env = TestEnv::with_real(Arc::new(a.expect("upstream's API server")))
+        .await
+        .unwrap();
+    let roster_env = TestEnv::with_real(Arc::new(b.expect("roster's API server")))
+        .await
+        .unwrap();
+    for env in [&upstream_env, &roster_env] {
+        prepare(env).await;
+    }
+    let upstream = Upstream::start(&kcm, upstream_env.kubeconfig()).await;
+    let roster = RosterProcess::start(&roster_env, NAMESPACE, &["--services", "all"]).await;
+
+    let mut scenario = Scenario::new(seed, size);
+    let mut log: Vec<Op> = Vec::new();
+    let mut findings = Vec::new();
+    for round in 0..rounds {
+        let ops = if round == 0 {
+            scenario.populate()
+        } else {
+            scenario.mutate()
+        };
+        for op in &ops {
+            apply_both(op, &upstream_env, &roster_env).await;
+        }
+        log.extend(ops);
+        let (u, r) = converge(&upstream, &roster, &upstream_env, &roster_env, round).await;
+        for diff in normalize::compare(&scenario, &u, &r) {
+            findings.push(format!("round {round}: {diff}"));
+        }
+        eprintln!(
+            "differential: round {round}: {} operations so far, {} Endpoints upstream, {} roster, {} findings",
+            log.len(),
+            u.len(),
+            r.len(),
+            findings.len()
+        );
+    }
+    eprintln!(
+        "differential: seed {seed}, size {size}, {rounds} rounds, {} operations in {:.1} s",
+        log.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if !findings.is_empty() {
+        let ops: Vec<String> = log
+            .iter()
+            .enumerate()
+            .map(|(i, op)| format!("{i:4} {op:?}"))
+            .collect();
+        panic!(
+            "roster and kube-controller-manager 1.20.2 disagree (ROSTER_DIFF_SEED={seed} ROSTER_DIFF_SIZE={size}):\n\n{}\n\noperations:\n{}\n\nkube-controller-manager log tail:\n{}",
+            findings.join("\n"),
+            ops.join("\n"),
+            upstream.log_tail(20)
+        );
+    }
+}
+
+/// kube-apiserver, etcd and kube-controller-manager from KUBEBUILDER_ASSETS, or `None` (printed) to skip.
+fn assets() -> Option<(PathBuf, PathBuf)> {
+    let why = match RealApiServer::assets_from_env() {
+        None => "KUBEBUILDER_ASSETS with kube-apiserver and etcd is not set".to_string(),
+        Some(dir) if !dir.join("kube-controller-manager").is_file() => format!(
+            "{} has no kube-controller-manager (scripts/envtest-assets --with-controller-manager)",
+            dir.display()
+        ),
+        Some(dir) => return Some((dir.clone(), dir.join("kube-controller-manager"))),
+    };
+    assert!(std::env::var_os("CI").is_none(), "{why} (scripts/test builds it)");
+    eprintln!("differential check skipped: {why}");
+    None
+}
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The namespace and the Nodes every pod with an IP is bound to.
+async fn prepare(env: &TestEnv) {
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NAMESPACE}})).unwrap();
+    Api::<Namespace>::all(env.client())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace");
+    for node in NODES {
+        env.kubelet()
+            .create_node(node, Some("zone-a"))
+            .await
+            .expect("node");
+    }
+}
+
+/// Applies `op` to both servers; they must answer alike (both succeed or both refuse).
+async fn apply_both(op: &Op, upstream: &TestEnv, roster: &TestEnv) {
+    let (upstream_client, roster_client) = (upstream.client(), roster.client());
+    let (u, r) = tokio::join!(
+        op.apply(&upstream_client, NAMESPACE),
+        op.apply(&roster_client, NAMESPACE)
+    );
+    match (&u, &r) {
+        (Ok(()), Ok(())) => {}
+        (Err(kube::Error::Api(a)), Err(kube::Error::Api(b))) if a.code == b.code => {}
+        _ => panic!("the two API servers answered {op:?} differently: upstream's {u:?}, roster's {r:?}"),
+    }
+}
+
+/// Waits until both sides' Endpoints stay unchanged for [`QUIET`] with both work queues empty, and returns
+/// them by name.
+async fn converge(
+    upstream: &Upstream,
+    roster: &RosterProcess,
+    upstream_env: &TestEnv,
+    roster_env: &TestEnv,
+    round: usize,
+) -> (BTreeMap<String, Endpoints>, BTreeMap<String, Endpoints>) {
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    let mut last = (list(upstream_env).await, list(roster_env).await);
+    let mut stable_since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = (list(upstream_env).await, list(roster_env).await);
+        let idle = upstream.queue_empty().await && roster_queue_empty(roster).await;
+        if versions(&now.0) != versions(&last.0) || versions(&now.1) != versions(&last.1) || !idle {
+            stable_since = Instant::now();
+        }
+        last = now;
+        if stable_since.elapsed() >= QUIET {
+            return last;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "round {round}: the controllers did not settle within {CONVERGE_TIMEOUT:?}\nkube-controller-manager:\n{}",
+            upstream.log_tail(20)
+        );
+    }
+}
+
+async fn list(env: &TestEnv) -> BTreeMap<String, Endpoints> {
+    Api::<Endpoints>::namespaced(env.client(), NAMESPACE)
+        .list(&ListParams::default())
+        .await
+        .expect("list endpoints")
+        .items
+        .into_iter()
+        .map(|e| (e.metadata.name.clone().unwrap_or_default(), e))
+        .collect()
+}
+
+fn versions(eps: &BTreeMap<String, Endpoints>) -> Vec<(&String, Option<&String>)> {
+    eps.iter()
+        .map(|(n, e)| (n, e.metadata.resource_version.as_ref()))
+        .collect()
+}
+
+async fn roster_queue_empty(roster: &RosterProcess) -> bool {
+    let metrics = roster.metrics().await;
+    metrics.lines().any(|l| l.trim() == "roster_queue_depth 0")
+}
+
+/// kube-controller-manager 1.20.2 running only the endpoint controller, with its deprecated insecure port
+/// open for `/metrics` (work queue depth) and no secure port (so it needs no delegated authentication).
+struct Upstream {
+    child: Child,
+    metrics: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Upstream {
+    async fn start(kcm: &Path, kubeconfig: &Path) -> Upstream {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("kube-controller-manager.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let port = roster_envtest::real::free_port().unwrap();
+        let child = Command::new(kcm)
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args([
+                "--controllers=endpoint",
+                "--leader-elect=false",
+                "--use-service-account-credentials=false",
+                "--secure-port=0",
+                "--address=127.0.0.1",
+                &format!("--port={port}"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("starting kube-controller-manager");
+        watchdog(child.id());
+        let upstream = Upstream {
+            child,
+            metrics: format!("127.0.0.1:{port}").parse().unwrap(),
+            log,
+            _dir: dir,
+        };
+        support::eventually("kube-controller-manager synced its caches", || async {
+            std::fs::read_to_string(&upstream.log)
+                .unwrap_or_default()
+                .contains("Caches are synced for endpoint")
+        })
+        .await;
+        upstream
+    }
+
+    async fn queue_empty(&self) -> bool {
+        let Some((200, text)) = admin_get(self.metrics, "/metrics").await else {
+            return false;
+        };
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        value("workqueue_depth{name=\"endpoint\"}") == Some(0.0)
+            && value("workqueue_unfinished_work_seconds{name=\"endpoint\"}") == Some(0.0)
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+/// Kills `pid` once this test process is gone, even when it dies without running destructors.
+fn watchdog(pid: u32) {
+    roster_envtest::real::spawn_watchdog(pid).expect("starting the process watchdog");
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
