@@ -105,27 +105,20 @@ async fn many_ports_and_duplicate_pod_ips() {
     good_pod(&env, &ns, "g1", "10.5.0.7").await;
     good_pod(&env, &ns, "g2", "10.5.0.7").await; // two pods claim one IP
     healthy_service_converges(&env, &ns, "good", &["10.5.0.7"]).await;
-    let wide = eventually_some("wide Endpoints with 100 ports", || async {
-        endpoints(&env, &ns, "wide").await.filter(|e| {
-            e.subsets
-                .iter()
-                .flatten()
-                .flat_map(|s| s.ports.iter().flatten())
-                .count()
-                == 100
-        })
+    // Both pods are listed (distinct targetRefs: deduplication is by IP and pod, not IP alone), on all
+    // 100 ports; a controller deduplicating by IP would never get here.
+    let addresses = |e: &k8s_openapi::api::core::v1::Endpoints| -> (usize, usize) {
+        let subsets = e.subsets.iter().flatten();
+        let ports = subsets.clone().flat_map(|s| s.ports.iter().flatten()).count();
+        let addresses = subsets.map(|s| s.addresses.as_ref().map_or(0, Vec::len)).sum();
+        (ports, addresses)
+    };
+    eventually("wide Endpoints: 100 ports, both pods", || async {
+        endpoints(&env, &ns, "wide")
+            .await
+            .is_some_and(|e| addresses(&e) == (100, 2))
     })
     .await;
-    let addresses: usize = wide
-        .subsets
-        .iter()
-        .flatten()
-        .map(|s| s.addresses.as_ref().map_or(0, Vec::len))
-        .sum();
-    assert_eq!(
-        addresses, 2,
-        "both pods listed (distinct targetRefs), deduplicated by (IP, pod)"
-    );
     roster.stop().await;
 }
 
