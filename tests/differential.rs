@@ -57,12 +57,13 @@ async fn roster_and_upstream_publish_the_same_endpoints() {
     for env in [&upstream_env, &roster_env] {
         prepare(env).await;
     }
-    let upstream = Upstream::start(&kcm, upstream_env.kubeconfig()).await;
+    let mut upstream = Upstream::start(&kcm, upstream_env.kubeconfig()).await;
     let roster = RosterProcess::start(&roster_env, NAMESPACE, &["--services", "all"]).await;
 
     let mut scenario = Scenario::new(seed, size);
     let mut log: Vec<Op> = Vec::new();
     let mut findings = Vec::new();
+    let mut tally = normalize::Tally::new();
     for round in 0..rounds {
         let ops = if round == 0 {
             scenario.populate()
@@ -73,8 +74,23 @@ async fn roster_and_upstream_publish_the_same_endpoints() {
             apply_both(op, &upstream_env, &roster_env).await;
         }
         log.extend(ops);
-        let (u, r) = converge(&upstream, &roster, &upstream_env, &roster_env, round).await;
-        for diff in normalize::compare(&scenario, &u, &r) {
+        let (mut u, mut r) = converge(&upstream, &roster, &upstream_env, &roster_env, round).await;
+        let mut diffs = normalize::compare(&scenario, &u, &r, &mut tally);
+        if !diffs.is_empty() {
+            // F35: kube-controller-manager 1.20 can compare against a stale informer copy of its own last
+            // write and skip a needed update for good (kubernetes#125638, fixed later by #125675). A restart re-lists
+            // and syncs every Service; what it repairs was upstream's lost update, not a disagreement.
+            upstream.restart().await;
+            (u, r) = converge(&upstream, &roster, &upstream_env, &roster_env, round).await;
+            let after = normalize::compare(&scenario, &u, &r, &mut tally);
+            for lost in diffs.iter().filter(|d| !after.contains(d)) {
+                eprintln!(
+                    "differential: round {round}: upstream lost an update (F35), repaired by its restart:\n{lost}"
+                );
+            }
+            diffs = after;
+        }
+        for diff in diffs {
             findings.push(format!("round {round}: {diff}"));
         }
         eprintln!(
@@ -86,7 +102,7 @@ async fn roster_and_upstream_publish_the_same_endpoints() {
         );
     }
     eprintln!(
-        "differential: seed {seed}, size {size}, {rounds} rounds, {} operations in {:.1} s",
+        "differential: seed {seed}, size {size}, {rounds} rounds, {} operations in {:.1} s; normalised: {tally:?}",
         log.len(),
         started.elapsed().as_secs_f64()
     );
@@ -213,6 +229,8 @@ async fn roster_queue_empty(roster: &RosterProcess) -> bool {
 /// open for `/metrics` (work queue depth) and no secure port (so it needs no delegated authentication).
 struct Upstream {
     child: Child,
+    kcm: PathBuf,
+    kubeconfig: PathBuf,
     metrics: SocketAddr,
     log: PathBuf,
     _dir: tempfile::TempDir,
@@ -222,7 +240,30 @@ impl Upstream {
     async fn start(kcm: &Path, kubeconfig: &Path) -> Upstream {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("kube-controller-manager.log");
-        let out = std::fs::File::create(&log).unwrap();
+        let (child, metrics) = Upstream::spawn(kcm, kubeconfig, &log);
+        let upstream = Upstream {
+            child,
+            kcm: kcm.to_owned(),
+            kubeconfig: kubeconfig.to_owned(),
+            metrics,
+            log,
+            _dir: dir,
+        };
+        upstream.wait_synced().await;
+        upstream
+    }
+
+    /// Stops kube-controller-manager and starts a fresh one (empty caches, every Service synced again).
+    async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+        (self.child, self.metrics) = Upstream::spawn(&self.kcm, &self.kubeconfig, &self.log);
+        self.wait_synced().await;
+    }
+
+    fn spawn(kcm: &Path, kubeconfig: &Path, log: &Path) -> (Child, SocketAddr) {
+        let out = std::fs::File::create(log).unwrap();
         let port = roster_envtest::real::free_port().unwrap();
         let child = Command::new(kcm)
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
@@ -240,19 +281,16 @@ impl Upstream {
             .spawn()
             .expect("starting kube-controller-manager");
         watchdog(child.id());
-        let upstream = Upstream {
-            child,
-            metrics: format!("127.0.0.1:{port}").parse().unwrap(),
-            log,
-            _dir: dir,
-        };
+        (child, format!("127.0.0.1:{port}").parse().unwrap())
+    }
+
+    async fn wait_synced(&self) {
         support::eventually("kube-controller-manager synced its caches", || async {
-            std::fs::read_to_string(&upstream.log)
+            std::fs::read_to_string(&self.log)
                 .unwrap_or_default()
                 .contains("Caches are synced for endpoint")
         })
         .await;
-        upstream
     }
 
     async fn queue_empty(&self) -> bool {

@@ -24,6 +24,9 @@ pub enum ControllerKind {
     Upstream,
     /// kube-controller-manager with the scale-test flags (100 QPS / burst 100, 500 ms batch period).
     UpstreamScale,
+    /// roster configured like upstream's scale-test flags: `--write-qps 100 --write-burst 100
+    /// --batch-window 500ms`, the like-for-like peer of `upstream-scale`.
+    RosterScale,
 }
 
 impl ControllerKind {
@@ -31,7 +34,9 @@ impl ControllerKind {
     /// phase that is not measured.
     pub fn boost_flags(self) -> Vec<String> {
         let flags: &[&str] = match self {
-            ControllerKind::Roster => &["--write-qps", "1000", "--write-burst", "1000"],
+            ControllerKind::Roster | ControllerKind::RosterScale => {
+                &["--write-qps", "1000", "--write-burst", "1000"]
+            }
             _ => &["--kube-api-qps=1000", "--kube-api-burst=1000"],
         };
         flags.iter().map(|f| f.to_string()).collect()
@@ -42,11 +47,21 @@ impl ControllerKind {
             ControllerKind::Roster => "roster",
             ControllerKind::Upstream => "upstream",
             ControllerKind::UpstreamScale => "upstream-scale",
+            ControllerKind::RosterScale => "roster-scale",
         }
     }
 
     pub fn is_upstream(self) -> bool {
-        self != ControllerKind::Roster
+        matches!(self, ControllerKind::Upstream | ControllerKind::UpstreamScale)
+    }
+
+    /// The upstream configuration this one is compared with in the ratio rows.
+    pub fn peers(self) -> &'static [ControllerKind] {
+        match self {
+            ControllerKind::Roster => &[ControllerKind::Upstream, ControllerKind::UpstreamScale],
+            ControllerKind::RosterScale => &[ControllerKind::UpstreamScale],
+            _ => &[],
+        }
     }
 }
 
@@ -65,11 +80,26 @@ impl Controller {
     /// Starts `kind` against `cluster`; `extra` flags are appended (later flags win).
     pub fn start(kind: ControllerKind, cluster: &Cluster, extra: &[String]) -> anyhow::Result<Controller> {
         let dir = tempfile::tempdir()?;
-        let log = dir.path().join(format!("{}.log", kind.name()));
+        // BENCH_LOG_DIR keeps every controller's log (for diagnosis); ROSTER_BENCH_LOG sets roster's level.
+        let log = match std::env::var_os("BENCH_LOG_DIR") {
+            Some(d) => PathBuf::from(d).join(format!("{}-{}.log", kind.name(), log_stamp())),
+            None => dir.path().join(format!("{}.log", kind.name())),
+        };
         let out = std::fs::File::create(&log)?;
         let kubeconfig = cluster.controller_kubeconfig();
         let (mut cmd, admin) = match kind {
             ControllerKind::Roster => roster_command(kubeconfig, extra)?,
+            ControllerKind::RosterScale => {
+                let scale = [
+                    "--write-qps",
+                    "100",
+                    "--write-burst",
+                    "100",
+                    "--batch-window",
+                    "500ms",
+                ];
+                roster_command(kubeconfig, &override_flags(&scale.map(String::from), extra))?
+            }
             _ => (upstream_command(kind, kubeconfig, cluster, extra)?, None),
         };
         let child = cmd
@@ -131,6 +161,11 @@ impl Controller {
         }
     }
 
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().is_ok_and(|status| status.is_none())
+    }
+
     pub fn cpu_seconds(&self) -> f64 {
         self.sampler.state().cpu_seconds
     }
@@ -183,6 +218,7 @@ impl Drop for Controller {
 fn roster_command(kubeconfig: &Path, extra: &[String]) -> anyhow::Result<(Command, Option<SocketAddr>)> {
     let port = roster_envtest::real::free_port()?;
     let admin: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let level = std::env::var("ROSTER_BENCH_LOG").unwrap_or_else(|_| "warn".into());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_roster"));
     cmd.args(["run", "--kubeconfig"])
         .arg(kubeconfig)
@@ -192,7 +228,7 @@ fn roster_command(kubeconfig: &Path, extra: &[String]) -> anyhow::Result<(Comman
             "--admin-addr",
             &admin.to_string(),
             "--log-level",
-            "warn",
+            &level,
         ])
         .args(extra);
     Ok((cmd, Some(admin)))
@@ -238,6 +274,26 @@ fn upstream_command(
 pub fn kube_controller_manager() -> Option<PathBuf> {
     let path = PathBuf::from(std::env::var_os("KUBEBUILDER_ASSETS")?).join("kube-controller-manager");
     path.is_file().then_some(path)
+}
+
+/// `base` (`--flag value` pairs) with every flag that `extra` sets replaced by `extra`'s value: clap
+/// refuses a flag given twice, so "later flags win" has to be done here.
+fn override_flags(base: &[String], extra: &[String]) -> Vec<String> {
+    let set_by_extra = |flag: &String| extra.iter().step_by(2).any(|f| f == flag);
+    let mut out: Vec<String> = base
+        .chunks(2)
+        .filter(|pair| !set_by_extra(&pair[0]))
+        .flatten()
+        .cloned()
+        .collect();
+    out.extend_from_slice(extra);
+    out
+}
+
+fn log_stamp() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
 }
 
 /// Kills `pid` when this process is gone, even after a panic or SIGKILL.

@@ -21,6 +21,7 @@ mod run;
 mod scale;
 mod service_churn;
 mod small_services;
+mod soak;
 mod workload;
 mod world;
 
@@ -73,6 +74,9 @@ struct Cli {
     /// Write the Markdown table here (it is also printed).
     #[arg(long)]
     markdown: Option<PathBuf>,
+    /// The soak's record, one row per check (CSV).
+    #[arg(long)]
+    csv: Option<PathBuf>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -88,6 +92,8 @@ enum ScenarioId {
     S5,
     S6,
     Floor,
+    /// Hours of random churn with invariant checks and RSS samples (issue 8), roster on the memory tier.
+    Soak,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -172,8 +178,14 @@ async fn main() -> anyhow::Result<()> {
     let mut table = report::table(&summary);
     for f in &floors {
         table.push_str(&format!(
-            "\nfloor ({} samples): p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms\n",
-            f.latency.n, f.latency.p50_ms, f.latency.p90_ms, f.latency.p99_ms, f.latency.max_ms
+            "\nfloor ({} samples): p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms; from before the write: p50 {:.1} ms, p99 {:.1} ms\n",
+            f.latency.n,
+            f.latency.p50_ms,
+            f.latency.p90_ms,
+            f.latency.p99_ms,
+            f.latency.max_ms,
+            f.notes.get("from_issue_p50_ms").copied().unwrap_or(0.0),
+            f.notes.get("from_issue_p99_ms").copied().unwrap_or(0.0),
         ));
     }
     println!("{table}");
@@ -206,6 +218,7 @@ fn defaults(scenario: ScenarioId, size: &str) -> Vec<(&'static str, f64)> {
         ScenarioId::S5 => service_churn::defaults(size),
         ScenarioId::S6 => scale::defaults(size),
         ScenarioId::Floor => floor::defaults(size),
+        ScenarioId::Soak => soak::defaults(size),
     }
 }
 
@@ -225,16 +238,19 @@ async fn run_scenario(
         ScenarioId::S4 => rolling::setup(b, p).await?,
         ScenarioId::S5 => service_churn::setup(b, p).await?,
         ScenarioId::S6 => empty_rss = scale::setup(b, p).await?,
+        ScenarioId::Soak => soak::setup(b, p).await?,
         ScenarioId::Floor => unreachable!("the floor has no world"),
     }
     eprintln!("   world built in {:.1} s", t.elapsed().as_secs_f64());
-    let controllers: Vec<ControllerKind> = if scenario == ScenarioId::S6 {
+    let roster_only = matches!(scenario, ScenarioId::S6 | ScenarioId::Soak);
+    let controllers: Vec<ControllerKind> = if roster_only {
         vec![ControllerKind::Roster]
     } else {
         cli.controller.clone()
     };
+    let reps = if scenario == ScenarioId::Soak { 1 } else { cli.reps };
     let mut runs = Vec::new();
-    for rep in 0..cli.reps {
+    for rep in 0..reps {
         for i in 0..controllers.len() {
             let kind = controllers[(i + rep) % controllers.len()];
             let phases = match scenario {
@@ -244,6 +260,7 @@ async fn run_scenario(
                 ScenarioId::S4 => rolling::run(b, p, kind).await?,
                 ScenarioId::S5 => service_churn::run(b, p, kind).await?,
                 ScenarioId::S6 => scale::run(b, p, empty_rss).await?,
+                ScenarioId::Soak => soak::run(b, p, cli.csv.as_deref()).await?,
                 ScenarioId::Floor => unreachable!(),
             };
             for ph in &phases {

@@ -126,6 +126,7 @@ struct Pending {
     id: u64,
     label: &'static str,
     expect: Expect,
+    issued: Instant,
     returned: Option<Instant>,
     seen: Option<Instant>,
 }
@@ -135,6 +136,8 @@ struct Pending {
 pub struct Sample {
     pub label: &'static str,
     pub latency: Duration,
+    /// From before the harness's write was sent (the write's own round trip included).
+    pub since_issue: Duration,
 }
 
 /// The changes measured since the last [`Observer::take`].
@@ -210,6 +213,7 @@ impl State {
                         lat.samples.push(Sample {
                             label: p.label,
                             latency: now.saturating_duration_since(r),
+                            since_issue: now.saturating_duration_since(p.issued),
                         });
                         false
                     }
@@ -305,6 +309,7 @@ impl Observer {
                 id,
                 label,
                 expect,
+                issued: Instant::now(),
                 returned: None,
                 seen: None,
             });
@@ -326,6 +331,7 @@ impl Observer {
                 sample = Some(Sample {
                     label: p.label,
                     latency: Duration::ZERO,
+                    since_issue: p.seen.unwrap_or(now).saturating_duration_since(p.issued),
                 });
             } else {
                 list[pos].returned = Some(now);

@@ -139,6 +139,7 @@ pub fn summarize(runs: &[RunReport]) -> Vec<PhaseSummary> {
         ControllerKind::Roster,
         ControllerKind::Upstream,
         ControllerKind::UpstreamScale,
+        ControllerKind::RosterScale,
     ];
     phase_order
         .into_iter()
@@ -226,9 +227,11 @@ pub fn table(summaries: &[PhaseSummary]) -> String {
                 s.rss_peak_mib,
             );
         }
-        let roster = group.iter().find(|s| s.controller == ControllerKind::Roster);
-        for up in group.iter().filter(|s| s.controller.is_upstream()) {
-            if let Some(r) = roster {
+        for r in group.iter().filter(|s| !s.controller.is_upstream()) {
+            for up in group
+                .iter()
+                .filter(|u| r.controller.peers().contains(&u.controller))
+            {
                 let _ = writeln!(out, "{}", ratio_row(r, up));
             }
         }
@@ -256,7 +259,8 @@ fn ratio_opt(a: Option<f64>, b: Option<f64>) -> String {
 
 fn ratio_row(r: &PhaseSummary, up: &PhaseSummary) -> String {
     format!(
-        "| | | *roster / {}* | | | *{}* | *{}* | *{}* | *{}* | *{}* | | | *{}* | *{}* | *{}* | *{}* | *{}* | *{}* | *{}* |",
+        "| | | *{} / {}* | | | *{}* | *{}* | *{}* | *{}* | *{}* | | | *{}* | *{}* | *{}* | *{}* | *{}* | *{}* | *{}* |",
+        r.controller.name(),
         up.controller.name(),
         ratio(r.p50_ms, up.p50_ms),
         ratio(r.p99_ms, up.p99_ms),

@@ -132,6 +132,17 @@ impl Model {
         idx
     }
 
+    /// Moves pod `p` to the pods labelled `app` (same namespace).
+    pub fn relabel(&mut self, p: usize, app: &str) {
+        let pod = &mut self.pods[p];
+        let old = (pod.ns, std::mem::replace(&mut pod.app, app.to_string()));
+        let new = (pod.ns, app.to_string());
+        if let Some(set) = self.by_app.get_mut(&old) {
+            set.remove(&p);
+        }
+        self.by_app.entry(new).or_default().insert(p);
+    }
+
     pub fn remove_pod(&mut self, p: usize) {
         let pod = &mut self.pods[p];
         pod.alive = false;
@@ -329,6 +340,17 @@ impl World {
         let patch = Patch::Merge(
             json!({"metadata": {"annotations": {"bench.roster.dev/touched": value.to_string()}}}),
         );
+        let pp = PatchParams::default();
+        retry(|| api.patch(&name, &pp, &patch)).await?;
+        self.count_pod_writes(1);
+        Ok(())
+    }
+
+    /// Sets pod `p`'s `app` label (the model is updated by the caller beforehand).
+    pub async fn set_app(&self, p: usize, app: &str) -> anyhow::Result<()> {
+        let (ns, name) = self.pod_ref(p);
+        let api = Api::<Pod>::namespaced(self.client.clone(), &ns);
+        let patch = Patch::Merge(json!({"metadata": {"labels": {"app": app}}}));
         let pp = PatchParams::default();
         retry(|| api.patch(&name, &pp, &patch)).await?;
         self.count_pod_writes(1);

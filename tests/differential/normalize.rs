@@ -52,16 +52,30 @@ pub struct Normalized {
     subsets: Vec<Subset>,
 }
 
-pub fn normalize(ep: &Endpoints, side: Side, terminal_pods: &BTreeSet<String>) -> Normalized {
+/// How often each normalisation changed something, by README row (printed by the test).
+pub type Tally = BTreeMap<&'static str, usize>;
+
+pub fn normalize(
+    ep: &Endpoints,
+    side: Side,
+    terminal_pods: &BTreeSet<String>,
+    tally: &mut Tally,
+) -> Normalized {
     let mut labels = ep.metadata.labels.clone().unwrap_or_default();
     if side == Side::Roster && labels.get(ROSTER_OWNERSHIP_LABEL).map(String::as_str) == Some("roster") {
         // F22: roster adds its ownership label to the Service's labels (and only ever deletes what carries it).
         labels.remove(ROSTER_OWNERSHIP_LABEL);
+        *tally.entry("F22 ownership label").or_default() += 1;
     }
     let mut annotations = ep.metadata.annotations.clone().unwrap_or_default();
     // F23: the trigger time is a timestamp of the change each controller saw; it differs by nature.
     annotations.remove(TRIGGER_TIME);
-    let mut subsets: Vec<Subset> = ep.subsets.iter().flatten().map(|s| subset(s, side)).collect();
+    let mut subsets: Vec<Subset> = ep
+        .subsets
+        .iter()
+        .flatten()
+        .map(|s| subset(s, side, tally))
+        .collect();
     if side == Side::Upstream {
         let before: usize = subsets.iter().map(|s| s.ready.len() + s.not_ready.len()).sum();
         // F6 (1.20 only): kube-controller-manager 1.20 decides by restartPolicy whether a pod in a terminal
@@ -73,6 +87,7 @@ pub fn normalize(ep: &Endpoints, side: Side, terminal_pods: &BTreeSet<String>) -
         }
         let after: usize = subsets.iter().map(|s| s.ready.len() + s.not_ready.len()).sum();
         if after != before {
+            *tally.entry("F6 terminal pods (1.20)").or_default() += before - after;
             subsets = repack(&subsets);
         }
     }
@@ -85,22 +100,24 @@ pub fn normalize(ep: &Endpoints, side: Side, terminal_pods: &BTreeSet<String>) -
     }
 }
 
-fn subset(s: &k8s_openapi::api::core::v1::EndpointSubset, side: Side) -> Subset {
-    let addresses = |list: &Option<Vec<EndpointAddress>>| {
-        let mut out: Vec<Address> = list.iter().flatten().map(|a| address(a, side)).collect();
+fn subset(s: &k8s_openapi::api::core::v1::EndpointSubset, side: Side, tally: &mut Tally) -> Subset {
+    let mut addresses = |list: &Option<Vec<EndpointAddress>>| {
+        let mut out: Vec<Address> = list.iter().flatten().map(|a| address(a, side, tally)).collect();
         out.sort();
         out
     };
+    let ready = addresses(&s.addresses);
+    let not_ready = addresses(&s.not_ready_addresses);
     let mut ports: Vec<Port> = s.ports.iter().flatten().map(port).collect();
     ports.sort();
     Subset {
         ports,
-        ready: addresses(&s.addresses),
-        not_ready: addresses(&s.not_ready_addresses),
+        ready,
+        not_ready,
     }
 }
 
-fn address(a: &EndpointAddress, side: Side) -> Address {
+fn address(a: &EndpointAddress, side: Side, tally: &mut Tally) -> Address {
     let ip = match side {
         // F16: roster writes IPs in canonical text; 1.20 (like later releases, for Endpoints) copies the
         // pod's string as it is.
@@ -111,9 +128,21 @@ fn address(a: &EndpointAddress, side: Side) -> Address {
         // F13: upstream writes `nodeName: ""` for a pod without a Node, roster leaves it out. (On 1.20 the API
         // server rejects the empty name, so upstream cannot publish such a pod at all; the scenario gives every
         // pod with an IP a Node, as a kubelet would.)
-        (Side::Upstream, Some("")) => None,
+        (Side::Upstream, Some("")) => {
+            *tally.entry("F13 empty nodeName").or_default() += 1;
+            None
+        }
         (_, n) => n.map(str::to_string),
     };
+    if ip != a.ip {
+        *tally.entry("F16 IP text").or_default() += 1;
+    }
+    if a.target_ref
+        .as_ref()
+        .is_some_and(|t| t.resource_version.is_some())
+    {
+        *tally.entry("F15 targetRef resourceVersion (1.20)").or_default() += 1;
+    }
     Address {
         ip,
         hostname: a.hostname.clone(),
@@ -194,6 +223,7 @@ pub fn compare(
     scenario: &Scenario,
     upstream: &BTreeMap<String, Endpoints>,
     roster: &BTreeMap<String, Endpoints>,
+    tally: &mut Tally,
 ) -> Vec<String> {
     let terminal = scenario.terminal_pods();
     let names: BTreeSet<&String> = upstream.keys().chain(roster.keys()).collect();
@@ -201,30 +231,31 @@ pub fn compare(
     for name in names {
         let svc = scenario.services.iter().find(|s| &s.name == name && s.exists);
         let (u, r) = (upstream.get(name), roster.get(name));
-        let upstream_ignored = match svc {
+        let ignored = match svc {
             // F2: upstream (1.20, before kubernetes#114814) publishes Endpoints for an ExternalName Service
             // with a selector; roster publishes none.
-            Some(s) if s.kind == SvcKind::ExternalName => true,
+            Some(s) if s.kind == SvcKind::ExternalName => Some("F2 ExternalName"),
             // F3: when a Service loses its selector upstream leaves its Endpoints as they were (#91072);
             // roster removes the ones it made.
-            Some(s) if s.selector.is_none() && s.lost_selector => true,
-            _ => false,
+            Some(s) if s.selector.is_none() && s.lost_selector => Some("F3 selector removed"),
+            _ => None,
         };
-        if upstream_ignored {
+        if let Some(row) = ignored {
+            if u.is_some() {
+                *tally.entry(row).or_default() += 1;
+            }
             if let Some(r) = r {
                 out.push(format!(
-                    "Endpoints {name}: roster must publish none (README F2/F3), has:\n{}",
-                    render(&normalize(r, Side::Roster, &terminal))
+                    "Endpoints {name}: roster must publish none (README {row}), has:\n{}",
+                    render(&normalize(r, Side::Roster, &terminal, tally))
                 ));
             }
             continue;
         }
         match (u, r) {
             (Some(u), Some(r)) => {
-                let (nu, nr) = (
-                    normalize(u, Side::Upstream, &terminal),
-                    normalize(r, Side::Roster, &terminal),
-                );
+                let nu = normalize(u, Side::Upstream, &terminal, tally);
+                let nr = normalize(r, Side::Roster, &terminal, tally);
                 if nu != nr {
                     out.push(format!(
                         "Endpoints {name} differ:\n--- upstream\n{}+++ roster\n{}",
@@ -235,11 +266,11 @@ pub fn compare(
             }
             (Some(u), None) => out.push(format!(
                 "Endpoints {name}: only upstream has it:\n{}",
-                render(&normalize(u, Side::Upstream, &terminal))
+                render(&normalize(u, Side::Upstream, &terminal, tally))
             )),
             (None, Some(r)) => out.push(format!(
                 "Endpoints {name}: only roster has it:\n{}",
-                render(&normalize(r, Side::Roster, &terminal))
+                render(&normalize(r, Side::Roster, &terminal, tally))
             )),
             (None, None) => {}
         }
