@@ -54,11 +54,17 @@ fn slice_service(slice: &EndpointSlice) -> Option<ServiceKey> {
 impl Objects {
     // ---- watch side ----
 
-    pub fn apply_endpoints(&mut self, ep: Endpoints) -> ServiceKey {
+    /// Caches `ep`; returns its Service unless the event is the echo of roster's own last write, which
+    /// changes nothing roster's reconciles see (they already read that write from the overlay).
+    pub fn apply_endpoints(&mut self, ep: Endpoints) -> Option<ServiceKey> {
         let key = key_of(&ep);
+        let echo = matches!(
+            self.written_endpoints.get(&key),
+            Some(Written::Object { obj, .. }) if obj.resource_version().is_some() && obj.resource_version() == ep.resource_version()
+        );
         self.settle_endpoints(&key, ep.resource_version().as_deref());
         self.endpoints.insert(key.clone(), Arc::new(ep));
-        key
+        (!echo).then_some(key)
     }
 
     pub fn delete_endpoints(&mut self, ep: &Endpoints) -> ServiceKey {
@@ -75,22 +81,28 @@ impl Objects {
         let mut touched: Vec<ServiceKey> = self.endpoints.keys().cloned().collect();
         self.endpoints.clear();
         for ep in all {
-            touched.push(self.apply_endpoints(ep));
+            touched.push(key_of(&ep));
+            self.apply_endpoints(ep);
         }
         touched.sort();
         touched.dedup();
         touched
     }
 
+    /// Caches `slice`; returns its Service unless the event is the echo of roster's own last write of it.
     pub fn apply_slice(&mut self, slice: EndpointSlice) -> Option<ServiceKey> {
         let key = slice_service(&slice)?;
         let name = slice.name_any();
+        let echo = matches!(
+            self.written_slices.get(&key).and_then(|m| m.get(&name)),
+            Some(Written::Object { obj, .. }) if obj.resource_version().is_some() && obj.resource_version() == slice.resource_version()
+        );
         self.settle_slice(&key, &name, slice.metadata.generation, false);
         self.slices
             .entry(key.clone())
             .or_default()
             .insert(name, Arc::new(slice));
-        Some(key)
+        (!echo).then_some(key)
     }
 
     pub fn delete_slice(&mut self, slice: &EndpointSlice) -> Option<ServiceKey> {
@@ -110,7 +122,8 @@ impl Objects {
         let mut touched: Vec<ServiceKey> = self.slices.keys().cloned().collect();
         self.slices.clear();
         for slice in all {
-            touched.extend(self.apply_slice(slice));
+            touched.extend(slice_service(&slice));
+            self.apply_slice(slice);
         }
         touched.sort();
         touched.dedup();
@@ -248,5 +261,78 @@ impl Objects {
 
     pub fn len_slices(&self) -> usize {
         self.slices.values().map(BTreeMap::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn endpoints(rv: &str) -> Endpoints {
+        Endpoints {
+            metadata: ObjectMeta {
+                namespace: Some("ns".into()),
+                name: Some("web".into()),
+                resource_version: Some(rv.into()),
+                ..ObjectMeta::default()
+            },
+            ..Endpoints::default()
+        }
+    }
+
+    fn slice(rv: &str, generation: i64) -> EndpointSlice {
+        EndpointSlice {
+            metadata: ObjectMeta {
+                namespace: Some("ns".into()),
+                name: Some("web-abcde".into()),
+                resource_version: Some(rv.into()),
+                generation: Some(generation),
+                labels: Some([(SERVICE_NAME_LABEL.to_string(), "web".to_string())].into()),
+                ..ObjectMeta::default()
+            },
+            address_type: "IPv4".into(),
+            ..EndpointSlice::default()
+        }
+    }
+
+    #[test]
+    fn the_echo_of_our_own_endpoints_write_needs_no_reconcile() {
+        let key = ServiceKey::new("ns", "web");
+        let mut objects = Objects::default();
+        assert_eq!(objects.apply_endpoints(endpoints("1")), Some(key.clone()));
+        objects.record_endpoints_write(&key, endpoints("2"), Some("1".into()));
+        assert_eq!(objects.apply_endpoints(endpoints("2")), None, "echo of our write");
+        // Someone else's write after ours is news.
+        assert_eq!(objects.apply_endpoints(endpoints("3")), Some(key.clone()));
+        assert_eq!(
+            objects.endpoints(&key).unwrap().resource_version().as_deref(),
+            Some("3")
+        );
+    }
+
+    #[test]
+    fn an_endpoints_event_before_our_write_is_recorded_still_counts() {
+        let key = ServiceKey::new("ns", "web");
+        let mut objects = Objects::default();
+        objects.apply_endpoints(endpoints("1"));
+        // The watch delivers a foreign write while ours is in flight: reconcile.
+        assert_eq!(objects.apply_endpoints(endpoints("2")), Some(key));
+    }
+
+    #[test]
+    fn the_echo_of_our_own_slice_write_needs_no_reconcile() {
+        let key = ServiceKey::new("ns", "web");
+        let mut objects = Objects::default();
+        assert_eq!(objects.apply_slice(slice("1", 1)), Some(key.clone()));
+        objects.record_slice_write(&key, slice("5", 2));
+        assert_eq!(objects.apply_slice(slice("5", 2)), None, "echo of our write");
+        assert_eq!(
+            objects.apply_slice(slice("6", 3)),
+            Some(key.clone()),
+            "someone else's"
+        );
+        // A relist always reports every Service.
+        assert_eq!(objects.relist_slices(vec![slice("6", 3)]), vec![key]);
     }
 }

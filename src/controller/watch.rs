@@ -113,7 +113,7 @@ pub fn nodes(ctx: &Context, change: Change<NodeProjection>) -> Vec<ServiceKey> {
 pub fn endpoints(ctx: &Context, change: Change<Endpoints>) -> Vec<ServiceKey> {
     let mut objects = ctx.objects.lock().expect("objects lock");
     match change {
-        Change::Applied(ep) => vec![objects.apply_endpoints(ep)],
+        Change::Applied(ep) => objects.apply_endpoints(ep).into_iter().collect(),
         Change::Deleted(ep) => vec![objects.delete_endpoints(&ep)],
         Change::Relisted(all) => objects.relist_endpoints(all),
     }
