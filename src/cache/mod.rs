@@ -132,7 +132,18 @@ impl Cache {
     /// Adds or replaces a pod. Returns the Services it matches now and matched before, or nothing when no
     /// field roster reads changed.
     pub fn upsert_pod(&mut self, pod: PodProjection) -> Affected {
-        let record = Arc::new(PodRecord::from_projection(&pod, &mut self.interner));
+        let record = self.compact_pod(&pod);
+        self.upsert_pod_record(record)
+    }
+
+    /// The compact record of a pod, its strings shared through the cache's interner. A (re)list holds these
+    /// rather than the decoded pods until it is complete: a few hundred bytes per pod instead of kilobytes.
+    pub fn compact_pod(&mut self, pod: &PodProjection) -> Arc<PodRecord> {
+        Arc::new(PodRecord::from_projection(pod, &mut self.interner))
+    }
+
+    /// [`Cache::upsert_pod`] for a record made by [`Cache::compact_pod`].
+    pub fn upsert_pod_record(&mut self, record: Arc<PodRecord>) -> Affected {
         let ns = self.namespaces.entry(record.namespace.clone()).or_default();
         let old = ns.pods.insert(record.name.clone(), record.clone());
         if let Some(old) = &old
@@ -178,11 +189,14 @@ impl Cache {
     }
 
     /// Replaces all pods after a relist: upserts every listed pod and deletes cached pods not listed.
-    pub fn replace_pods(&mut self, pods: Vec<PodProjection>) -> Affected {
-        let listed: HashSet<(String, String)> = pods.iter().map(|p| namespaced_name(&p.metadata)).collect();
+    pub fn replace_pods(&mut self, pods: Vec<Arc<PodRecord>>) -> Affected {
+        let listed: HashSet<(String, String)> = pods
+            .iter()
+            .map(|p| (p.namespace.to_string(), p.name.to_string()))
+            .collect();
         let mut affected = Affected::unchanged();
         for pod in pods {
-            affected = affected.merge(self.upsert_pod(pod));
+            affected = affected.merge(self.upsert_pod_record(pod));
         }
         let gone: Vec<PodKey> = self
             .pod_keys()

@@ -550,14 +550,16 @@ fn relist_replaces_cached_objects() {
     cache.upsert_node(node("node-a", Some("z1")));
     cache.upsert_node(node("node-old", Some("z1")));
 
-    let affected = cache.replace_pods(vec![pod("shop", "web-1", json!({ "app": "web" }))]);
+    let listed = cache.compact_pod(&pod("shop", "web-1", json!({ "app": "web" })));
+    let affected = cache.replace_pods(vec![listed]);
     assert_eq!(
         keys(&affected),
         ["shop/web"],
         "web-2 vanished while the watch was down"
     );
     assert_eq!(cache.len_pods(), 1);
-    let unchanged = cache.replace_pods(vec![pod("shop", "web-1", json!({ "app": "web" }))]);
+    let listed = cache.compact_pod(&pod("shop", "web-1", json!({ "app": "web" })));
+    let unchanged = cache.replace_pods(vec![listed]);
     assert_eq!(unchanged, Affected::default());
 
     let affected = cache.replace_services(

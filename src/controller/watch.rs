@@ -14,15 +14,41 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use super::Context;
-use crate::cache::{NodeProjection, PodProjection, ServiceKey};
+use crate::cache::{NodeProjection, PodProjection, PodRecord, ServiceKey};
 
 /// What a watch event means for the caches.
-pub enum Change<K> {
+pub enum Change<K: Listed> {
     Applied(K),
     Deleted(K),
     /// The complete current set after a (re)list.
-    Relisted(Vec<K>),
+    Relisted(Vec<K::Held>),
 }
+
+/// How a kind's objects are held while a (re)list is in progress: every object of the list is alive at
+/// once, so pods are compacted as they arrive rather than kept decoded until the list ends.
+pub trait Listed: Sized {
+    type Held;
+    fn hold(ctx: &Context, obj: Self) -> Self::Held;
+}
+
+impl Listed for PodProjection {
+    type Held = Arc<PodRecord>;
+    fn hold(ctx: &Context, pod: Self) -> Arc<PodRecord> {
+        ctx.cache.write().expect("cache lock").compact_pod(&pod)
+    }
+}
+
+macro_rules! held_as_they_are {
+    ($($kind:ty),*) => {$(
+        impl Listed for $kind {
+            type Held = Self;
+            fn hold(_: &Context, obj: Self) -> Self {
+                obj
+            }
+        }
+    )*};
+}
+held_as_they_are!(Service, NodeProjection, Endpoints, EndpointSlice);
 
 /// Runs a watch of `api` forever, feeding `handle`; flips `synced` after the first complete list.
 pub async fn run<K, F>(
@@ -33,10 +59,10 @@ pub async fn run<K, F>(
     synced: watch::Sender<bool>,
     handle: F,
 ) where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Listed + 'static,
     F: Fn(&Context, Change<K>) -> Vec<ServiceKey>,
 {
-    let mut buffer: Vec<K> = Vec::new();
+    let mut buffer: Vec<K::Held> = Vec::new();
     let events = watcher::watcher(api, config).default_backoff();
     futures::pin_mut!(events);
     loop {
@@ -48,7 +74,7 @@ pub async fn run<K, F>(
                         continue;
                     }
                     Event::InitApply(obj) => {
-                        buffer.push(obj);
+                        buffer.push(K::hold(&ctx, obj));
                         continue;
                     }
                     Event::InitDone => Change::Relisted(std::mem::take(&mut buffer)),
