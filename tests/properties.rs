@@ -1511,19 +1511,12 @@ proptest! {
         for (svc, source) in &services {
             relisted.upsert_service(svc, *source);
         }
-        relisted.replace_pods(finals);
+        let records = finals.iter().map(|p: &PodProjection| relisted.compact_pod(p)).collect();
+        relisted.replace_pods(records);
         // A relist over a stale cache (order A's) also lands on the same state.
         let mut stale = run_cache(&histories, &order_a[..order_a.len() / 2], &services, 0);
-        stale.replace_pods(
-            histories.iter().enumerate().filter_map(|(p, h)| match h.ops.last()? {
-                PodOp::Upsert(labels, spec) => {
-                    let mut pod = pod_json(&format!("p{p}"), spec, labels);
-                    pod["metadata"]["namespace"] = json!(h.namespace);
-                    Some(serde_json::from_value(pod).unwrap())
-                }
-                PodOp::Delete => None,
-            }).collect(),
-        );
+        let records = finals.iter().map(|p| stale.compact_pod(p)).collect();
+        stale.replace_pods(records);
 
         for (svc, _) in &services {
             let name = svc.metadata.name.as_deref().unwrap();
