@@ -6,6 +6,9 @@
 //! #92928): after a write, reconciles use the object the server returned until the watch catches up, so a
 //! fast second change is computed against the truth, never against the replaced object, and a server-side
 //! no-op write (same resourceVersion) needs no waiting at all.
+//!
+//! `managedFields` are dropped on arrival: roster never reads them, and on a real API server they are often
+//! the larger part of an object's metadata. (An update without them leaves the server's copy as it is.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -56,7 +59,8 @@ impl Objects {
 
     /// Caches `ep`; returns its Service unless the event is the echo of roster's own last write, which
     /// changes nothing roster's reconciles see (they already read that write from the overlay).
-    pub fn apply_endpoints(&mut self, ep: Endpoints) -> Option<ServiceKey> {
+    pub fn apply_endpoints(&mut self, mut ep: Endpoints) -> Option<ServiceKey> {
+        ep.metadata.managed_fields = None;
         let key = key_of(&ep);
         let echo = matches!(
             self.written_endpoints.get(&key),
@@ -90,7 +94,8 @@ impl Objects {
     }
 
     /// Caches `slice`; returns its Service unless the event is the echo of roster's own last write of it.
-    pub fn apply_slice(&mut self, slice: EndpointSlice) -> Option<ServiceKey> {
+    pub fn apply_slice(&mut self, mut slice: EndpointSlice) -> Option<ServiceKey> {
+        slice.metadata.managed_fields = None;
         let key = slice_service(&slice)?;
         let name = slice.name_any();
         let echo = matches!(
@@ -309,6 +314,20 @@ mod tests {
             objects.endpoints(&key).unwrap().resource_version().as_deref(),
             Some("3")
         );
+    }
+
+    #[test]
+    fn managed_fields_are_not_kept() {
+        let key = ServiceKey::new("ns", "web");
+        let mut objects = Objects::default();
+        let mut ep = endpoints("1");
+        ep.metadata.managed_fields = Some(vec![Default::default()]);
+        objects.apply_endpoints(ep);
+        assert!(objects.endpoints(&key).unwrap().metadata.managed_fields.is_none());
+        let mut s = slice("1", 1);
+        s.metadata.managed_fields = Some(vec![Default::default()]);
+        objects.apply_slice(s);
+        assert!(objects.slices(&key)[0].metadata.managed_fields.is_none());
     }
 
     #[test]

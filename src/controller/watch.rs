@@ -48,7 +48,23 @@ macro_rules! held_as_they_are {
         }
     )*};
 }
-held_as_they_are!(Service, NodeProjection, Endpoints, EndpointSlice);
+held_as_they_are!(Service, NodeProjection);
+
+impl Listed for Endpoints {
+    type Held = Self;
+    fn hold(_: &Context, mut ep: Self) -> Self {
+        ep.metadata.managed_fields = None;
+        ep
+    }
+}
+
+impl Listed for EndpointSlice {
+    type Held = Self;
+    fn hold(_: &Context, mut slice: Self) -> Self {
+        slice.metadata.managed_fields = None;
+        slice
+    }
+}
 
 /// Runs a watch of `api` forever, feeding `handle`; flips `synced` after the first complete list.
 pub async fn run<K, F>(
