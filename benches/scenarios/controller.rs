@@ -108,7 +108,7 @@ impl Controller {
             .stderr(out)
             .spawn()
             .with_context(|| format!("starting {}", kind.name()))?;
-        watchdog(child.id())?;
+        roster_envtest::real::spawn_watchdog(child.id())?;
         let sampler = Sampler::start(child.id());
         Ok(Controller {
             kind,
@@ -294,21 +294,6 @@ fn log_stamp() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis())
-}
-
-/// Kills `pid` when this process is gone, even after a panic or SIGKILL.
-fn watchdog(pid: u32) -> anyhow::Result<()> {
-    let me = std::process::id();
-    let script = format!(
-        "while kill -0 {me} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 1; done; kill -9 {pid} 2>/dev/null"
-    );
-    Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    Ok(())
 }
 
 /// A minimal HTTP/1.1 GET against roster's admin server.

@@ -292,20 +292,9 @@ async fn churn(b: &Arc<Bench>, p: &Params) -> anyhow::Result<u64> {
 /// Makes one operation in the model and then through the API; false when there was nothing to do it on.
 async fn apply(b: &Arc<Bench>, p: &Params, op: Op) -> anyhow::Result<bool> {
     let w = &b.world;
-    let (pods, services) = {
-        let m = w.model();
-        let pods = m.pods.iter().filter(|p| p.alive && !p.terminating).count();
-        (pods, m.services.iter().filter(|s| s.alive).count())
-    };
-    let op = match op {
-        Op::PodTurnover if pods < p.n("services") * p.n("pods_per_service") => Turnover::CreatePod,
-        Op::PodTurnover => Turnover::DeletePod,
-        Op::ServiceTurnover if services < p.n("services") => Turnover::CreateService,
-        Op::ServiceTurnover => Turnover::DeleteService,
-        other => Turnover::Other(other),
-    };
+    let pods_wanted = p.n("services") * p.n("pods_per_service");
     match op {
-        Turnover::Other(Op::Flip) => {
+        Op::Flip => {
             let Some(pod) = random_pod(b) else {
                 return Ok(false);
             };
@@ -316,14 +305,14 @@ async fn apply(b: &Arc<Bench>, p: &Params, op: Op) -> anyhow::Result<bool> {
             };
             w.set_ready(pod, ready).await?;
         }
-        Turnover::Other(Op::Touch) => {
+        Op::Touch => {
             let Some(pod) = random_pod(b) else {
                 return Ok(false);
             };
             let value: u64 = b.rng().random();
             w.touch(pod, value).await?;
         }
-        Turnover::CreatePod => {
+        Op::PodTurnover if live_pods(b) < pods_wanted => {
             let Some(svc) = random_service(b) else {
                 return Ok(false);
             };
@@ -335,14 +324,14 @@ async fn apply(b: &Arc<Bench>, p: &Params, op: Op) -> anyhow::Result<bool> {
             };
             w.create_pods(&b.cluster, &[pod], 1).await?;
         }
-        Turnover::DeletePod => {
+        Op::PodTurnover => {
             let Some(pod) = random_pod(b) else {
                 return Ok(false);
             };
             w.model().pods[pod].terminating = true;
             w.delete_gracefully(pod).await?;
         }
-        Turnover::Other(Op::Relabel) => {
+        Op::Relabel => {
             let Some(pod) = random_pod(b) else {
                 return Ok(false);
             };
@@ -353,7 +342,7 @@ async fn apply(b: &Arc<Bench>, p: &Params, op: Op) -> anyhow::Result<bool> {
             w.model().relabel(pod, &app);
             w.set_app(pod, &app).await?;
         }
-        Turnover::CreateService => {
+        Op::ServiceTurnover if live_services(b) < p.n("services") => {
             let namespaces = w.model().namespaces.len();
             let ns = b.rng().random_range(0..namespaces);
             let Some(app) = random_app_in(b, ns) else {
@@ -362,14 +351,14 @@ async fn apply(b: &Arc<Bench>, p: &Params, op: Op) -> anyhow::Result<bool> {
             let svc = w.model().add_service(ns, &app);
             w.create_services(&b.cluster, &[svc], 1).await?;
         }
-        Turnover::DeleteService => {
+        Op::ServiceTurnover => {
             let Some(svc) = random_service(b) else {
                 return Ok(false);
             };
             w.model().services[svc].alive = false;
             w.delete_service(svc).await?;
         }
-        Turnover::Other(Op::Repoint) => {
+        Op::Repoint => {
             let Some(svc) = random_service(b) else {
                 return Ok(false);
             };
@@ -380,18 +369,18 @@ async fn apply(b: &Arc<Bench>, p: &Params, op: Op) -> anyhow::Result<bool> {
             w.model().services[svc].app = app.clone();
             w.set_selector(svc, &app).await?;
         }
-        Turnover::Other(Op::PodTurnover | Op::ServiceTurnover) => unreachable!("resolved above"),
     }
     Ok(true)
 }
 
-/// An operation with the turnover direction decided.
-enum Turnover {
-    CreatePod,
-    DeletePod,
-    CreateService,
-    DeleteService,
-    Other(Op),
+/// Pods that exist and are not terminating.
+fn live_pods(b: &Arc<Bench>) -> usize {
+    let m = b.world.model();
+    m.pods.iter().filter(|p| p.alive && !p.terminating).count()
+}
+
+fn live_services(b: &Arc<Bench>) -> usize {
+    b.world.model().services.iter().filter(|s| s.alive).count()
 }
 
 /// A random pod that exists and is not terminating.
