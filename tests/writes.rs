@@ -40,23 +40,6 @@ async fn converged_world(env: &TestEnv, ns: &str) {
     }
 }
 
-async fn settled(roster: &Roster, services: u64) {
-    eventually("every Service reconciled and the queue empty", || async {
-        let m = roster.metrics().await;
-        metric(&m, "roster_reconciles_total{result=\"success\"}") >= services as f64
-            && metric(&m, "roster_queue_depth") == 0.0
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-}
-
-/// The value of the sample `name` (with labels, exactly as exposed) in Prometheus text, 0 when absent.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_with_everything_correct_makes_zero_writes() {
     let env = TestEnv::start_tier(roster_envtest::Tier::Memory).await.unwrap();

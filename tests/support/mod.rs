@@ -114,6 +114,25 @@ pub async fn admin_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     Some((code, body))
 }
 
+/// The value of the sample `name` (with labels, exactly as exposed) in Prometheus text, 0 when absent.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// Waits until `roster` has reconciled at least `services` keys successfully and its queue is empty, then
+/// lets in-flight watch events land. Counts only ever grow, so a poll cannot miss the moment.
+pub async fn settled(roster: &Roster, services: u64) {
+    eventually("every Service reconciled and the queue empty", || async {
+        let m = roster.metrics().await;
+        metric(&m, "roster_reconciles_total{result=\"success\"}") >= services as f64
+            && metric(&m, "roster_queue_depth") == 0.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
 /// Polls `cond` until it holds, failing the test after [`CONVERGE`].
 pub async fn eventually<F, Fut>(what: &str, mut cond: F)
 where
