@@ -88,9 +88,22 @@ impl Objects {
             touched.push(key_of(&ep));
             self.apply_endpoints(ep);
         }
+        self.settle_endpoints_missing_from_relist();
         touched.sort();
         touched.dedup();
         touched
+    }
+
+    /// A relist that does not show an object settles roster's delete of it (the watch that would have
+    /// delivered the delete is gone) and roster's update of it (someone deleted the object since: keeping
+    /// the update would hide the loss from the next reconcile). Only a create may still be on its way. An
+    /// update that landed while the list was in flight may be dropped too: the next write then meets a
+    /// conflict and retries from the watch's state, which costs a retry, never a wrong object.
+    fn settle_endpoints_missing_from_relist(&mut self) {
+        let endpoints = &self.endpoints;
+        self.written_endpoints.retain(|key, written| {
+            endpoints.contains_key(key) || matches!(written, Written::Object { replaced: None, .. })
+        });
     }
 
     /// Caches `slice`; returns its Service unless the event is the echo of roster's own last write of it.
@@ -130,9 +143,23 @@ impl Objects {
             touched.extend(slice_service(&slice));
             self.apply_slice(slice);
         }
+        self.settle_slice_deletes_missing_from_relist();
         touched.sort();
         touched.dedup();
         touched
+    }
+
+    /// A relist that does not show a slice settles roster's delete of it. (Slice writes record no
+    /// replaced version, so a written slice the relist lacks may be a create still on its way: kept.)
+    fn settle_slice_deletes_missing_from_relist(&mut self) {
+        let slices = &self.slices;
+        self.written_slices.retain(|key, written| {
+            let listed = slices.get(key);
+            written.retain(|name, w| {
+                matches!(w, Written::Object { .. }) || listed.is_some_and(|l| l.contains_key(name))
+            });
+            !written.is_empty()
+        });
     }
 
     /// Drops overlay entries the watch has caught up with.
@@ -353,5 +380,42 @@ mod tests {
         );
         // A relist always reports every Service.
         assert_eq!(objects.relist_slices(vec![slice("6", 3)]), vec![key]);
+    }
+
+    #[test]
+    fn a_relist_settles_deletes_whose_events_were_lost() {
+        let key = ServiceKey::new("ns", "web");
+        let mut objects = Objects::default();
+        objects.apply_endpoints(endpoints("1"));
+        objects.apply_slice(slice("1", 1));
+        objects.record_endpoints_delete(&key, Some("1".into()));
+        objects.record_slice_delete(&key, &slice("1", 1));
+        // The watches break before the delete events arrive; the relists no longer show the objects.
+        objects.relist_endpoints(vec![]);
+        objects.relist_slices(vec![]);
+        assert!(objects.written_endpoints.is_empty(), "Endpoints delete settled");
+        assert!(objects.written_slices.is_empty(), "slice delete settled");
+        assert!(objects.endpoints(&key).is_none());
+        assert!(objects.slices(&key).is_empty());
+    }
+
+    #[test]
+    fn a_relist_keeps_writes_it_may_predate() {
+        let key = ServiceKey::new("ns", "web");
+        let mut objects = Objects::default();
+        // Created by roster; a list taken before the create landed does not show it yet.
+        objects.record_endpoints_write(&key, endpoints("7"), None);
+        objects.record_slice_write(&key, slice("7", 1));
+        objects.relist_endpoints(vec![]);
+        objects.relist_slices(vec![]);
+        assert_eq!(
+            objects.endpoints(&key).unwrap().resource_version().as_deref(),
+            Some("7")
+        );
+        assert_eq!(objects.slices(&key).len(), 1);
+        // An update of an object the relist no longer shows: someone deleted it since; trust the list.
+        objects.record_endpoints_write(&key, endpoints("9"), Some("8".into()));
+        objects.relist_endpoints(vec![]);
+        assert!(objects.endpoints(&key).is_none());
     }
 }
