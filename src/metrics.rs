@@ -20,6 +20,7 @@ pub struct Metrics {
     pub watch_errors: IntCounterVec,
     pub invalid_objects: IntCounterVec,
     pub cached_objects: IntGaugeVec,
+    pub unconfirmed_writes: IntGaugeVec,
     pub leader: IntGauge,
     pub propagation_latency: Histogram,
     pub probes: IntCounterVec,
@@ -90,6 +91,11 @@ impl Metrics {
                 &["kind"],
             ),
             cached_objects: gauge_vec("cached_objects", "Objects in roster's caches, by kind", &["kind"]),
+            unconfirmed_writes: gauge_vec(
+                "unconfirmed_writes",
+                "roster's own writes and deletes the watch has not delivered yet, by kind",
+                &["kind"],
+            ),
             leader: gauge(
                 "leader",
                 "1 while this replica holds the leader Lease (or runs without election)",

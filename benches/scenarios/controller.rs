@@ -184,6 +184,28 @@ impl Controller {
         s.peak_mib = s.rss_mib;
     }
 
+    /// The sum of every series of roster's metric `name` (None: no admin server, or not exported).
+    pub async fn metric_sum(&self, name: &str) -> Option<f64> {
+        let (code, body) = admin_get(self.admin?, "/metrics").await?;
+        if code != 200 {
+            return None;
+        }
+        let values: Vec<f64> = body
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    }
+
+    /// The controller's process id (for attaching a profiler or debugger to a run).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();

@@ -116,12 +116,14 @@ struct Sample {
     rss_mib: f64,
     cpu_s: f64,
     harness_rss_mib: f64,
+    unconfirmed_writes: f64,
     fault: &'static str,
 }
 
 pub async fn run(b: &Arc<Bench>, p: &Params, csv: Option<&Path>) -> anyhow::Result<Vec<PhaseReport>> {
     let mut ctl = Controller::start(ControllerKind::Roster, &b.cluster, &[])?;
     ctl.wait_ready(b.timeout).await?;
+    eprintln!("   soak: roster runs as pid {}", ctl.pid());
     let mut m = b.begin("soak", Some(&ctl));
     b.converge(&mut m).await?;
     let mut csv = match csv {
@@ -129,7 +131,7 @@ pub async fn run(b: &Arc<Bench>, p: &Params, csv: Option<&Path>) -> anyhow::Resu
             let mut f = std::fs::File::create(path)?;
             writeln!(
                 f,
-                "at_s,cycle,pods,services,ops,converge_s,roster_rss_mib,roster_cpu_s,harness_rss_mib,fault"
+                "at_s,cycle,pods,services,ops,converge_s,roster_rss_mib,roster_cpu_s,harness_rss_mib,unconfirmed_writes,fault"
             )?;
             Some(f)
         }
@@ -168,12 +170,16 @@ pub async fn run(b: &Arc<Bench>, p: &Params, csv: Option<&Path>) -> anyhow::Resu
             rss_mib: ctl.rss_mib(),
             cpu_s: ctl.cpu_seconds(),
             harness_rss_mib: self_rss_mib(),
+            unconfirmed_writes: ctl
+                .metric_sum("roster_unconfirmed_writes")
+                .await
+                .unwrap_or(f64::NAN),
             fault,
         };
         if let Some(f) = csv.as_mut() {
             writeln!(
                 f,
-                "{:.1},{},{},{},{},{:.3},{:.2},{:.2},{:.1},{}",
+                "{:.1},{},{},{},{},{:.3},{:.2},{:.2},{:.1},{},{}",
                 s.at_s,
                 s.cycle,
                 s.pods,
@@ -183,12 +189,13 @@ pub async fn run(b: &Arc<Bench>, p: &Params, csv: Option<&Path>) -> anyhow::Resu
                 s.rss_mib,
                 s.cpu_s,
                 s.harness_rss_mib,
+                s.unconfirmed_writes,
                 s.fault
             )?;
         }
         if cycle % 30 == 1 {
             eprintln!(
-                "   soak {:>6.0} s cycle {cycle}: {} pods, {} Services, {} ops, converged in {:.2} s, roster RSS {:.1} MiB, CPU {:.1} s, violations {}",
+                "   soak {:>6.0} s cycle {cycle}: {} pods, {} Services, {} ops, converged in {:.2} s, roster RSS {:.1} MiB, CPU {:.1} s, unconfirmed writes {}, violations {}",
                 s.at_s,
                 s.pods,
                 s.services,
@@ -196,6 +203,7 @@ pub async fn run(b: &Arc<Bench>, p: &Params, csv: Option<&Path>) -> anyhow::Resu
                 s.converge_s,
                 s.rss_mib,
                 s.cpu_s,
+                s.unconfirmed_writes,
                 violations.len()
             );
         }

@@ -137,6 +137,11 @@ impl Context {
             .set(objects.len_endpoints() as i64);
         g.with_label_values(&["endpointslice"])
             .set(objects.len_slices() as i64);
+        let u = &self.metrics.unconfirmed_writes;
+        u.with_label_values(&["endpoints"])
+            .set(objects.len_unconfirmed_endpoints() as i64);
+        u.with_label_values(&["endpointslice"])
+            .set(objects.len_unconfirmed_slices() as i64);
     }
 }
 
@@ -188,15 +193,19 @@ pub async fn run(
             }
         }
     };
-    let gauges = async {
+    let housekeeping = async {
         loop {
+            ctx.objects
+                .lock()
+                .expect("objects lock")
+                .expire_unconfirmed(std::time::Instant::now());
             ctx.update_cache_gauges();
             tokio::time::sleep(Duration::from_secs(10)).await;
         }
     };
     tokio::select! {
         _ = resync_on_leadership => {}
-        _ = gauges => {}
+        _ = housekeeping => {}
         _ = shutdown => {}
     }
     readiness.set_ready(false);

@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -30,13 +31,31 @@ pub struct Objects {
     written_slices: HashMap<ServiceKey, BTreeMap<String, Written<EndpointSlice>>>,
 }
 
-/// An object roster wrote (or deleted) that the watch may not have delivered yet.
+/// How long an overlay entry may wait for its watch event. Past it the entry is dropped and the watch's
+/// cache is trusted again: if the watch really is that far behind, a reconcile may read a stale object, and
+/// the write it bases on it fails with a 409 and is retried: a retry, never a wrong object. The bound keeps
+/// the overlay at most a minute of roster's writes, whatever happens to the events.
+pub const UNCONFIRMED_TTL: Duration = Duration::from_secs(60);
+
+/// An object roster wrote (or deleted) that the watch may not have delivered yet, recorded at `since`.
 #[derive(Clone)]
 enum Written<T> {
     /// Written: the server's answer; `replaced` is the resourceVersion the write replaced (None: created).
-    Object { obj: Arc<T>, replaced: Option<String> },
+    Object {
+        obj: Arc<T>,
+        replaced: Option<String>,
+        since: Instant,
+    },
     /// Deleted: `rv` is the resourceVersion of the deleted object.
-    Deleted { rv: Option<String> },
+    Deleted { rv: Option<String>, since: Instant },
+}
+
+impl<T> Written<T> {
+    fn since(&self) -> Instant {
+        match self {
+            Written::Object { since, .. } | Written::Deleted { since, .. } => *since,
+        }
+    }
 }
 
 pub fn key_of<K: kube::Resource>(obj: &K) -> ServiceKey {
@@ -165,10 +184,10 @@ impl Objects {
     /// Drops overlay entries the watch has caught up with.
     fn settle_endpoints(&mut self, key: &ServiceKey, seen_rv: Option<&str>) {
         let caught_up = match self.written_endpoints.get(key) {
-            Some(Written::Object { obj, replaced }) => {
+            Some(Written::Object { obj, replaced, .. }) => {
                 seen_rv != replaced.as_deref() || obj.resource_version().as_deref() == seen_rv
             }
-            Some(Written::Deleted { rv }) => seen_rv != rv.as_deref(),
+            Some(Written::Deleted { rv, .. }) => seen_rv != rv.as_deref(),
             None => false,
         };
         if caught_up {
@@ -199,7 +218,7 @@ impl Objects {
     pub fn endpoints(&self, key: &ServiceKey) -> Option<Arc<Endpoints>> {
         let cached = self.endpoints.get(key);
         match self.written_endpoints.get(key) {
-            Some(Written::Object { obj, replaced }) => match cached {
+            Some(Written::Object { obj, replaced, .. }) => match cached {
                 Some(c)
                     if c.resource_version() != *replaced
                         && c.resource_version() != obj.resource_version() =>
@@ -208,7 +227,7 @@ impl Objects {
                 }
                 _ => Some(obj.clone()),
             },
-            Some(Written::Deleted { rv }) => match cached {
+            Some(Written::Deleted { rv, .. }) => match cached {
                 Some(c) if c.resource_version() != *rv => Some(c.clone()),
                 _ => None,
             },
@@ -238,24 +257,53 @@ impl Objects {
         view.into_values().collect()
     }
 
+    // The watch often delivers a write's event before the writer records the write (the server sends the
+    // event before its answer arrives). Each `record_*` therefore first asks whether the cache has already
+    // caught up; recording such a write would leave an entry no event ever settles.
+
     pub fn record_endpoints_write(&mut self, key: &ServiceKey, written: Endpoints, replaced: Option<String>) {
+        let echoed = self.endpoints.get(key).is_some_and(|cached| {
+            cached.resource_version().is_some() && cached.resource_version() == written.resource_version()
+        });
+        if echoed {
+            self.written_endpoints.remove(key);
+            return;
+        }
         let entry = Written::Object {
             obj: Arc::new(written),
             replaced,
+            since: Instant::now(),
         };
         self.written_endpoints.insert(key.clone(), entry);
     }
 
+    /// Records a delete unless its event has arrived: roster deletes only what its cache or its own
+    /// unconfirmed create shows, so an object in neither is already gone from the watch's view.
     pub fn record_endpoints_delete(&mut self, key: &ServiceKey, rv: Option<String>) {
-        self.written_endpoints
-            .insert(key.clone(), Written::Deleted { rv });
+        let pending_create = matches!(self.written_endpoints.get(key), Some(Written::Object { .. }));
+        if !self.endpoints.contains_key(key) && !pending_create {
+            self.written_endpoints.remove(key);
+            return;
+        }
+        let entry = Written::Deleted {
+            rv,
+            since: Instant::now(),
+        };
+        self.written_endpoints.insert(key.clone(), entry);
     }
 
     pub fn record_slice_write(&mut self, key: &ServiceKey, written: EndpointSlice) {
         let name = written.name_any();
+        let cached = self.slices.get(key).and_then(|s| s.get(&name));
+        let generation = written.metadata.generation;
+        if generation.is_some() && cached.is_some_and(|c| c.metadata.generation >= generation) {
+            self.forget_slice_write(key, &name);
+            return;
+        }
         let entry = Written::Object {
             obj: Arc::new(written),
             replaced: None,
+            since: Instant::now(),
         };
         self.written_slices
             .entry(key.clone())
@@ -263,14 +311,45 @@ impl Objects {
             .insert(name, entry);
     }
 
+    /// Records a slice delete unless its event has arrived (see [`Objects::record_endpoints_delete`]).
     pub fn record_slice_delete(&mut self, key: &ServiceKey, slice: &EndpointSlice) {
+        let name = slice.name_any();
+        let cached = self.slices.get(key).is_some_and(|s| s.contains_key(&name));
+        let pending_create = self
+            .written_slices
+            .get(key)
+            .is_some_and(|w| matches!(w.get(&name), Some(Written::Object { .. })));
+        if !cached && !pending_create {
+            self.forget_slice_write(key, &name);
+            return;
+        }
         let entry = Written::Deleted {
             rv: slice.resource_version(),
+            since: Instant::now(),
         };
         self.written_slices
             .entry(key.clone())
             .or_default()
-            .insert(slice.name_any(), entry);
+            .insert(name, entry);
+    }
+
+    fn forget_slice_write(&mut self, key: &ServiceKey, name: &str) {
+        if let Some(written) = self.written_slices.get_mut(key) {
+            written.remove(name);
+            if written.is_empty() {
+                self.written_slices.remove(key);
+            }
+        }
+    }
+
+    /// Drops overlay entries older than [`UNCONFIRMED_TTL`] at `now`.
+    pub fn expire_unconfirmed(&mut self, now: Instant) {
+        let fresh = |since: Instant| now.saturating_duration_since(since) < UNCONFIRMED_TTL;
+        self.written_endpoints.retain(|_, w| fresh(w.since()));
+        self.written_slices.retain(|_, written| {
+            written.retain(|_, w| fresh(w.since()));
+            !written.is_empty()
+        });
     }
 
     /// Forgets roster's own writes for `key` (after a conflict: the next reconcile trusts the watch).
@@ -293,6 +372,15 @@ impl Objects {
 
     pub fn len_slices(&self) -> usize {
         self.slices.values().map(BTreeMap::len).sum()
+    }
+
+    /// Writes and deletes in the overlay: the watch's lag behind roster, in objects.
+    pub fn len_unconfirmed_endpoints(&self) -> usize {
+        self.written_endpoints.len()
+    }
+
+    pub fn len_unconfirmed_slices(&self) -> usize {
+        self.written_slices.values().map(BTreeMap::len).sum()
     }
 }
 
@@ -417,5 +505,77 @@ mod tests {
         objects.record_endpoints_write(&key, endpoints("9"), Some("8".into()));
         objects.relist_endpoints(vec![]);
         assert!(objects.endpoints(&key).is_none());
+    }
+
+    #[test]
+    fn a_write_whose_echo_came_first_leaves_no_entry() {
+        let key = ServiceKey::new("ns", "web");
+        let mut objects = Objects::default();
+        objects.apply_endpoints(endpoints("1"));
+        objects.apply_slice(slice("1", 1));
+        // The server's events for rv 2 / generation 2 arrive before the writer records its writes.
+        objects.apply_endpoints(endpoints("2"));
+        objects.apply_slice(slice("2", 2));
+        objects.record_endpoints_write(&key, endpoints("2"), Some("1".into()));
+        objects.record_slice_write(&key, slice("2", 2));
+        assert_eq!(objects.len_unconfirmed_endpoints(), 0);
+        assert_eq!(objects.len_unconfirmed_slices(), 0);
+        assert_eq!(
+            objects.endpoints(&key).unwrap().resource_version().as_deref(),
+            Some("2")
+        );
+        // A write the watch has not shown yet is kept.
+        objects.record_endpoints_write(&key, endpoints("3"), Some("2".into()));
+        objects.record_slice_write(&key, slice("3", 3));
+        assert_eq!(objects.len_unconfirmed_endpoints(), 1);
+        assert_eq!(objects.len_unconfirmed_slices(), 1);
+    }
+
+    #[test]
+    fn a_delete_whose_event_came_first_leaves_no_entry() {
+        let key = ServiceKey::new("ns", "web");
+        let mut objects = Objects::default();
+        objects.apply_endpoints(endpoints("1"));
+        objects.apply_slice(slice("1", 1));
+        objects.delete_endpoints(&endpoints("1"));
+        objects.delete_slice(&slice("1", 1));
+        objects.record_endpoints_delete(&key, Some("1".into()));
+        objects.record_slice_delete(&key, &slice("1", 1));
+        assert_eq!(objects.len_unconfirmed_endpoints(), 0);
+        assert_eq!(objects.len_unconfirmed_slices(), 0);
+    }
+
+    #[test]
+    fn a_delete_of_an_unconfirmed_create_waits_for_its_events() {
+        let key = ServiceKey::new("ns", "web");
+        let mut objects = Objects::default();
+        objects.record_endpoints_write(&key, endpoints("1"), None);
+        objects.record_endpoints_delete(&key, Some("1".into()));
+        // The create's event arrives late: the object stays deleted in roster's view.
+        objects.apply_endpoints(endpoints("1"));
+        assert!(objects.endpoints(&key).is_none());
+        objects.delete_endpoints(&endpoints("1"));
+        assert_eq!(objects.len_unconfirmed_endpoints(), 0);
+    }
+
+    #[test]
+    fn unconfirmed_writes_expire() {
+        let key = ServiceKey::new("ns", "web");
+        let mut objects = Objects::default();
+        objects.apply_endpoints(endpoints("1"));
+        objects.record_endpoints_write(&key, endpoints("2"), Some("1".into()));
+        objects.record_slice_write(&key, slice("2", 2));
+        let now = Instant::now();
+        objects.expire_unconfirmed(now);
+        assert_eq!(objects.len_unconfirmed_endpoints(), 1, "fresh entries stay");
+        assert_eq!(objects.len_unconfirmed_slices(), 1);
+        objects.expire_unconfirmed(now + UNCONFIRMED_TTL);
+        assert_eq!(objects.len_unconfirmed_endpoints(), 0);
+        assert_eq!(objects.len_unconfirmed_slices(), 0);
+        // The watch's cache is trusted again.
+        assert_eq!(
+            objects.endpoints(&key).unwrap().resource_version().as_deref(),
+            Some("1")
+        );
     }
 }
