@@ -1,7 +1,8 @@
 //! Load and awkward input at modest sizes, on the in-memory tier (fast enough for CI in debug builds):
 //! readiness and churn storms converge with a bounded queue and without starving an unrelated Service;
 //! Services over 10,000 endpoints; pods with 200 labels; IPv6-only and dual-stack pods on single-stack
-//! Services; annotated selectors that match everything (or are empty).
+//! Services; annotated selectors that match everything (or are empty); Service turnover leaves no entry in
+//! roster's overlay of unconfirmed writes.
 
 mod support;
 
@@ -403,6 +404,74 @@ async fn pod_churn_storm_converges_and_leaves_nothing_behind() {
     let counts = env.memory_server().unwrap().request_counts();
     assert_eq!(counts.noop_writes("endpoints"), 0, "no-op Endpoints writes");
     assert_eq!(counts.noop_writes("endpointslices"), 0, "no-op slice writes");
+    roster.stop().await;
+}
+
+/// Service turnover: Services created, then half deleted (roster deletes their Endpoints and slices), then
+/// readiness flips on the rest. Afterwards roster's overlay of its own writes is empty: every write and delete
+/// was confirmed by the watch, including those whose event arrived before roster recorded the write (the
+/// soak's memory growth: such entries used to wait forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_turnover_leaves_no_unconfirmed_writes_behind() {
+    const SERVICES: usize = 30;
+    let (env, ns) = memory_world("turnover").await;
+    let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
+    let mut plans = Vec::new();
+    for s in 0..SERVICES {
+        service(&env, &ns, &format!("t{s}"), &format!("t{s}")).await;
+        for p in 0..2 {
+            plans.push(PodPlan::new(
+                format!("t{s}-{p}"),
+                &format!("t{s}"),
+                format!("10.8.{s}.{}", p + 1),
+                true,
+            ));
+        }
+    }
+    spawn_pods(&env, &ns, plans).await;
+    eventually("every Service has its Endpoints", || async {
+        all_endpoints(&env, &ns)
+            .await
+            .values()
+            .filter(|(r, _)| r.len() == 2)
+            .count()
+            == SERVICES
+    })
+    .await;
+    let services = Api::<Service>::namespaced(env.client(), &ns);
+    for s in (0..SERVICES).step_by(2) {
+        services
+            .delete(&format!("t{s}"), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    let kubelet = env.kubelet();
+    for s in (1..SERVICES).step_by(2) {
+        kubelet.set_ready(&ns, &format!("t{s}-0"), false).await.unwrap();
+    }
+    eventually(
+        "deleted Services lose their Endpoints and slices; the rest show the flip",
+        || async {
+            let eps = all_endpoints(&env, &ns).await;
+            let slices = all_slice_endpoints(&env, &ns).await;
+            eps.len() == SERVICES / 2
+                && slices.len() == SERVICES / 2
+                && eps
+                    .values()
+                    .all(|(ready, not_ready)| ready.len() == 1 && not_ready.len() == 1)
+        },
+    )
+    .await;
+    // The gauge is refreshed every 10 s: let one refresh pass after convergence. (Entries expire after 60 s;
+    // the flips' writes are younger than that here, so only the watch's confirmation can clear them.)
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    eventually("no unconfirmed writes left", || async {
+        let m = roster.metrics().await;
+        metric(&m, "roster_unconfirmed_writes{kind=\"endpoints\"}") == 0.0
+            && metric(&m, "roster_unconfirmed_writes{kind=\"endpointslice\"}") == 0.0
+            && metric(&m, "roster_cached_objects{kind=\"endpoints\"}") == (SERVICES / 2) as f64
+    })
+    .await;
     roster.stop().await;
 }
 
