@@ -13,7 +13,6 @@ pub mod controller;
 pub mod desired;
 pub mod dev;
 pub mod error;
-pub mod heap;
 pub mod lease;
 pub mod metrics;
 pub mod run;

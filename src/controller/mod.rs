@@ -200,7 +200,6 @@ pub async fn run(
                 .expect("objects lock")
                 .expire_unconfirmed(std::time::Instant::now());
             ctx.update_cache_gauges();
-            crate::heap::release_free_pages();
             tokio::time::sleep(Duration::from_secs(10)).await;
         }
     };
