@@ -278,10 +278,10 @@ impl Objects {
     }
 
     /// Records a delete unless its event has arrived: roster deletes only what its cache or its own
-    /// unconfirmed create shows, so an object in neither is already gone from the watch's view.
+    /// unconfirmed write shows, so an object in neither is already gone from the watch's view.
     pub fn record_endpoints_delete(&mut self, key: &ServiceKey, rv: Option<String>) {
-        let pending_create = matches!(self.written_endpoints.get(key), Some(Written::Object { .. }));
-        if !self.endpoints.contains_key(key) && !pending_create {
+        let pending_write = matches!(self.written_endpoints.get(key), Some(Written::Object { .. }));
+        if !self.endpoints.contains_key(key) && !pending_write {
             self.written_endpoints.remove(key);
             return;
         }
@@ -315,11 +315,11 @@ impl Objects {
     pub fn record_slice_delete(&mut self, key: &ServiceKey, slice: &EndpointSlice) {
         let name = slice.name_any();
         let cached = self.slices.get(key).is_some_and(|s| s.contains_key(&name));
-        let pending_create = self
+        let pending_write = self
             .written_slices
             .get(key)
             .is_some_and(|w| matches!(w.get(&name), Some(Written::Object { .. })));
-        if !cached && !pending_create {
+        if !cached && !pending_write {
             self.forget_slice_write(key, &name);
             return;
         }
