@@ -241,7 +241,9 @@ fn roster_command(kubeconfig: &Path, extra: &[String]) -> anyhow::Result<(Comman
     let port = roster_envtest::real::free_port()?;
     let admin: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let level = std::env::var("ROSTER_BENCH_LOG").unwrap_or_else(|_| "warn".into());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roster"));
+    // ROSTER_BENCH_BIN runs another build of roster (an A/B comparison of two commits side by side).
+    let binary = std::env::var_os("ROSTER_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_roster").into());
+    let mut cmd = Command::new(binary);
     cmd.args(["run", "--kubeconfig"])
         .arg(kubeconfig)
         .args([
