@@ -112,6 +112,14 @@ fn namespaced_name(meta: &ObjectMeta) -> (String, String) {
     )
 }
 
+/// Whether `meta` is the object a cached record was made from: same uid, same non-empty resourceVersion
+/// (the server changes it with every write, so the content is the same too).
+fn same_version(uid: &str, resource_version: &str, meta: &ObjectMeta) -> bool {
+    !resource_version.is_empty()
+        && meta.resource_version.as_deref() == Some(resource_version)
+        && meta.uid.as_deref().unwrap_or_default() == uid
+}
+
 /// The caches. A plain synchronous struct: the controller wraps it in a lock.
 #[derive(Debug, Default)]
 pub struct Cache {
@@ -136,13 +144,28 @@ impl Cache {
         self.upsert_pod_record(record)
     }
 
-    /// The compact record of a pod, its strings shared through the cache's interner. A (re)list holds these
-    /// rather than the decoded pods until it is complete: a few hundred bytes per pod instead of kilobytes.
+    /// The compact record of a pod, its strings shared through the cache's interner.
     pub fn compact_pod(&mut self, pod: &PodProjection) -> Arc<PodRecord> {
         Arc::new(PodRecord::from_projection(pod, &mut self.interner))
     }
 
-    /// [`Cache::upsert_pod`] for a record made by [`Cache::compact_pod`].
+    /// How a (re)list holds a pod until the list is complete: as its compact record (a few hundred bytes
+    /// instead of the decoded kilobytes), and as the cached record itself when the cache holds the pod at
+    /// the same resourceVersion, so a relist builds records only for the pods that changed instead of a
+    /// second copy of the cache.
+    pub fn hold_pod(&mut self, pod: &PodProjection) -> Arc<PodRecord> {
+        let meta = &pod.metadata;
+        let cached = self.pod(
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+        );
+        match cached {
+            Some(cached) if same_version(&cached.uid, &cached.resource_version, meta) => cached,
+            _ => self.compact_pod(pod),
+        }
+    }
+
+    /// [`Cache::upsert_pod`] for a record made by [`Cache::hold_pod`] or [`Cache::compact_pod`].
     pub fn upsert_pod_record(&mut self, record: Arc<PodRecord>) -> Affected {
         let ns = self.namespaces.entry(record.namespace.clone()).or_default();
         let old = ns.pods.insert(record.name.clone(), record.clone());
@@ -250,6 +273,12 @@ impl Cache {
     pub fn upsert_service(&mut self, svc: &Service, source: SelectorSource) -> Affected {
         let record = Arc::new(ServiceRecord::from_service(svc, source, &mut self.interner));
         let ns = self.namespaces.entry(record.namespace.clone()).or_default();
+        if let Some(old) = ns.services.get(&record.name)
+            && old.resource_version == record.resource_version
+            && old.relevant_eq(&record)
+        {
+            return Affected::unchanged(); // a relist or resync of an unchanged Service: keep the cached record
+        }
         let old = ns.services.insert(record.name.clone(), record.clone());
         if old.is_none() {
             self.service_count += 1;

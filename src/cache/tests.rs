@@ -581,6 +581,49 @@ fn relist_replaces_cached_objects() {
 }
 
 #[test]
+fn relist_holds_unchanged_pods_and_services_as_the_cached_records() {
+    let mut cache = Cache::new();
+    let web = service("shop", "web", json!({ "app": "web" }));
+    cache.upsert_service(&web, SelectorSource::Spec);
+    cache.upsert_pod(pod("shop", "web-1", json!({ "app": "web" })));
+    let cached = cache.pod("shop", "web-1").unwrap();
+    let cached_service = cache.service(&ServiceKey::new("shop", "web")).unwrap();
+
+    let listed = cache.hold_pod(&pod("shop", "web-1", json!({ "app": "web" })));
+    assert!(
+        Arc::ptr_eq(&listed, &cached),
+        "same uid and resourceVersion: the cached record"
+    );
+    assert_eq!(cache.replace_pods(vec![listed]), Affected::default());
+    assert_eq!(
+        cache.replace_services(&[web], SelectorSource::Spec),
+        Affected::default()
+    );
+    let relisted_service = cache.service(&ServiceKey::new("shop", "web")).unwrap();
+    assert!(
+        Arc::ptr_eq(&relisted_service, &cached_service),
+        "unchanged Service: the cached record"
+    );
+
+    let mut changed = pod_json("shop", "web-1", json!({ "app": "web" }), "10.0.0.2", "node-a");
+    changed["metadata"]["resourceVersion"] = json!("2");
+    let listed = cache.hold_pod(&serde_json::from_value(changed).unwrap());
+    assert!(!Arc::ptr_eq(&listed, &cached), "a newer version: a new record");
+    assert_eq!(keys(&cache.replace_pods(vec![listed])), ["shop/web"]);
+    assert_eq!(cache.pod("shop", "web-1").unwrap().ips[0].to_string(), "10.0.0.2");
+
+    let mut recreated = pod_json("shop", "web-1", json!({ "app": "web" }), "10.0.0.2", "node-a");
+    recreated["metadata"]["resourceVersion"] = json!("2");
+    recreated["metadata"]["uid"] = json!("uid-other");
+    let listed = cache.hold_pod(&serde_json::from_value(recreated).unwrap());
+    assert_eq!(
+        listed.uid.as_ref(),
+        "uid-other",
+        "another pod of the same name: a new record"
+    );
+}
+
+#[test]
 fn pod_record_is_compact() {
     // Strings live behind interned `Arc`s; the record itself stays small.
     assert!(

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
 use crate::cache::ServiceKey;
@@ -65,6 +66,14 @@ pub fn key_of<K: kube::Resource>(obj: &K) -> ServiceKey {
     )
 }
 
+/// Whether `listed` is the very object `cached` was made from: same uid and the same resourceVersion, which
+/// the server changes with every write.
+fn same_version(cached: &ObjectMeta, listed: &ObjectMeta) -> bool {
+    cached.resource_version.is_some()
+        && cached.resource_version == listed.resource_version
+        && cached.uid == listed.uid
+}
+
 fn slice_service(slice: &EndpointSlice) -> Option<ServiceKey> {
     let service = slice.labels().get(SERVICE_NAME_LABEL)?;
     Some(ServiceKey::new(
@@ -80,14 +89,30 @@ impl Objects {
     /// changes nothing roster's reconciles see (they already read that write from the overlay).
     pub fn apply_endpoints(&mut self, mut ep: Endpoints) -> Option<ServiceKey> {
         ep.metadata.managed_fields = None;
-        let key = key_of(&ep);
+        self.apply_held_endpoints(Arc::new(ep))
+    }
+
+    fn apply_held_endpoints(&mut self, ep: Arc<Endpoints>) -> Option<ServiceKey> {
+        let key = key_of(ep.as_ref());
         let echo = matches!(
             self.written_endpoints.get(&key),
             Some(Written::Object { obj, .. }) if obj.resource_version().is_some() && obj.resource_version() == ep.resource_version()
         );
         self.settle_endpoints(&key, ep.resource_version().as_deref());
-        self.endpoints.insert(key.clone(), Arc::new(ep));
+        self.endpoints.insert(key.clone(), ep);
         (!echo).then_some(key)
+    }
+
+    /// How a (re)list holds an Endpoints until the list is complete: the cached one when the list shows it
+    /// unchanged (same uid and resourceVersion), so a relist copies only what changed.
+    pub fn hold_endpoints(&self, mut ep: Endpoints) -> Arc<Endpoints> {
+        match self.endpoints.get(&key_of(&ep)) {
+            Some(cached) if same_version(&cached.metadata, &ep.metadata) => cached.clone(),
+            _ => {
+                ep.metadata.managed_fields = None;
+                Arc::new(ep)
+            }
+        }
     }
 
     pub fn delete_endpoints(&mut self, ep: &Endpoints) -> ServiceKey {
@@ -100,12 +125,12 @@ impl Objects {
     }
 
     /// Replaces every Endpoints after a relist; returns the keys that appeared, changed or vanished.
-    pub fn relist_endpoints(&mut self, all: Vec<Endpoints>) -> Vec<ServiceKey> {
+    pub fn relist_endpoints(&mut self, all: Vec<Arc<Endpoints>>) -> Vec<ServiceKey> {
         let mut touched: Vec<ServiceKey> = self.endpoints.keys().cloned().collect();
         self.endpoints.clear();
         for ep in all {
-            touched.push(key_of(&ep));
-            self.apply_endpoints(ep);
+            touched.push(key_of(ep.as_ref()));
+            self.apply_held_endpoints(ep);
         }
         self.settle_endpoints_missing_from_relist();
         touched.sort();
@@ -128,6 +153,10 @@ impl Objects {
     /// Caches `slice`; returns its Service unless the event is the echo of roster's own last write of it.
     pub fn apply_slice(&mut self, mut slice: EndpointSlice) -> Option<ServiceKey> {
         slice.metadata.managed_fields = None;
+        self.apply_held_slice(Arc::new(slice))
+    }
+
+    fn apply_held_slice(&mut self, slice: Arc<EndpointSlice>) -> Option<ServiceKey> {
         let key = slice_service(&slice)?;
         let name = slice.name_any();
         let echo = matches!(
@@ -135,11 +164,22 @@ impl Objects {
             Some(Written::Object { obj, .. }) if obj.resource_version().is_some() && obj.resource_version() == slice.resource_version()
         );
         self.settle_slice(&key, &name, slice.metadata.generation, false);
-        self.slices
-            .entry(key.clone())
-            .or_default()
-            .insert(name, Arc::new(slice));
+        self.slices.entry(key.clone()).or_default().insert(name, slice);
         (!echo).then_some(key)
+    }
+
+    /// [`Objects::hold_endpoints`] for a slice.
+    pub fn hold_slice(&self, mut slice: EndpointSlice) -> Arc<EndpointSlice> {
+        let cached = slice_service(&slice)
+            .and_then(|key| self.slices.get(&key))
+            .and_then(|slices| slices.get(slice.metadata.name.as_deref().unwrap_or_default()));
+        match cached {
+            Some(cached) if same_version(&cached.metadata, &slice.metadata) => cached.clone(),
+            _ => {
+                slice.metadata.managed_fields = None;
+                Arc::new(slice)
+            }
+        }
     }
 
     pub fn delete_slice(&mut self, slice: &EndpointSlice) -> Option<ServiceKey> {
@@ -155,12 +195,12 @@ impl Objects {
         Some(key)
     }
 
-    pub fn relist_slices(&mut self, all: Vec<EndpointSlice>) -> Vec<ServiceKey> {
+    pub fn relist_slices(&mut self, all: Vec<Arc<EndpointSlice>>) -> Vec<ServiceKey> {
         let mut touched: Vec<ServiceKey> = self.slices.keys().cloned().collect();
         self.slices.clear();
         for slice in all {
             touched.extend(slice_service(&slice));
-            self.apply_slice(slice);
+            self.apply_held_slice(slice);
         }
         self.settle_slice_deletes_missing_from_relist();
         touched.sort();
@@ -387,7 +427,6 @@ impl Objects {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn endpoints(rv: &str) -> Endpoints {
         Endpoints {
@@ -467,7 +506,64 @@ mod tests {
             "someone else's"
         );
         // A relist always reports every Service.
-        assert_eq!(objects.relist_slices(vec![slice("6", 3)]), vec![key]);
+        let held = objects.hold_slice(slice("6", 3));
+        assert_eq!(objects.relist_slices(vec![held]), vec![key]);
+    }
+
+    #[test]
+    fn a_relist_holds_unchanged_objects_as_the_cached_copies() {
+        let key = ServiceKey::new("ns", "web");
+        let mut objects = Objects::default();
+        objects.apply_endpoints(endpoints("1"));
+        objects.apply_slice(slice("1", 1));
+        let cached_ep = objects.endpoints(&key).unwrap();
+        let cached_slice = objects.slices(&key).remove(0);
+
+        let same_ep = objects.hold_endpoints(endpoints("1"));
+        let same_slice = objects.hold_slice(slice("1", 1));
+        assert!(
+            Arc::ptr_eq(&same_ep, &cached_ep),
+            "unchanged Endpoints: the cached copy"
+        );
+        assert!(
+            Arc::ptr_eq(&same_slice, &cached_slice),
+            "unchanged slice: the cached copy"
+        );
+
+        let mut recreated = endpoints("1");
+        recreated.metadata.uid = Some("other".into());
+        assert!(
+            !Arc::ptr_eq(&objects.hold_endpoints(recreated), &cached_ep),
+            "another object"
+        );
+        let changed_ep = objects.hold_endpoints(endpoints("2"));
+        let changed_slice = objects.hold_slice(slice("2", 2));
+        assert!(
+            !Arc::ptr_eq(&changed_ep, &cached_ep),
+            "changed Endpoints: a new copy"
+        );
+        assert!(
+            !Arc::ptr_eq(&changed_slice, &cached_slice),
+            "changed slice: a new copy"
+        );
+
+        objects.relist_endpoints(vec![changed_ep]);
+        drop(same_slice);
+        objects.relist_slices(vec![changed_slice]);
+        assert_eq!(
+            objects.endpoints(&key).unwrap().resource_version().as_deref(),
+            Some("2")
+        );
+        let versions: Vec<_> = objects
+            .slices(&key)
+            .iter()
+            .map(|s| s.resource_version())
+            .collect();
+        assert_eq!(
+            versions,
+            vec![Some("2".to_string())],
+            "the listed version replaced the cached one"
+        );
     }
 
     #[test]

@@ -25,7 +25,8 @@ pub enum Change<K: Listed> {
 }
 
 /// How a kind's objects are held while a (re)list is in progress: every object of the list is alive at
-/// once, so pods are compacted as they arrive rather than kept decoded until the list ends.
+/// once, so pods are compacted as they arrive rather than kept decoded until the list ends, and an object
+/// the caches hold unchanged (same resourceVersion) is held as the cached copy, not as a second one.
 pub trait Listed: Sized {
     type Held;
     fn hold(ctx: &Context, obj: Self) -> Self::Held;
@@ -34,7 +35,7 @@ pub trait Listed: Sized {
 impl Listed for PodProjection {
     type Held = Arc<PodRecord>;
     fn hold(ctx: &Context, pod: Self) -> Arc<PodRecord> {
-        ctx.cache.write().expect("cache lock").compact_pod(&pod)
+        ctx.cache.write().expect("cache lock").hold_pod(&pod)
     }
 }
 
@@ -51,18 +52,16 @@ macro_rules! held_as_they_are {
 held_as_they_are!(Service, NodeProjection);
 
 impl Listed for Endpoints {
-    type Held = Self;
-    fn hold(_: &Context, mut ep: Self) -> Self {
-        ep.metadata.managed_fields = None;
-        ep
+    type Held = Arc<Self>;
+    fn hold(ctx: &Context, ep: Self) -> Arc<Self> {
+        ctx.objects.lock().expect("objects lock").hold_endpoints(ep)
     }
 }
 
 impl Listed for EndpointSlice {
-    type Held = Self;
-    fn hold(_: &Context, mut slice: Self) -> Self {
-        slice.metadata.managed_fields = None;
-        slice
+    type Held = Arc<Self>;
+    fn hold(ctx: &Context, slice: Self) -> Arc<Self> {
+        ctx.objects.lock().expect("objects lock").hold_slice(slice)
     }
 }
 
