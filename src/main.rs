@@ -3,6 +3,10 @@ use std::io::IsTerminal;
 use clap::Parser;
 use roster::args::{Cli, Command, LogArgs, LogFormat};
 
+/// jemalloc instead of glibc's malloc: see "Memory" in the README's Failure behaviour.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn init_logging(log: &LogArgs) {
     let filter = tracing_subscriber::EnvFilter::try_new(&log.log_level).unwrap_or_else(|err| {
         eprintln!("invalid --log-level '{}': {err}; using info", log.log_level);
