@@ -548,7 +548,6 @@ mod tests {
         );
 
         objects.relist_endpoints(vec![changed_ep]);
-        drop(same_slice);
         objects.relist_slices(vec![changed_slice]);
         assert_eq!(
             objects.endpoints(&key).unwrap().resource_version().as_deref(),
