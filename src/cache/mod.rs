@@ -112,9 +112,9 @@ fn namespaced_name(meta: &ObjectMeta) -> (String, String) {
     )
 }
 
-/// Whether `meta` is the object a cached record was made from: same uid, same non-empty resourceVersion
-/// (the server changes it with every write, so the content is the same too).
-fn same_version(uid: &str, resource_version: &str, meta: &ObjectMeta) -> bool {
+/// Whether `meta` is the object a cached record or object was made from: same uid, same non-empty
+/// resourceVersion (the server changes it with every write, so the content is the same too).
+pub fn same_version(uid: &str, resource_version: &str, meta: &ObjectMeta) -> bool {
     !resource_version.is_empty()
         && meta.resource_version.as_deref() == Some(resource_version)
         && meta.uid.as_deref().unwrap_or_default() == uid

@@ -16,10 +16,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 
-use crate::cache::ServiceKey;
+use crate::cache::{ServiceKey, same_version};
 
 /// The label naming a slice's Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -66,12 +65,22 @@ pub fn key_of<K: kube::Resource>(obj: &K) -> ServiceKey {
     )
 }
 
-/// Whether `listed` is the very object `cached` was made from: same uid and the same resourceVersion, which
-/// the server changes with every write.
-fn same_version(cached: &ObjectMeta, listed: &ObjectMeta) -> bool {
-    cached.resource_version.is_some()
-        && cached.resource_version == listed.resource_version
-        && cached.uid == listed.uid
+/// How an object from the watch is kept: as `cached` when that is the very same object version (a relist
+/// then copies only what changed), otherwise as itself without `managedFields`.
+fn held<K: Resource>(cached: Option<&Arc<K>>, mut obj: K) -> Arc<K> {
+    if let Some(cached) = cached {
+        let meta = cached.meta();
+        let uid = meta.uid.as_deref().unwrap_or_default();
+        if same_version(
+            uid,
+            meta.resource_version.as_deref().unwrap_or_default(),
+            obj.meta(),
+        ) {
+            return cached.clone();
+        }
+    }
+    obj.meta_mut().managed_fields = None;
+    Arc::new(obj)
 }
 
 fn slice_service(slice: &EndpointSlice) -> Option<ServiceKey> {
@@ -87,9 +96,8 @@ impl Objects {
 
     /// Caches `ep`; returns its Service unless the event is the echo of roster's own last write, which
     /// changes nothing roster's reconciles see (they already read that write from the overlay).
-    pub fn apply_endpoints(&mut self, mut ep: Endpoints) -> Option<ServiceKey> {
-        ep.metadata.managed_fields = None;
-        self.apply_held_endpoints(Arc::new(ep))
+    pub fn apply_endpoints(&mut self, ep: Endpoints) -> Option<ServiceKey> {
+        self.apply_held_endpoints(held(None, ep))
     }
 
     fn apply_held_endpoints(&mut self, ep: Arc<Endpoints>) -> Option<ServiceKey> {
@@ -105,14 +113,8 @@ impl Objects {
 
     /// How a (re)list holds an Endpoints until the list is complete: the cached one when the list shows it
     /// unchanged (same uid and resourceVersion), so a relist copies only what changed.
-    pub fn hold_endpoints(&self, mut ep: Endpoints) -> Arc<Endpoints> {
-        match self.endpoints.get(&key_of(&ep)) {
-            Some(cached) if same_version(&cached.metadata, &ep.metadata) => cached.clone(),
-            _ => {
-                ep.metadata.managed_fields = None;
-                Arc::new(ep)
-            }
-        }
+    pub fn hold_endpoints(&self, ep: Endpoints) -> Arc<Endpoints> {
+        held(self.endpoints.get(&key_of(&ep)), ep)
     }
 
     pub fn delete_endpoints(&mut self, ep: &Endpoints) -> ServiceKey {
@@ -151,9 +153,8 @@ impl Objects {
     }
 
     /// Caches `slice`; returns its Service unless the event is the echo of roster's own last write of it.
-    pub fn apply_slice(&mut self, mut slice: EndpointSlice) -> Option<ServiceKey> {
-        slice.metadata.managed_fields = None;
-        self.apply_held_slice(Arc::new(slice))
+    pub fn apply_slice(&mut self, slice: EndpointSlice) -> Option<ServiceKey> {
+        self.apply_held_slice(held(None, slice))
     }
 
     fn apply_held_slice(&mut self, slice: Arc<EndpointSlice>) -> Option<ServiceKey> {
@@ -169,17 +170,11 @@ impl Objects {
     }
 
     /// [`Objects::hold_endpoints`] for a slice.
-    pub fn hold_slice(&self, mut slice: EndpointSlice) -> Arc<EndpointSlice> {
+    pub fn hold_slice(&self, slice: EndpointSlice) -> Arc<EndpointSlice> {
         let cached = slice_service(&slice)
             .and_then(|key| self.slices.get(&key))
             .and_then(|slices| slices.get(slice.metadata.name.as_deref().unwrap_or_default()));
-        match cached {
-            Some(cached) if same_version(&cached.metadata, &slice.metadata) => cached.clone(),
-            _ => {
-                slice.metadata.managed_fields = None;
-                Arc::new(slice)
-            }
-        }
+        held(cached, slice)
     }
 
     pub fn delete_slice(&mut self, slice: &EndpointSlice) -> Option<ServiceKey> {
@@ -427,6 +422,7 @@ impl Objects {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn endpoints(rv: &str) -> Endpoints {
         Endpoints {
