@@ -446,9 +446,17 @@ async fn denied_addresses_are_reported_and_never_probed(tier: Tier) {
     let spec = json!({"backends": backends, "readinessProbe": tcp_probe(json!(live.port()), 1, 3)});
     create_backendset(&env, &ns, "db", spec).await;
     wait_published(&h, &ns, "db", &[(LIVE_IP, true)]).await;
-    let bs = wait_backendset(&env, &ns, "db", "the loop.test address in status", |bs| {
-        address_message(bs, "127.0.0.2").is_some()
-    })
+    // The status is written apart from the Endpoints, so it may still show the live backend as not ready.
+    let bs = wait_backendset(
+        &env,
+        &ns,
+        "db",
+        "the loop.test address and the ready backend in status",
+        |bs| {
+            address_message(bs, "127.0.0.2").is_some()
+                && bs.status.as_ref().is_some_and(|s| s.ready_count == 1)
+        },
+    )
     .await;
     let cases = [
         (
@@ -476,11 +484,7 @@ async fn denied_addresses_are_reported_and_never_probed(tier: Tier) {
         );
     }
     let status = bs.status.unwrap();
-    assert_eq!(
-        (status.ready_count, status.total_count),
-        (1, 1),
-        "denied addresses are not published"
-    );
+    assert_eq!(status.total_count, 1, "denied addresses are not published");
     let successes = h.probes("success");
     eventually("a few more probes", || async {
         h.probes("success") >= successes + 2
