@@ -384,11 +384,12 @@ async fn invalid_input_is_reported(tier: Tier) {
         condition(&bs, "Ready").unwrap().2,
         "nothing is published: exec probes are not supported: roster cannot run commands on external backends"
     );
-    let view = h
-        .registry
-        .view(&ServiceKey::new(&ns, "exec"))
-        .expect("bound, publishing nothing");
-    assert!(view.addresses.is_empty());
+    // The Service may reach the binding after the status was written.
+    let view = eventually_some("Service exec bound", || async {
+        h.registry.view(&ServiceKey::new(&ns, "exec"))
+    })
+    .await;
+    assert!(view.addresses.is_empty(), "publishing nothing");
     warning(&env, &ns, "exec", "InvalidProbe").await;
 
     pg_service(&env, &ns, "mixed").await;
