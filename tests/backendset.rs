@@ -157,7 +157,12 @@ async fn a_backend_going_down_leaves_and_returns(tier: Tier) {
     )
     .await;
     wait_published(&h, &ns, "db", &[(LIVE_IP, true)]).await;
-    let bs = wait_condition(&env, &ns, "db", "Ready", "True", "AllReady").await;
+    // The Service may reach the binding after a status showing the ready backend was written, and the
+    // status is written apart from the registry: wait for a status showing both.
+    let bs = wait_backendset(&env, &ns, "db", "Ready=True (AllReady) and bound", |bs| {
+        has_condition(bs, "Ready", "True", "AllReady") && has_condition(bs, "ServiceBound", "True", "Bound")
+    })
+    .await;
     let status = bs.status.clone().unwrap();
     assert_eq!(
         (status.summary.as_deref(), status.ready_count, status.total_count),
