@@ -35,7 +35,8 @@ use support::{RosterProcess, admin_get};
 const NAMESPACE: &str = "diff";
 /// How long both sides must stay unchanged, with empty work queues, to count as converged.
 const QUIET: Duration = Duration::from_millis(4000);
-const CONVERGE_TIMEOUT: Duration = Duration::from_secs(45);
+/// Only bounds a hang: on a loaded machine (CI beside other runs) settling has taken over 45 s.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(150);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roster_and_upstream_publish_the_same_endpoints() {
@@ -187,8 +188,12 @@ async fn converge(
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let now = (list(upstream_env).await, list(roster_env).await);
-        let idle = upstream.queue_empty().await && roster_queue_empty(roster).await;
-        if versions(&now.0) != versions(&last.0) || versions(&now.1) != versions(&last.1) || !idle {
+        let idle = (upstream.queue_empty().await, roster_queue_empty(roster).await);
+        let moved = (
+            versions(&now.0) != versions(&last.0),
+            versions(&now.1) != versions(&last.1),
+        );
+        if moved.0 || moved.1 || !idle.0 || !idle.1 {
             stable_since = Instant::now();
         }
         last = now;
@@ -197,7 +202,12 @@ async fn converge(
         }
         assert!(
             Instant::now() < deadline,
-            "round {round}: the controllers did not settle within {CONVERGE_TIMEOUT:?}\nkube-controller-manager:\n{}",
+            "round {round}: the controllers did not settle within {CONVERGE_TIMEOUT:?} (last look: queues empty \
+             upstream {}, roster {}; Endpoints changing upstream {}, roster {})\nkube-controller-manager:\n{}",
+            idle.0,
+            idle.1,
+            moved.0,
+            moved.1,
             upstream.log_tail(20)
         );
     }
