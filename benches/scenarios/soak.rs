@@ -105,12 +105,23 @@ const OPS: [(Op, u32); 6] = [
     (Op::Repoint, 4),
 ];
 
+/// IPs a Service's Endpoints must hold (none once it is gone).
+fn target_addresses(target: &Target) -> usize {
+    match target {
+        Target::Content { ready, not_ready } => ready.len() + not_ready.len(),
+        Target::Gone => 0,
+    }
+}
+
 /// One row of the soak record, written at every check.
 struct Sample {
     at_s: f64,
     cycle: usize,
     pods: usize,
     services: usize,
+    /// Addresses the live Services' Endpoints must hold: the world's size for roster (it drifts as
+    /// re-pointed Services come to share apps).
+    addresses: usize,
     ops: u64,
     converge_s: f64,
     rss_mib: f64,
@@ -131,7 +142,7 @@ pub async fn run(b: &Arc<Bench>, p: &Params, csv: Option<&Path>) -> anyhow::Resu
             let mut f = std::fs::File::create(path)?;
             writeln!(
                 f,
-                "at_s,cycle,pods,services,ops,converge_s,roster_rss_mib,roster_cpu_s,harness_rss_mib,unconfirmed_writes,fault"
+                "at_s,cycle,pods,services,addresses,ops,converge_s,roster_rss_mib,roster_cpu_s,harness_rss_mib,unconfirmed_writes,fault"
             )?;
             Some(f)
         }
@@ -153,11 +164,14 @@ pub async fn run(b: &Arc<Bench>, p: &Params, csv: Option<&Path>) -> anyhow::Resu
             eprintln!("   soak cycle {cycle}: VIOLATION: {e:#}");
             violations.push(format!("cycle {cycle}: {e:#}"));
         }
-        let (pods, services) = {
+        let (pods, services, addresses) = {
             let m = b.world.model();
             (
                 m.pods.iter().filter(|p| p.alive).count(),
                 m.services.iter().filter(|s| s.alive).count(),
+                (0..m.services.len())
+                    .map(|s| target_addresses(&m.target(s)))
+                    .sum(),
             )
         };
         let s = Sample {
@@ -165,6 +179,7 @@ pub async fn run(b: &Arc<Bench>, p: &Params, csv: Option<&Path>) -> anyhow::Resu
             cycle,
             pods,
             services,
+            addresses,
             ops,
             converge_s,
             rss_mib: ctl.rss_mib(),
@@ -179,11 +194,12 @@ pub async fn run(b: &Arc<Bench>, p: &Params, csv: Option<&Path>) -> anyhow::Resu
         if let Some(f) = csv.as_mut() {
             writeln!(
                 f,
-                "{:.1},{},{},{},{},{:.3},{:.2},{:.2},{:.1},{},{}",
+                "{:.1},{},{},{},{},{},{:.3},{:.2},{:.2},{:.1},{},{}",
                 s.at_s,
                 s.cycle,
                 s.pods,
                 s.services,
+                s.addresses,
                 s.ops,
                 s.converge_s,
                 s.rss_mib,
@@ -195,10 +211,11 @@ pub async fn run(b: &Arc<Bench>, p: &Params, csv: Option<&Path>) -> anyhow::Resu
         }
         if cycle % 30 == 1 {
             eprintln!(
-                "   soak {:>6.0} s cycle {cycle}: {} pods, {} Services, {} ops, converged in {:.2} s, roster RSS {:.1} MiB, CPU {:.1} s, unconfirmed writes {}, violations {}",
+                "   soak {:>6.0} s cycle {cycle}: {} pods, {} Services ({} addresses), {} ops, converged in {:.2} s, roster RSS {:.1} MiB, CPU {:.1} s, unconfirmed writes {}, violations {}",
                 s.at_s,
                 s.pods,
                 s.services,
+                s.addresses,
                 s.ops,
                 s.converge_s,
                 s.rss_mib,
@@ -573,4 +590,7 @@ fn summarize(report: &mut PhaseReport, samples: &[Sample], warmup_s: f64, violat
     notes.insert("rss_max_mib".into(), rss.fold(0.0, f64::max));
     let cpu = samples.last().map_or(0.0, |s| s.cpu_s) - samples.first().map_or(0.0, |s| s.cpu_s);
     notes.insert("roster_cpu_s".into(), cpu);
+    let addresses = |s: Option<&&Sample>| s.map_or(0.0, |s| s.addresses as f64);
+    notes.insert("addresses_after_warmup".into(), addresses(steady.first()));
+    notes.insert("addresses_at_end".into(), addresses(steady.last()));
 }
