@@ -13,8 +13,13 @@
 //! Expired, every watch is cut, the controller's next Endpoints/EndpointSlice writes get 500s, or 429s
 //! with Retry-After. RSS is judged after `warmup_s`: its least-squares slope per hour, and the last hour's
 //! mean against the first hour's.
+//!
+//! The world keeps its size, so that growth of roster is not confused with growth of the world: a fixed set
+//! of apps (`apps_per_service` per Service), new pods and relabelled pods go to a uniformly random app, and
+//! Services are created for or re-pointed to an app no other Service selects. The `addresses` column
+//! (addresses the live Services' Endpoints must hold) shows it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -47,6 +52,7 @@ pub fn defaults(size: &str) -> Vec<(&'static str, f64)> {
         ("namespaces", namespaces),
         ("services", services),
         ("pods_per_service", 8.0),
+        ("apps_per_service", 1.25),
         ("nodes", 50.0),
         ("duration_s", duration_s),
         ("warmup_s", warmup_s),
@@ -57,7 +63,8 @@ pub fn defaults(size: &str) -> Vec<(&'static str, f64)> {
     ]
 }
 
-/// Namespaces, Services `s<i>` each selecting its own app, and their pods.
+/// Namespaces, apps `a<j>` of `pods_per_service` pods each, `apps_per_service` of them per Service, and
+/// Services `s<i>` each selecting its own app (the other apps have no Service yet).
 pub async fn setup(b: &Arc<Bench>, p: &Params) -> anyhow::Result<()> {
     if b.cluster.memory().is_none() {
         bail!("the soak runs on the in-memory tier (--tier memory)");
@@ -68,10 +75,11 @@ pub async fn setup(b: &Arc<Bench>, p: &Params) -> anyhow::Result<()> {
     let (svcs, pods) = {
         let mut m = b.world.model();
         let (mut svcs, mut pods) = (Vec::new(), Vec::new());
-        for i in 0..p.n("services") {
-            let ns = i % p.n("namespaces");
-            let app = format!("a{i}");
-            svcs.push(m.add_service(ns, &app));
+        for j in 0..apps(p) {
+            let (ns, app) = app_of(p, j);
+            if j < p.n("services") {
+                svcs.push(m.add_service(ns, &app));
+            }
             for k in 0..p.n("pods_per_service") {
                 pods.push(m.add_pod(ns, &app, k % 4 != 0));
             }
@@ -80,6 +88,17 @@ pub async fn setup(b: &Arc<Bench>, p: &Params) -> anyhow::Result<()> {
     };
     b.world.create_services(&b.cluster, &svcs, 1).await?;
     b.world.create_pods(&b.cluster, &pods, 32).await
+}
+
+/// How many apps the world has: a fixed set, so that it keeps its size (pods per app, Services per app and
+/// the addresses roster holds stay where they start).
+fn apps(p: &Params) -> usize {
+    (p.f("services") * p.f("apps_per_service")).ceil() as usize
+}
+
+/// Namespace and name of app `j`.
+fn app_of(p: &Params, j: usize) -> (usize, String) {
+    (j % p.n("namespaces"), format!("a{j}"))
 }
 
 /// One churn operation.
@@ -119,8 +138,7 @@ struct Sample {
     cycle: usize,
     pods: usize,
     services: usize,
-    /// Addresses the live Services' Endpoints must hold: the world's size for roster (it drifts as
-    /// re-pointed Services come to share apps).
+    /// Addresses the live Services' Endpoints must hold: the world's size for roster.
     addresses: usize,
     ops: u64,
     converge_s: f64,
@@ -317,7 +335,7 @@ async fn churn(b: &Arc<Bench>, p: &Params) -> anyhow::Result<u64> {
 /// Makes one operation in the model and then through the API; false when there was nothing to do it on.
 async fn apply(b: &Arc<Bench>, p: &Params, op: Op) -> anyhow::Result<bool> {
     let w = &b.world;
-    let pods_wanted = p.n("services") * p.n("pods_per_service");
+    let pods_wanted = apps(p) * p.n("pods_per_service");
     match op {
         Op::Flip => {
             let Some(pod) = random_pod(b) else {
@@ -338,15 +356,9 @@ async fn apply(b: &Arc<Bench>, p: &Params, op: Op) -> anyhow::Result<bool> {
             w.touch(pod, value).await?;
         }
         Op::PodTurnover if live_pods(b) < pods_wanted => {
-            let Some(svc) = random_service(b) else {
-                return Ok(false);
-            };
+            let (ns, app) = app_of(p, b.rng().random_range(0..apps(p)));
             let ready = b.rng().random_bool(0.7);
-            let pod = {
-                let mut m = w.model();
-                let (ns, app) = (m.services[svc].ns, m.services[svc].app.clone());
-                m.add_pod(ns, &app, ready)
-            };
+            let pod = w.model().add_pod(ns, &app, ready);
             w.create_pods(&b.cluster, &[pod], 1).await?;
         }
         Op::PodTurnover => {
@@ -361,16 +373,14 @@ async fn apply(b: &Arc<Bench>, p: &Params, op: Op) -> anyhow::Result<bool> {
                 return Ok(false);
             };
             let ns = w.model().pods[pod].ns;
-            let Some(app) = random_app_in(b, ns) else {
-                return Ok(false);
-            };
+            let app = random_app_in(b, p, ns);
             w.model().relabel(pod, &app);
             w.set_app(pod, &app).await?;
         }
         Op::ServiceTurnover if live_services(b) < p.n("services") => {
             let namespaces = w.model().namespaces.len();
             let ns = b.rng().random_range(0..namespaces);
-            let Some(app) = random_app_in(b, ns) else {
+            let Some(app) = unselected_app_in(b, p, ns) else {
                 return Ok(false);
             };
             let svc = w.model().add_service(ns, &app);
@@ -388,7 +398,7 @@ async fn apply(b: &Arc<Bench>, p: &Params, op: Op) -> anyhow::Result<bool> {
                 return Ok(false);
             };
             let ns = w.model().services[svc].ns;
-            let Some(app) = random_app_in(b, ns) else {
+            let Some(app) = unselected_app_in(b, p, ns) else {
                 return Ok(false);
             };
             w.model().services[svc].app = app.clone();
@@ -423,14 +433,35 @@ fn random_service(b: &Arc<Bench>) -> Option<usize> {
         .find(|&s| m.services[s].alive)
 }
 
-/// The `app` of a random living pod in namespace `ns`.
-fn random_app_in(b: &Arc<Bench>, ns: usize) -> Option<String> {
-    let m = b.world.model();
-    (0..64)
-        .map(|_| b.rng().random_range(0..m.pods.len()))
-        .map(|p| &m.pods[p])
-        .find(|p| p.alive && p.ns == ns)
-        .map(|p| p.app.clone())
+/// The apps of namespace `ns`.
+fn apps_in(p: &Params, ns: usize) -> impl Iterator<Item = String> + '_ {
+    (ns..apps(p))
+        .step_by(p.n("namespaces"))
+        .map(move |j| app_of(p, j).1)
+}
+
+/// A uniformly random app of namespace `ns` (not one weighted by its pods, which would concentrate them).
+fn random_app_in(b: &Arc<Bench>, p: &Params, ns: usize) -> String {
+    let all: Vec<String> = apps_in(p, ns).collect();
+    all[b.rng().random_range(0..all.len())].clone()
+}
+
+/// A uniformly random app of namespace `ns` that no living Service selects, so that Services never come to
+/// share apps; `None` when every app has one.
+fn unselected_app_in(b: &Arc<Bench>, p: &Params, ns: usize) -> Option<String> {
+    let free: Vec<String> = {
+        let m = b.world.model();
+        let selected: HashSet<&str> = m
+            .services
+            .iter()
+            .filter(|s| s.alive && s.ns == ns)
+            .map(|s| s.app.as_str())
+            .collect();
+        apps_in(p, ns)
+            .filter(|a| !selected.contains(a.as_str()))
+            .collect()
+    };
+    (!free.is_empty()).then(|| free[b.rng().random_range(0..free.len())].clone())
 }
 
 /// The kubelet removes every terminating pod for good.
