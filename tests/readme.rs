@@ -74,6 +74,7 @@ fn run(command: &str, kubeconfig: &Path) -> Vec<String> {
         .arg(command)
         .current_dir(repo())
         .env("KUBECONFIG", kubeconfig)
+        .env("KUBECACHEDIR", roster_envtest::kubectl_cache_dir(kubeconfig))
         .output()
         .expect("sh");
     let text = format!(

@@ -80,6 +80,13 @@ enum Backend {
     },
 }
 
+/// The discovery cache kubectl should use with `kubeconfig`: beside it, never the shared `~/.kube/cache`,
+/// which kubectl keys by host and port only. Test servers come and go on reused ports, so a shared cache
+/// can hand kubectl another server's API groups (a 1.20 server's EndpointSlice v1beta1 for one serving v1).
+pub fn kubectl_cache_dir(kubeconfig: &Path) -> PathBuf {
+    kubeconfig.with_file_name("kube-cache")
+}
+
 /// A running API server with an admin client and a kubeconfig file kubectl can use.
 pub struct TestEnv {
     backend: Backend,
@@ -210,10 +217,12 @@ impl TestEnv {
         self.tier() == Tier::Memory
     }
 
-    /// A `kubectl` command bound to this environment's kubeconfig.
+    /// A `kubectl` command bound to this environment's kubeconfig and discovery cache.
     pub fn kubectl(&self) -> Command {
         let mut cmd = Command::new("kubectl");
-        cmd.arg("--kubeconfig").arg(&self.kubeconfig);
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .env("KUBECACHEDIR", kubectl_cache_dir(&self.kubeconfig));
         cmd
     }
 

@@ -132,6 +132,7 @@ pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(kubeconfig)
+        .env("KUBECACHEDIR", roster_envtest::kubectl_cache_dir(kubeconfig))
         .args(args)
         .output()
         .expect("running kubectl");

@@ -18,6 +18,7 @@ pub fn cases() -> Vec<Case> {
         kubectl_delete_wait_false,
         kubectl_get_watch_streams_changes,
         kubectl_get_endpoints,
+        kubectl_keeps_its_discovery_cache_beside_the_kubeconfig,
     ]
 }
 
@@ -211,5 +212,18 @@ async fn kubectl_get_endpoints(cx: Ctx) -> anyhow::Result<()> {
     check_eq!(rows.len(), 2usize, "header and one row in {out:?}");
     check_eq!(rows[0], vec!["NAME", "ENDPOINTS", "AGE"]);
     check_eq!(rows[1][..2], ["my-service", "10.1.2.3:80,10.1.2.4:80"]);
+    Ok(())
+}
+
+/// kubectl keys its discovery cache by host and port only, and test servers reuse ports: a shared
+/// `~/.kube/cache` once handed the in-memory server's kubectl a 1.20 server's EndpointSlice v1beta1.
+async fn kubectl_keeps_its_discovery_cache_beside_the_kubeconfig(cx: Ctx) -> anyhow::Result<()> {
+    kubectl(&cx, &["get", "endpointslices"]).await?;
+    let cache = roster_envtest::kubectl_cache_dir(cx.env.kubeconfig()).join("discovery");
+    anyhow::ensure!(
+        cache.is_dir(),
+        "kubectl wrote no discovery cache in {}",
+        cache.display()
+    );
     Ok(())
 }

@@ -51,6 +51,7 @@ async fn kubectl(config: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(config)
+        .env("KUBECACHEDIR", crate::kubectl_cache_dir(config))
         .args(args)
         .output()
         .await
@@ -206,6 +207,7 @@ async fn kubectl_get_watch_streams_changes() {
     let mut child = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(&config)
+        .env("KUBECACHEDIR", crate::kubectl_cache_dir(&config))
         .args(["get", "configmaps", "-w"])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
