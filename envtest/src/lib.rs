@@ -11,6 +11,7 @@
 //! is set).
 
 pub mod fixtures;
+pub mod http;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod memory;

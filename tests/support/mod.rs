@@ -97,22 +97,8 @@ impl Drop for Roster {
     }
 }
 
-/// A minimal HTTP/1.1 GET (the admin server is plain HTTP on loopback).
-pub async fn admin_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = Vec::new();
-    stream.read_to_end(&mut buf).await.ok()?;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((code, body))
-}
+/// A plain-HTTP GET of an admin endpoint (roster's or kube-controller-manager's), chunked bodies decoded.
+pub use roster_envtest::http::get as admin_get;
 
 /// The value of the sample `name` (with labels, exactly as exposed) in Prometheus text, 0 when absent.
 pub fn metric(text: &str, name: &str) -> f64 {
