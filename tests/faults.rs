@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use roster_envtest::memory::{Fault, FaultAction, Verb};
 use roster_envtest::{TestEnv, Tier, fixtures};
 use serde_json::json;
@@ -143,6 +143,54 @@ async fn a_second_writer_editing_rosters_endpoints_is_repaired() {
         .await
         .unwrap();
     wait_ready_ips(&env, &ns, &[0, 1]).await;
+    roster.stop().await;
+}
+
+/// Someone deletes roster's Endpoints and slices at the moment a pod's readiness changes, so a delete event
+/// may arrive while roster's update of the object is still unconfirmed: roster recreates both, in the
+/// current state, every round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_deleting_rosters_objects_is_repaired() {
+    let (env, ns) = world("deleter", 3).await;
+    let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
+    wait_ready_ips(&env, &ns, &[0, 1, 2]).await;
+    let eps = Api::<Endpoints>::namespaced(env.client(), &ns);
+    let slice_api = Api::<EndpointSlice>::namespaced(env.client(), &ns);
+    let mut ready = [true; 3];
+    for round in 0..6 {
+        let pod = round % 3;
+        ready[pod] = !ready[pod];
+        let names: Vec<String> = slices(&env, &ns, "api")
+            .await
+            .into_iter()
+            .filter_map(|s| s.metadata.name)
+            .collect();
+        assert!(!names.is_empty(), "round {round}: roster's slices exist");
+        let (kubelet, pod_name, params) = (env.kubelet(), format!("api-{pod}"), DeleteParams::default());
+        let delete_slices =
+            futures::future::join_all(names.iter().map(|name| slice_api.delete(name, &params)));
+        let (flip, ep_gone, slices_gone) = tokio::join!(
+            kubelet.set_ready(&ns, &pod_name, ready[pod]),
+            eps.delete("api", &params),
+            delete_slices,
+        );
+        flip.unwrap();
+        ep_gone.unwrap();
+        for gone in slices_gone {
+            gone.unwrap();
+        }
+        let want: Vec<usize> = (0..3).filter(|i| ready[*i]).collect();
+        wait_ready_ips(&env, &ns, &want).await;
+        let want_slices: Vec<(String, bool)> = (0..3).map(|i| (ip(i), ready[i])).collect();
+        eventually(&format!("round {round}: slices show {want_slices:?}"), || async {
+            let got: Vec<(String, bool)> = slice_endpoints(&slices(&env, &ns, "api").await)
+                .into_iter()
+                .map(|e| (e.0, e.1))
+                .collect();
+            got == want_slices
+        })
+        .await;
+    }
     roster.stop().await;
 }
 

@@ -170,22 +170,61 @@ async fn a_stale_slice_cache_never_duplicates_slices() {
     server.close_all_watches();
     create(&env, &ns, &fixtures::service("big", APP, &[("http", 80, "http")])).await;
     add_pods(&env, &ns, 12, |_| true).await;
+    // Sampled while roster works against the stale cache: no endpoint may ever be in two slices at once.
+    let duplicated = std::sync::Mutex::new((0, Vec::new()));
     eventually("12 endpoints in slices", || async {
-        slice_endpoints(&slices(&env, &ns, "big").await).len() == 12
+        let ips: Vec<_> = slice_endpoints(&slices(&env, &ns, "big").await)
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        let mut unique = ips.clone();
+        unique.dedup();
+        if unique.len() < ips.len() {
+            let mut seen = duplicated.lock().unwrap();
+            seen.0 += 1;
+            if seen.1.is_empty() {
+                seen.1 = ips.clone();
+            }
+        }
+        unique.len() == 12 && ips.len() == 12
     })
     .await;
+    let (samples, first) = duplicated.into_inner().unwrap();
+    assert_eq!(
+        samples, 0,
+        "{samples} samples had endpoints in two slices at once; the first: {first:?}"
+    );
     server.clear_faults();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let all = slices(&env, &ns, "big").await;
+    let layout: Vec<String> = all
+        .iter()
+        .map(|s| {
+            let ips: Vec<_> = s.endpoints.iter().map(|e| e.addresses.join(",")).collect();
+            format!(
+                "{}: [{}]",
+                s.metadata.name.as_deref().unwrap_or("?"),
+                ips.join(" ")
+            )
+        })
+        .collect();
     assert_eq!(
         all.len(),
         3,
-        "12 endpoints at 5 per slice are 3 slices, got {}",
-        all.len()
+        "12 endpoints at 5 per slice are 3 slices, got {}:\n{}",
+        all.len(),
+        layout.join("\n")
     );
     let ips: Vec<_> = slice_endpoints(&all).into_iter().map(|e| e.0).collect();
     let mut unique = ips.clone();
     unique.dedup();
     assert_eq!(ips, unique, "an endpoint appears in two slices");
+    // roster is the only writer here: a conflict would mean it based a write on an old version of its own
+    // (the watches lag behind several of its writes while they reconnect).
+    let metrics = roster.metrics().await;
+    for resource in ["endpoints", "endpointslices"] {
+        let name = format!("roster_conflicts_total{{resource=\"{resource}\"}}");
+        assert_eq!(metric(&metrics, &name), 0.0, "{name}");
+    }
     roster.stop().await;
 }

@@ -7,6 +7,12 @@
 //! fast second change is computed against the truth, never against the replaced object, and a server-side
 //! no-op write (same resourceVersion) needs no waiting at all.
 //!
+//! Entries leave the overlay when the watch shows the write (or a newer object, or the object gone), when a
+//! relist settles them, or after [`UNCONFIRMED_TTL`]; never because a write conflicted. The view never
+//! prefers an entry over a newer object from the watch, so after a 409 the retry just waits for the watch;
+//! dropping the entries instead would fall back to a cache that may not have seen roster's creates yet, and
+//! the next plan would create those endpoints again in new slices (#92928).
+//!
 //! `managedFields` are dropped on arrival: roster never reads them, and on a real API server they are often
 //! the larger part of an object's metadata. (An update without them leaves the server's copy as it is.)
 
@@ -29,6 +35,9 @@ pub struct Objects {
     slices: HashMap<ServiceKey, BTreeMap<String, Arc<EndpointSlice>>>,
     written_endpoints: HashMap<ServiceKey, Written<Endpoints>>,
     written_slices: HashMap<ServiceKey, BTreeMap<String, Written<EndpointSlice>>>,
+    /// uids of Endpoints and slices whose delete events arrived, for [`UNCONFIRMED_TTL`]: a write of one of
+    /// them whose answer comes after its delete event is not recorded (the object is gone).
+    deleted: HashMap<String, Instant>,
 }
 
 /// How long an overlay entry may wait for its watch event. Past it the entry is dropped and the watch's
@@ -40,14 +49,31 @@ pub const UNCONFIRMED_TTL: Duration = Duration::from_secs(60);
 /// An object roster wrote (or deleted) that the watch may not have delivered yet, recorded at `since`.
 #[derive(Clone)]
 enum Written<T> {
-    /// Written: the server's answer; `replaced` is the resourceVersion the write replaced (None: created).
+    /// Written: the server's answer.
     Object {
         obj: Arc<T>,
-        replaced: Option<String>,
+        history: History,
         since: Instant,
     },
-    /// Deleted: `rv` is the resourceVersion of the deleted object.
-    Deleted { rv: Option<String>, since: Instant },
+    /// Deleted; the deleted version is the last of `history`.
+    Deleted { history: History, since: Instant },
+}
+
+/// The Endpoints versions behind an overlay entry that the watch may still deliver: the version roster's
+/// first unconfirmed write replaced (none when it created the object), then each of roster's own writes
+/// since, up to the one the entry holds (excluded) or deletes (included). Several writes can land before the
+/// watch shows the first: an event of any of these versions is old news that neither settles the entry nor
+/// hides it. (Slices settle by `metadata.generation`, which only grows, and keep this empty.)
+#[derive(Clone, Default)]
+struct History {
+    created: bool,
+    versions: Vec<String>,
+}
+
+impl History {
+    fn contains(&self, rv: Option<&str>) -> bool {
+        rv.is_some_and(|rv| self.versions.iter().any(|v| v == rv))
+    }
 }
 
 impl<T> Written<T> {
@@ -94,18 +120,22 @@ fn slice_service(slice: &EndpointSlice) -> Option<ServiceKey> {
 impl Objects {
     // ---- watch side ----
 
-    /// Caches `ep`; returns its Service unless the event is the echo of roster's own last write, which
-    /// changes nothing roster's reconciles see (they already read that write from the overlay).
+    /// Caches `ep`; returns its Service unless the event is the echo of roster's own write (or of a version
+    /// before it), which changes nothing roster's reconciles see (they already read the overlay).
     pub fn apply_endpoints(&mut self, ep: Endpoints) -> Option<ServiceKey> {
         self.apply_held_endpoints(held(None, ep))
     }
 
     fn apply_held_endpoints(&mut self, ep: Arc<Endpoints>) -> Option<ServiceKey> {
         let key = key_of(ep.as_ref());
-        let echo = matches!(
-            self.written_endpoints.get(&key),
-            Some(Written::Object { obj, .. }) if obj.resource_version().is_some() && obj.resource_version() == ep.resource_version()
-        );
+        let seen = ep.resource_version();
+        let echo = match self.written_endpoints.get(&key) {
+            Some(Written::Object { obj, history, .. }) => {
+                history.contains(seen.as_deref()) || (seen.is_some() && obj.resource_version() == seen)
+            }
+            Some(Written::Deleted { history, .. }) => history.contains(seen.as_deref()),
+            None => false,
+        };
         self.settle_endpoints(&key, ep.resource_version().as_deref());
         self.endpoints.insert(key.clone(), ep);
         (!echo).then_some(key)
@@ -117,13 +147,34 @@ impl Objects {
         held(self.endpoints.get(&key_of(&ep)), ep)
     }
 
+    /// Forgets `ep`, and roster's own delete or write of that very object (same uid): after its delete event
+    /// it is gone, whoever deleted it, and a write the overlay still held would hide the loss from the next
+    /// reconcile. A write of another object of the name is kept: roster created it after this one was gone.
     pub fn delete_endpoints(&mut self, ep: &Endpoints) -> ServiceKey {
         let key = key_of(ep);
         self.endpoints.remove(&key);
-        if matches!(self.written_endpoints.get(&key), Some(Written::Deleted { .. })) {
+        self.tombstone(ep.uid());
+        let another = matches!(
+            self.written_endpoints.get(&key),
+            Some(Written::Object { obj, .. }) if obj.uid().is_some() && obj.uid() != ep.uid()
+        );
+        if !another {
             self.written_endpoints.remove(&key);
         }
         key
+    }
+
+    fn tombstone(&mut self, uid: Option<String>) {
+        if let Some(uid) = uid {
+            self.deleted.insert(uid, Instant::now());
+        }
+    }
+
+    fn is_deleted<K: Resource>(&self, obj: &K) -> bool {
+        obj.meta()
+            .uid
+            .as_ref()
+            .is_some_and(|uid| self.deleted.contains_key(uid))
     }
 
     /// Replaces every Endpoints after a relist; returns the keys that appeared, changed or vanished.
@@ -148,7 +199,8 @@ impl Objects {
     fn settle_endpoints_missing_from_relist(&mut self) {
         let endpoints = &self.endpoints;
         self.written_endpoints.retain(|key, written| {
-            endpoints.contains_key(key) || matches!(written, Written::Object { replaced: None, .. })
+            endpoints.contains_key(key)
+                || matches!(written, Written::Object { history, .. } if history.created)
         });
     }
 
@@ -164,7 +216,7 @@ impl Objects {
             self.written_slices.get(&key).and_then(|m| m.get(&name)),
             Some(Written::Object { obj, .. }) if obj.resource_version().is_some() && obj.resource_version() == slice.resource_version()
         );
-        self.settle_slice(&key, &name, slice.metadata.generation, false);
+        self.settle_slice(&key, &name, slice.metadata.generation);
         self.slices.entry(key.clone()).or_default().insert(name, slice);
         (!echo).then_some(key)
     }
@@ -186,7 +238,10 @@ impl Objects {
                 self.slices.remove(&key);
             }
         }
-        self.settle_slice(&key, &name, None, true);
+        // Slice names are generated, so the event is of the very slice roster wrote or deleted: either way
+        // it is gone now.
+        self.forget_slice_write(&key, &name);
+        self.tombstone(slice.uid());
         Some(key)
     }
 
@@ -216,13 +271,16 @@ impl Objects {
         });
     }
 
-    /// Drops overlay entries the watch has caught up with.
+    /// Drops the overlay entry once the watch shows a version not in its history: roster's write itself, or
+    /// someone's newer write (or re-create) after it.
     fn settle_endpoints(&mut self, key: &ServiceKey, seen_rv: Option<&str>) {
-        let caught_up = match self.written_endpoints.get(key) {
-            Some(Written::Object { obj, replaced, .. }) => {
-                seen_rv != replaced.as_deref() || obj.resource_version().as_deref() == seen_rv
+        let caught_up = match self.written_endpoints.get_mut(key) {
+            Some(Written::Object { history, .. } | Written::Deleted { history, .. }) => {
+                let old_news = history.contains(seen_rv);
+                // The watch has shown the object: a relist without it now means it was deleted.
+                history.created &= !old_news;
+                !old_news
             }
-            Some(Written::Deleted { rv, .. }) => seen_rv != rv.as_deref(),
             None => false,
         };
         if caught_up {
@@ -230,20 +288,13 @@ impl Objects {
         }
     }
 
-    fn settle_slice(&mut self, key: &ServiceKey, name: &str, seen_generation: Option<i64>, deleted: bool) {
-        let Some(map) = self.written_slices.get_mut(key) else {
-            return;
-        };
-        let caught_up = match map.get(name) {
-            Some(Written::Object { obj, .. }) => !deleted && seen_generation >= obj.metadata.generation,
-            Some(Written::Deleted { .. }) => deleted,
-            None => false,
-        };
+    fn settle_slice(&mut self, key: &ServiceKey, name: &str, seen_generation: Option<i64>) {
+        let caught_up = matches!(
+            self.written_slices.get(key).and_then(|m| m.get(name)),
+            Some(Written::Object { obj, .. }) if seen_generation >= obj.metadata.generation
+        );
         if caught_up {
-            map.remove(name);
-            if map.is_empty() {
-                self.written_slices.remove(key);
-            }
+            self.forget_slice_write(key, name);
         }
     }
 
@@ -253,17 +304,17 @@ impl Objects {
     pub fn endpoints(&self, key: &ServiceKey) -> Option<Arc<Endpoints>> {
         let cached = self.endpoints.get(key);
         match self.written_endpoints.get(key) {
-            Some(Written::Object { obj, replaced, .. }) => match cached {
+            Some(Written::Object { obj, history, .. }) => match cached {
                 Some(c)
-                    if c.resource_version() != *replaced
+                    if !history.contains(c.resource_version().as_deref())
                         && c.resource_version() != obj.resource_version() =>
                 {
                     Some(c.clone()) // someone else wrote after us
                 }
                 _ => Some(obj.clone()),
             },
-            Some(Written::Deleted { rv, .. }) => match cached {
-                Some(c) if c.resource_version() != *rv => Some(c.clone()),
+            Some(Written::Deleted { history, .. }) => match cached {
+                Some(c) if !history.contains(c.resource_version().as_deref()) => Some(c.clone()),
                 _ => None,
             },
             None => cached.cloned(),
@@ -294,22 +345,40 @@ impl Objects {
 
     // The watch often delivers a write's event before the writer records the write (the server sends the
     // event before its answer arrives). Each `record_*` therefore first asks whether the cache has already
-    // caught up; recording such a write would leave an entry no event ever settles.
+    // caught up, or seen the object deleted; recording such a write would leave an entry no event settles.
 
     pub fn record_endpoints_write(&mut self, key: &ServiceKey, written: Endpoints, replaced: Option<String>) {
         let echoed = self.endpoints.get(key).is_some_and(|cached| {
             cached.resource_version().is_some() && cached.resource_version() == written.resource_version()
         });
-        if echoed {
+        if echoed || self.is_deleted(&written) {
             self.written_endpoints.remove(key);
             return;
         }
         let entry = Written::Object {
             obj: Arc::new(written),
-            replaced,
+            history: self.endpoints_history(key, replaced),
             since: Instant::now(),
         };
         self.written_endpoints.insert(key.clone(), entry);
+    }
+
+    /// The history of a write or delete of the version `base`: continued from the overlay entry when `base`
+    /// is roster's own unconfirmed write, else started afresh.
+    fn endpoints_history(&self, key: &ServiceKey, base: Option<String>) -> History {
+        match (self.written_endpoints.get(key), base) {
+            (Some(Written::Object { obj, history, .. }), Some(base))
+                if obj.resource_version().as_deref() == Some(base.as_str()) =>
+            {
+                let mut history = history.clone();
+                history.versions.push(base);
+                history
+            }
+            (_, base) => History {
+                created: base.is_none(),
+                versions: base.into_iter().collect(),
+            },
+        }
     }
 
     /// Records a delete unless its event has arrived: roster deletes only what its cache or its own
@@ -321,7 +390,7 @@ impl Objects {
             return;
         }
         let entry = Written::Deleted {
-            rv,
+            history: self.endpoints_history(key, rv),
             since: Instant::now(),
         };
         self.written_endpoints.insert(key.clone(), entry);
@@ -331,13 +400,14 @@ impl Objects {
         let name = written.name_any();
         let cached = self.slices.get(key).and_then(|s| s.get(&name));
         let generation = written.metadata.generation;
-        if generation.is_some() && cached.is_some_and(|c| c.metadata.generation >= generation) {
+        let echoed = generation.is_some() && cached.is_some_and(|c| c.metadata.generation >= generation);
+        if echoed || self.is_deleted(&written) {
             self.forget_slice_write(key, &name);
             return;
         }
         let entry = Written::Object {
             obj: Arc::new(written),
-            replaced: None,
+            history: History::default(),
             since: Instant::now(),
         };
         self.written_slices
@@ -359,7 +429,7 @@ impl Objects {
             return;
         }
         let entry = Written::Deleted {
-            rv: slice.resource_version(),
+            history: History::default(),
             since: Instant::now(),
         };
         self.written_slices
@@ -377,20 +447,15 @@ impl Objects {
         }
     }
 
-    /// Drops overlay entries older than [`UNCONFIRMED_TTL`] at `now`.
+    /// Drops overlay entries and tombstones older than [`UNCONFIRMED_TTL`] at `now`.
     pub fn expire_unconfirmed(&mut self, now: Instant) {
         let fresh = |since: Instant| now.saturating_duration_since(since) < UNCONFIRMED_TTL;
+        self.deleted.retain(|_, since| fresh(*since));
         self.written_endpoints.retain(|_, w| fresh(w.since()));
         self.written_slices.retain(|_, written| {
             written.retain(|_, w| fresh(w.since()));
             !written.is_empty()
         });
-    }
-
-    /// Forgets roster's own writes for `key` (after a conflict: the next reconcile trusts the watch).
-    pub fn forget_writes(&mut self, key: &ServiceKey) {
-        self.written_endpoints.remove(key);
-        self.written_slices.remove(key);
     }
 
     pub fn endpoints_keys(&self) -> Vec<ServiceKey> {
@@ -647,6 +712,102 @@ mod tests {
         assert!(objects.endpoints(&key).is_none());
         objects.delete_endpoints(&endpoints("1"));
         assert_eq!(objects.len_unconfirmed_endpoints(), 0);
+    }
+
+    fn with_uid<K: Resource>(mut obj: K, uid: &str) -> K {
+        obj.meta_mut().uid = Some(uid.into());
+        obj
+    }
+
+    #[test]
+    fn a_delete_event_drops_an_unconfirmed_update_of_the_object() {
+        let key = ServiceKey::new("ns", "web");
+        let mut objects = Objects::default();
+        objects.apply_endpoints(with_uid(endpoints("1"), "e"));
+        objects.apply_slice(with_uid(slice("1", 1), "s"));
+        objects.record_endpoints_write(&key, with_uid(endpoints("2"), "e"), Some("1".into()));
+        objects.record_slice_write(&key, with_uid(slice("2", 2), "s"));
+        // Someone deletes both before the watch shows roster's updates: the next reconcile must see them gone.
+        objects.delete_endpoints(&with_uid(endpoints("3"), "e"));
+        objects.delete_slice(&with_uid(slice("3", 2), "s"));
+        assert!(objects.endpoints(&key).is_none());
+        assert!(objects.slices(&key).is_empty());
+        assert_eq!(objects.len_unconfirmed_endpoints(), 0);
+        assert_eq!(objects.len_unconfirmed_slices(), 0);
+    }
+
+    #[test]
+    fn a_write_answered_after_its_objects_delete_event_is_not_recorded() {
+        let key = ServiceKey::new("ns", "web");
+        let mut objects = Objects::default();
+        objects.apply_endpoints(with_uid(endpoints("1"), "e"));
+        objects.apply_slice(with_uid(slice("1", 1), "s"));
+        // roster's updates land, someone deletes both, and the delete events arrive before the answers.
+        objects.delete_endpoints(&with_uid(endpoints("3"), "e"));
+        objects.delete_slice(&with_uid(slice("3", 2), "s"));
+        objects.record_endpoints_write(&key, with_uid(endpoints("2"), "e"), Some("1".into()));
+        objects.record_slice_write(&key, with_uid(slice("2", 2), "s"));
+        assert!(objects.endpoints(&key).is_none());
+        assert!(objects.slices(&key).is_empty());
+        // The tombstones expire with the overlay.
+        objects.expire_unconfirmed(Instant::now() + UNCONFIRMED_TTL);
+        assert!(objects.deleted.is_empty());
+    }
+
+    #[test]
+    fn a_delete_event_keeps_an_unconfirmed_create_of_another_endpoints() {
+        let key = ServiceKey::new("ns", "web");
+        let mut objects = Objects::default();
+        objects.apply_endpoints(with_uid(endpoints("1"), "old"));
+        // Deleted by someone, then created again by roster before the delete event arrives.
+        objects.record_endpoints_write(&key, with_uid(endpoints("3"), "new"), None);
+        objects.delete_endpoints(&with_uid(endpoints("2"), "old"));
+        assert_eq!(
+            objects.endpoints(&key).unwrap().resource_version().as_deref(),
+            Some("3")
+        );
+        // Its own delete event does drop it.
+        objects.delete_endpoints(&with_uid(endpoints("4"), "new"));
+        assert!(objects.endpoints(&key).is_none());
+    }
+
+    #[test]
+    fn late_events_of_a_chain_of_writes_neither_settle_nor_hide_the_last() {
+        let key = ServiceKey::new("ns", "web");
+        let mut objects = Objects::default();
+        // Three writes land before the watch shows the first.
+        objects.record_endpoints_write(&key, endpoints("12"), None);
+        objects.record_endpoints_write(&key, endpoints("33"), Some("12".into()));
+        objects.record_endpoints_write(&key, endpoints("36"), Some("33".into()));
+        let view = |objects: &Objects| objects.endpoints(&key).and_then(|e| e.resource_version());
+        for old in ["12", "33"] {
+            assert_eq!(objects.apply_endpoints(endpoints(old)), None, "{old} is old news");
+            assert_eq!(view(&objects).as_deref(), Some("36"), "after the event of {old}");
+        }
+        assert_eq!(objects.apply_endpoints(endpoints("36")), None);
+        assert_eq!(objects.len_unconfirmed_endpoints(), 0, "settled by its own event");
+        // A delete of an unconfirmed write continues the history.
+        objects.record_endpoints_write(&key, endpoints("40"), Some("36".into()));
+        objects.record_endpoints_delete(&key, Some("40".into()));
+        objects.apply_endpoints(endpoints("40"));
+        assert_eq!(view(&objects), None, "deleted, whatever late events show");
+        // A version outside the history is someone else's: it settles the entry and shows.
+        assert_eq!(objects.apply_endpoints(endpoints("45")), Some(key.clone()));
+        assert_eq!(view(&objects).as_deref(), Some("45"));
+        assert_eq!(objects.len_unconfirmed_endpoints(), 0);
+    }
+
+    #[test]
+    fn a_relist_without_a_created_object_the_watch_has_shown_drops_the_writes() {
+        let key = ServiceKey::new("ns", "web");
+        let mut objects = Objects::default();
+        objects.record_endpoints_write(&key, endpoints("12"), None);
+        objects.record_endpoints_write(&key, endpoints("33"), Some("12".into()));
+        objects.relist_endpoints(vec![]);
+        assert!(objects.endpoints(&key).is_some(), "the create may still be on its way");
+        objects.apply_endpoints(endpoints("12"));
+        objects.relist_endpoints(vec![]);
+        assert!(objects.endpoints(&key).is_none(), "shown, then gone: deleted");
     }
 
     #[test]

@@ -309,9 +309,6 @@ pub fn error_policy(ctx: &Context, key: &ServiceKey, result: Result<()>) {
         tracing::warn!(service = %key, %err, "not retrying until the Service or its pods change");
         return;
     }
-    if matches!(err, Error::Conflict { .. }) {
-        ctx.objects.lock().expect("objects lock").forget_writes(key);
-    }
     let not_before = match &err {
         Error::TooManyRequests(after) => *after,
         _ => None,
