@@ -804,7 +804,10 @@ mod tests {
         objects.record_endpoints_write(&key, endpoints("12"), None);
         objects.record_endpoints_write(&key, endpoints("33"), Some("12".into()));
         objects.relist_endpoints(vec![]);
-        assert!(objects.endpoints(&key).is_some(), "the create may still be on its way");
+        assert!(
+            objects.endpoints(&key).is_some(),
+            "the create may still be on its way"
+        );
         objects.apply_endpoints(endpoints("12"));
         objects.relist_endpoints(vec![]);
         assert!(objects.endpoints(&key).is_none(), "shown, then gone: deleted");
