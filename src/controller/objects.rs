@@ -136,7 +136,7 @@ impl Objects {
             Some(Written::Deleted { history, .. }) => history.contains(seen.as_deref()),
             None => false,
         };
-        self.settle_endpoints(&key, ep.resource_version().as_deref());
+        self.settle_endpoints(&key, seen.as_deref());
         self.endpoints.insert(key.clone(), ep);
         (!echo).then_some(key)
     }
