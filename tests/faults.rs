@@ -160,12 +160,15 @@ async fn a_second_writer_deleting_rosters_objects_is_repaired() {
     for round in 0..6 {
         let pod = round % 3;
         ready[pod] = !ready[pod];
-        let names: Vec<String> = slices(&env, &ns, "api")
-            .await
-            .into_iter()
-            .filter_map(|s| s.metadata.name)
-            .collect();
-        assert!(!names.is_empty(), "round {round}: roster's slices exist");
+        let names: Vec<String> = eventually_some(&format!("round {round}: roster's slices"), || async {
+            let names: Vec<String> = slices(&env, &ns, "api")
+                .await
+                .into_iter()
+                .filter_map(|s| s.metadata.name)
+                .collect();
+            (!names.is_empty()).then_some(names)
+        })
+        .await;
         let (kubelet, pod_name, params) = (env.kubelet(), format!("api-{pod}"), DeleteParams::default());
         let delete_slices =
             futures::future::join_all(names.iter().map(|name| slice_api.delete(name, &params)));
