@@ -10,7 +10,7 @@ ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY . .
-# No debug info beyond symbol names: backtraces keep function names, the image stays small. jemalloc (roster's
+# Without the `dev` feature: the image carries no in-memory API server. No debug info beyond symbol names: backtraces keep function names, the image stays small. jemalloc (roster's
 # allocator) fixes the page size at build time: on arm64 build it for pages up to 64 KiB, which also runs on
 # 4 KiB and 16 KiB kernels (the variable applies to aarch64 builds only).
 ENV CARGO_PROFILE_RELEASE_DEBUG=false \
@@ -18,7 +18,7 @@ ENV CARGO_PROFILE_RELEASE_DEBUG=false \
     AARCH64_UNKNOWN_LINUX_GNU_JEMALLOC_SYS_WITH_LG_PAGE=16
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked --bin roster \
+    cargo build --release --locked --no-default-features --bin roster \
  && install -D -m 0755 target/release/roster /out/roster \
  && /out/roster --version
 

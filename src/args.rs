@@ -23,6 +23,7 @@ pub enum Command {
     /// Run the controller against a cluster (kubeconfig from --kubeconfig, KUBECONFIG, or in-cluster).
     Run(RunArgs),
     /// Start an in-memory API server with roster running against it, for trying roster without a cluster.
+    #[cfg(feature = "dev")]
     Dev(DevArgs),
 }
 
@@ -38,7 +39,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub lease: LeaseArgs,
     #[command(flatten)]
-    pub backends: crate::backends::BackendArgs,
+    pub backends: crate::backendset::BackendArgs,
     #[command(flatten)]
     pub log: LogArgs,
 }

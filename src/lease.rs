@@ -13,7 +13,7 @@ use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::apply::LeaderFlag;
+use crate::write::LeaderFlag;
 use crate::args::LeaseArgs;
 use crate::metrics::Metrics;
 

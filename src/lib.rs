@@ -5,12 +5,13 @@
 //! what the server has ([`controller::objects`]) → the one module that writes ([`apply`]).
 
 pub mod admin;
-pub mod apply;
+pub mod write;
 pub mod args;
-pub mod backends;
+pub mod backendset;
 pub mod cache;
 pub mod controller;
 pub mod desired;
+#[cfg(feature = "dev")]
 pub mod dev;
 pub mod error;
 pub mod lease;

@@ -30,6 +30,7 @@ async fn main() -> anyhow::Result<()> {
             let client = roster::run::client(args.kubeconfig.as_deref()).await?;
             roster::run::run(client, args, roster::run::shutdown_signal(), None).await
         }
+        #[cfg(feature = "dev")]
         Command::Dev(args) => {
             init_logging(&args.log);
             roster::dev::run(args).await

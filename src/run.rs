@@ -9,9 +9,9 @@ use kube::Client;
 use tokio::sync::{oneshot, watch};
 
 use crate::admin::{self, Readiness};
-use crate::apply::{LeaderFlag, WriteBudget, Writer};
+use crate::write::{LeaderFlag, WriteBudget, Writer};
 use crate::args::RunArgs;
-use crate::backends::{Backends, Enqueue};
+use crate::backendset::{Backends, Enqueue};
 use crate::controller::{self, Config};
 use crate::lease;
 use crate::metrics::Metrics;

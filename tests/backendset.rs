@@ -14,7 +14,7 @@ use backends::*;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use roster::backends::{BackendArgs, BackendSet, BackendView};
+use roster::backendset::{BackendArgs, BackendSet, BackendView};
 use roster::cache::ServiceKey;
 use roster_envtest::{TestEnv, Tier};
 use serde_json::json;

@@ -70,7 +70,7 @@ fn chart_check_lints_and_renders_both_value_sets() {
         for arg in pending {
             let (flag, value) = arg.split_once('=').expect("--flag=value");
             assert_eq!(flag, "--probe-deny-cidrs", "only BackendSet flags may be pending");
-            roster::backends::args::parse_cidr(value).expect("a CIDR roster parses");
+            roster::backendset::args::parse_cidr(value).expect("a CIDR roster parses");
         }
     }
 }
@@ -188,7 +188,7 @@ fn unusable_here(backendsets_wired: bool) -> Vec<(&'static str, &'static str, &'
         "discovery.k8s.io",
         "endpointslices",
         "kube-apiserver 1.20 serves discovery.k8s.io/v1beta1 only and roster uses v1; the chart grants slices \
-         the verbs it grants endpoints, which roster's writer and watches use alike (src/apply, src/controller)",
+         the verbs it grants endpoints, which roster's writer and watches use alike (src/write, src/controller)",
     )];
     // Owner references with blockOwnerDeletion (slices -> Service, Endpoints/slices -> BackendSet) need
     // `update` on the owner's finalizers where OwnerReferencesPermissionEnforcement is on; the test

@@ -2,7 +2,7 @@
 
 #[test]
 fn crds_match_the_rust_types() {
-    for (file, yaml) in roster::backends::crd_files().unwrap() {
+    for (file, yaml) in roster::backendset::crd_files().unwrap() {
         for dir in ["crds", "charts/roster/crds"] {
             let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join(dir)
@@ -10,7 +10,7 @@ fn crds_match_the_rust_types() {
             let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
             assert!(
                 on_disk == yaml,
-                "{} is out of date with src/backends/crd.rs: run `cargo run --bin crdgen -- {dir}`",
+                "{} is out of date with src/backendset/crd.rs: run `cargo run --bin crdgen -- {dir}`",
                 path.display()
             );
         }

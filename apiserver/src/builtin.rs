@@ -256,7 +256,7 @@ pub(crate) fn initial_status(rt: &ResourceType, v: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::registry::Registry;
+    use crate::registry::Registry;
 
     #[test]
     fn pod_defaults() {

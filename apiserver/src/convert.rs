@@ -80,7 +80,7 @@ pub(crate) fn render(rt: &ResourceType, obj: &Obj) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::registry::Registry;
+    use crate::registry::Registry;
     use serde_json::json;
 
     #[test]

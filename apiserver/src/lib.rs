@@ -1,4 +1,4 @@
-//! roster's in-memory Kubernetes API server: plain HTTP on 127.0.0.1 for unmodified clients (kube's
+//! roster's in-memory Kubernetes API server, used by `roster dev` and by the test environment: plain HTTP on 127.0.0.1 for unmodified clients (kube's
 //! `Client`, `watcher`, `reflector`, `Controller`, `Recorder`, lease-based leader election, kubectl).
 //!
 //! Served (JSON only):
@@ -63,7 +63,7 @@ mod watch;
 mod tests;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -258,4 +258,11 @@ impl Drop for MemoryApiServer {
     fn drop(&mut self) {
         self.stop_serving();
     }
+}
+
+/// The discovery cache kubectl should use with `kubeconfig`: beside it, never the shared `~/.kube/cache`,
+/// which kubectl keys by host and port only. Test servers come and go on reused ports, so a shared cache
+/// can hand kubectl another server's API groups (a 1.20 server's EndpointSlice v1beta1 for one serving v1).
+pub fn kubectl_cache_dir(kubeconfig: &Path) -> PathBuf {
+    kubeconfig.with_file_name("kube-cache")
 }

@@ -284,7 +284,7 @@ impl Selectors {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::registry::Registry;
+    use crate::registry::Registry;
     use serde_json::json;
 
     fn pod(labels: serde_json::Value, node: &str) -> Obj {

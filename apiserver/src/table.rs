@@ -404,7 +404,7 @@ fn custom_table(columns: &[PrinterColumn], views: &[Value], include: Include) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::registry::Registry;
+    use crate::registry::Registry;
 
     #[test]
     fn durations_read_like_kubectl() {

@@ -395,7 +395,7 @@ fn validate_update(rt: &ResourceType, new: &Value, old: &Value, causes: &mut Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::registry::Registry;
+    use crate::registry::Registry;
     use serde_json::json;
 
     #[test]

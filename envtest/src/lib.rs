@@ -14,7 +14,6 @@ pub mod fixtures;
 pub mod http;
 pub mod kubeconfig;
 pub mod kubelet;
-pub mod memory;
 pub mod real;
 
 use std::path::{Path, PathBuf};
@@ -27,7 +26,7 @@ use kube::api::{Api, PostParams};
 use tokio::sync::OnceCell;
 
 pub use kubelet::Kubelet;
-pub use memory::{MemoryApiServer, MemoryOptions};
+pub use roster_apiserver::{self as memory, MemoryApiServer, MemoryOptions, kubectl_cache_dir};
 pub use real::{PeerApiServer, RealApiServer};
 
 /// Which API server a [`TestEnv`] talks to.
@@ -79,13 +78,6 @@ enum Backend {
         server: Arc<tokio::sync::Mutex<RealApiServer>>,
         url: String,
     },
-}
-
-/// The discovery cache kubectl should use with `kubeconfig`: beside it, never the shared `~/.kube/cache`,
-/// which kubectl keys by host and port only. Test servers come and go on reused ports, so a shared cache
-/// can hand kubectl another server's API groups (a 1.20 server's EndpointSlice v1beta1 for one serving v1).
-pub fn kubectl_cache_dir(kubeconfig: &Path) -> PathBuf {
-    kubeconfig.with_file_name("kube-cache")
 }
 
 /// A running API server with an admin client and a kubeconfig file kubectl can use.

@@ -59,7 +59,7 @@ pub fn unpublishable(ip: IpAddr) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backends::args::BackendArgs;
+    use crate::backendset::args::BackendArgs;
 
     #[test]
     fn default_list_denies_loopback_link_local_and_this_network() {

@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Service};
 use serde_json::json;
 
 use super::*;
-use crate::backends::view::BackendSetRef;
+use crate::backendset::view::BackendSetRef;
 use crate::cache::{Interner, SelectorSource};
 use crate::desired::{LABEL_MANAGED_BY, LABEL_SERVICE_NAME, SLICE_CONTROLLER_NAME, endpoints_need_write};
 

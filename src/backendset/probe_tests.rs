@@ -7,8 +7,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
-use crate::backends::args::BackendArgs;
-use crate::backends::crd::PortRef;
+use crate::backendset::args::BackendArgs;
+use crate::backendset::crd::PortRef;
 
 /// A throwaway self-signed certificate (CN=roster-test) for the HTTPS probe test; nothing trusts it.
 const TEST_CERT: &str = "-----BEGIN CERTIFICATE-----

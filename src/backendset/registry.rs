@@ -83,7 +83,7 @@ impl BackendRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backends::view::BackendSetRef;
+    use crate::backendset::view::BackendSetRef;
 
     fn view(uid: &str) -> Arc<BackendView> {
         Arc::new(BackendView {

@@ -25,7 +25,7 @@ use super::spec::service_name;
 use super::status::{desired_status, status_needs_write};
 use super::view::BackendView;
 use super::worker::{Worker, WorkerContext, WorkerHandle};
-use crate::apply::{Writer, reference};
+use crate::write::{Writer, reference};
 use crate::cache::ServiceKey;
 use crate::error::Error;
 use crate::metrics::Metrics;

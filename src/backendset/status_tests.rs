@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::*;
-use crate::backends::view::{AddressState, BackendSetRef, ExcludedAddress, HostnameState};
+use crate::backendset::view::{AddressState, BackendSetRef, ExcludedAddress, HostnameState};
 
 fn at(second: i64) -> Timestamp {
     Timestamp::from_second(1_700_000_000 + second).unwrap()
@@ -56,7 +56,7 @@ fn condition<'a>(status: &'a BackendSetStatus, type_: &str) -> (&'a str, &'a str
 #[test]
 fn ready_condition_by_readiness() {
     let invalid = BackendView {
-        invalid_probe: Some(crate::backends::spec::EXEC_NOT_SUPPORTED.into()),
+        invalid_probe: Some(crate::backendset::spec::EXEC_NOT_SUPPORTED.into()),
         ..view(vec![])
     };
     let cases = [

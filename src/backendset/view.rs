@@ -246,8 +246,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::backends::args::BackendArgs;
-    use crate::backends::crd::BackendSet;
+    use crate::backendset::args::BackendArgs;
+    use crate::backendset::crd::BackendSet;
 
     fn spec(value: serde_json::Value) -> ParsedSpec {
         let bs: BackendSet = serde_json::from_value(json!({
@@ -402,7 +402,7 @@ mod tests {
         assert!(view.addresses.is_empty());
         assert_eq!(
             view.invalid_probe.as_deref(),
-            Some(crate::backends::spec::EXEC_NOT_SUPPORTED)
+            Some(crate::backendset::spec::EXEC_NOT_SUPPORTED)
         );
         assert_eq!(view.excluded.len(), 1);
         assert_eq!(view.excluded[0].address, "198.51.100.10");

@@ -16,9 +16,9 @@ use kube::{Api, Client};
 use tokio::sync::watch as signal;
 
 use crate::admin::Readiness;
-use crate::apply::Writer;
+use crate::write::Writer;
 use crate::args::{ControllerArgs, ServicesMode};
-use crate::backends::BackendRegistry;
+use crate::backendset::BackendRegistry;
 use crate::cache::{Cache, NodeProjection, PodProjection, SelectorSource, ServiceKey};
 use crate::desired::{self, TriggerTimeTracker};
 use crate::metrics::Metrics;

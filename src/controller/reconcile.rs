@@ -10,9 +10,9 @@ use kube::ResourceExt;
 use tracing::Instrument;
 
 use super::Context;
-use crate::apply::reference;
+use crate::write::reference;
 use crate::args::ServicesMode;
-use crate::backends::{self, BackendView};
+use crate::backendset::{self, BackendView};
 use crate::cache::{PodRecord, ServiceKey, ServiceRecord};
 use crate::desired::{self, SlicePlan};
 use crate::error::{Error, Result};
@@ -168,9 +168,9 @@ async fn mirror(ctx: &Context, key: &ServiceKey, svc: &Arc<ServiceRecord>) -> Re
 async fn backends(ctx: &Context, key: &ServiceKey, svc: &ServiceRecord, view: &BackendView) -> Result<usize> {
     let mut writes = 0;
     if ctx.config.endpoints {
-        let desired = backends::desired_backend_endpoints(svc, view);
+        let desired = backendset::desired_backend_endpoints(svc, view);
         let current = ctx.objects.lock().expect("objects lock").endpoints(key);
-        let obj = backends::backend_endpoints_need_write(current.as_deref(), &desired, view);
+        let obj = backendset::backend_endpoints_need_write(current.as_deref(), &desired, view);
         writes += write_endpoints(ctx, key, current, obj).await?;
     }
     if ctx.slices_enabled {
@@ -182,7 +182,7 @@ async fn backends(ctx: &Context, key: &ServiceKey, svc: &ServiceRecord, view: &B
         writes += apply_slice_plan(
             ctx,
             key,
-            &backends::desired_backend_slices(svc, view, &existing, max),
+            &backendset::desired_backend_slices(svc, view, &existing, max),
         )
         .await?;
     }

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::READY_ANNOTATION;
-use crate::backends::BackendSet;
+use crate::backendset::BackendSet;
 
 const NS: &str = "demo";
 

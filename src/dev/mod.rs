@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 
 use anyhow::Context as _;
 use clap::Parser;
-use roster_envtest::{MemoryApiServer, MemoryOptions};
+use roster_apiserver::{MemoryApiServer, MemoryOptions};
 
 use crate::args::{Cli, Command, DevArgs};
 
@@ -67,7 +67,7 @@ async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
     use kube::CustomResourceExt;
     use kube::runtime::{conditions, wait::await_condition};
     let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
-    let crd = crate::backends::BackendSet::crd();
+    let crd = crate::backendset::BackendSet::crd();
     let name = crd.metadata.name.clone().unwrap_or_default();
     crds.create(&Default::default(), &crd).await?;
     let established = await_condition(crds, &name, conditions::is_crd_established());
@@ -81,6 +81,6 @@ fn controller_args(args: &DevArgs) -> anyhow::Result<crate::args::RunArgs> {
     let cli = Cli::try_parse_from(["roster", "run", "--services", "all", "--admin-addr", &admin])?;
     match cli.command {
         Command::Run(run) => Ok(run),
-        Command::Dev(_) => unreachable!("parsed a run command"),
+        _ => unreachable!("parsed a run command"),
     }
 }

@@ -154,9 +154,9 @@ impl Writer {
         &self,
         namespace: &str,
         name: &str,
-        status: &crate::backends::BackendSetStatus,
+        status: &crate::backendset::BackendSetStatus,
     ) -> Result<()> {
-        let api = Api::<crate::backends::BackendSet>::namespaced(self.client.clone(), namespace);
+        let api = Api::<crate::backendset::BackendSet>::namespaced(self.client.clone(), namespace);
         let patch = kube::api::Patch::Merge(serde_json::json!({ "status": status }));
         let params = kube::api::PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),

@@ -51,7 +51,7 @@ pub fn local_args(chart_args: &[String], admin: SocketAddr) -> Vec<String> {
 }
 
 /// Long flags in `args` that `roster run` does not define. Only BackendSet flags may be missing, and only
-/// until src/backends/args.rs is flattened into `roster run` (then this returns nothing and every chart flag
+/// until src/backendset/args.rs is flattened into `roster run` (then this returns nothing and every chart flag
 /// is passed); any other unknown flag fails the test: the chart would crash-loop on it.
 pub fn unknown_flags(args: &[String]) -> Vec<String> {
     use clap::CommandFactory;

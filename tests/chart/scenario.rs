@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use roster::backends::BackendSet;
+use roster::backendset::BackendSet;
 use roster_envtest::{TestEnv, fixtures};
 use serde_json::{Value, json};
 

@@ -69,7 +69,7 @@ async fn ok(config: &Path, args: &[&str]) -> String {
     stdout
 }
 
-fn setup(dir: &Path, server: &crate::memory::MemoryApiServer) -> PathBuf {
+fn setup(dir: &Path, server: &crate::MemoryApiServer) -> PathBuf {
     let config = dir.join("kubeconfig");
     server.write_kubeconfig(&config).unwrap();
     std::fs::write(dir.join("app.yaml"), MANIFEST).unwrap();

@@ -7,7 +7,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams, VersionMatch};
 use serde_json::json;
 
 use super::{api_error, from, pod, start, start_with};
-use crate::memory::MemoryOptions;
+use crate::MemoryOptions;
 
 async fn config_maps(cms: &Api<ConfigMap>, first: usize, n: usize) {
     for i in first..first + n {

@@ -10,7 +10,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::json;
 
 use super::{from, pod, start, start_with};
-use crate::memory::{MemoryOptions, Verb};
+use crate::{MemoryOptions, Verb};
 
 #[tokio::test]
 async fn watch_sends_selector_transitions() {

@@ -51,7 +51,7 @@ policy/v1beta1
 
 {{/*
 The rules for what roster watches and writes in the namespaces it manages: exactly the API calls roster
-makes (see src/controller, src/apply, src/backends), no wildcards. A ClusterRole holds them when roster
+makes (see src/controller, src/write, src/backendset), no wildcards. A ClusterRole holds them when roster
 manages every namespace, a Role in that namespace when controller.namespace restricts it.
 */}}
 {{- define "roster.namespacedRules" -}}
