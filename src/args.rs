@@ -55,8 +55,9 @@ pub struct DevArgs {
     /// Address of the embedded API server.
     #[arg(long, env = "ROSTER_DEV_API_ADDR", default_value = "127.0.0.1:0")]
     pub api_addr: SocketAddr,
-    #[command(flatten)]
-    pub admin: AdminArgs,
+    /// Address of the admin server (/livez, /readyz, /metrics); port 0 takes a free one, which is printed.
+    #[arg(long, env = "ROSTER_DEV_ADMIN_ADDR", default_value = "127.0.0.1:0")]
+    pub admin_addr: SocketAddr,
     #[command(flatten)]
     pub log: LogArgs,
 }

@@ -1,6 +1,6 @@
 //! Leader election on a coordination.k8s.io/v1 Lease (kube-lease-manager). Followers keep their caches warm
-//! and write nothing; the [`LeaderFlag`] flips the moment leadership changes, and `release` gives the Lease
-//! up on shutdown so another replica takes over without waiting for it to expire.
+//! and write nothing; the [`Leadership`] signal flips the moment leadership changes, and `release` gives the
+//! Lease up on shutdown so another replica takes over without waiting for it to expire.
 
 use std::time::Duration;
 
@@ -13,9 +13,9 @@ use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::write::LeaderFlag;
 use crate::args::LeaseArgs;
 use crate::metrics::Metrics;
+use crate::write::Leadership;
 
 pub struct Election {
     /// Dropping the receiver ends kube-lease-manager's loop, which then releases the Lease.
@@ -33,17 +33,15 @@ pub fn identity(args: &LeaseArgs) -> String {
         .unwrap_or_else(|| format!("roster-{}", std::process::id()))
 }
 
-/// Starts the election (or declares this replica leader when election is off). `became_leader` is
-/// notified each time this replica gains the Lease, so the controller can resync everything.
+/// Starts the election (or declares this replica leader when election is off), driving `leadership`.
 pub async fn start(
     client: Client,
     args: &LeaseArgs,
-    leader: LeaderFlag,
+    leadership: Leadership,
     metrics: Metrics,
-    became_leader: watch::Sender<u64>,
 ) -> anyhow::Result<Election> {
     if !args.leader_elect {
-        set(&leader, &metrics, true, &became_leader);
+        set(&leadership, &metrics, true);
         return Ok(Election {
             rx: None,
             task: None,
@@ -72,7 +70,7 @@ pub async fn start(
         name: args.lease_name.clone(),
         identity: id,
     };
-    let relay = tokio::spawn(relay_changes(rx.clone(), lease, leader, metrics, became_leader));
+    let relay = tokio::spawn(relay_changes(rx.clone(), lease, leadership, metrics));
     Ok(Election {
         rx: Some(rx),
         task: Some(task),
@@ -93,9 +91,8 @@ struct LeaseGuard {
 async fn relay_changes(
     mut rx: watch::Receiver<bool>,
     guard: LeaseGuard,
-    leader: LeaderFlag,
+    leadership: Leadership,
     metrics: Metrics,
-    tx: watch::Sender<u64>,
 ) {
     let config = watcher::Config::default().fields(&format!("metadata.name={}", guard.name));
     let leases = watcher::watcher(guard.api.clone(), config)
@@ -108,10 +105,9 @@ async fn relay_changes(
         let manager_says = *rx.borrow_and_update();
         let fresh = valid_until.is_some_and(|t| Timestamp::now() < t);
         let is_leader = manager_says && fresh;
-        if is_leader != leader.is_leader() {
+        if set(&leadership, &metrics, is_leader) {
             tracing::info!(leader = is_leader, "leadership changed");
         }
-        set(&leader, &metrics, is_leader, &tx);
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return },
             Some(Ok(lease)) = leases.next() => valid_until = held_until(&lease, &guard.identity),
@@ -133,19 +129,15 @@ fn held_until(lease: &Lease, identity: &str) -> Option<Timestamp> {
         .ok()
 }
 
-fn set(leader: &LeaderFlag, metrics: &Metrics, is_leader: bool, tx: &watch::Sender<u64>) {
-    let was = leader.is_leader();
-    leader.set(is_leader);
+fn set(leadership: &Leadership, metrics: &Metrics, is_leader: bool) -> bool {
     metrics.leader.set(i64::from(is_leader));
-    if is_leader && !was {
-        tx.send_modify(|n| *n += 1);
-    }
+    leadership.set(is_leader)
 }
 
 impl Election {
     /// Stops writing at once, then releases the Lease.
-    pub async fn release(mut self, leader: &LeaderFlag) {
-        leader.set(false);
+    pub async fn release(mut self, leadership: &Leadership) {
+        leadership.set(false);
         if let Some(relay) = self.relay.take() {
             relay.abort();
         }

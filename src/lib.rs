@@ -5,7 +5,6 @@
 //! what the server has ([`controller::objects`]) → the one module that writes ([`apply`]).
 
 pub mod admin;
-pub mod write;
 pub mod args;
 pub mod backendset;
 pub mod cache;
@@ -17,3 +16,4 @@ pub mod error;
 pub mod lease;
 pub mod metrics;
 pub mod run;
+pub mod write;

@@ -71,7 +71,7 @@ fn tcp_probe(port: serde_json::Value, success: u32, failure: u32) -> serde_json:
 
 /// (ip, ready) of each published address of the view of Service `name`.
 fn published(h: &Harness, ns: &str, name: &str) -> Option<Vec<(String, bool)>> {
-    let view = h.registry.view(&ServiceKey::new(ns, name))?;
+    let view = h.view(ns, name)?;
     Some(
         view.addresses
             .iter()
@@ -83,7 +83,7 @@ fn published(h: &Harness, ns: &str, name: &str) -> Option<Vec<(String, bool)>> {
 async fn wait_published(h: &Harness, ns: &str, name: &str, want: &[(&str, bool)]) -> Arc<BackendView> {
     let want: Vec<(String, bool)> = want.iter().map(|(ip, r)| (ip.to_string(), *r)).collect();
     eventually_some(&format!("Service {ns}/{name} publishes {want:?}"), || async {
-        let view = h.registry.view(&ServiceKey::new(ns, name))?;
+        let view = h.view(ns, name)?;
         let got: Vec<(String, bool)> = view
             .addresses
             .iter()
@@ -92,6 +92,42 @@ async fn wait_published(h: &Harness, ns: &str, name: &str, want: &[(&str, bool)]
         (got == want).then_some(view)
     })
     .await
+}
+
+/// Waits until the Endpoints of Service `name` hold exactly `want` as (ip, ready).
+async fn wait_endpoints(env: &TestEnv, ns: &str, name: &str, want: &[(&str, bool)]) {
+    let ready: Vec<String> = want
+        .iter()
+        .filter(|(_, r)| *r)
+        .map(|(ip, _)| ip.to_string())
+        .collect();
+    let not_ready: Vec<String> = want
+        .iter()
+        .filter(|(_, r)| !*r)
+        .map(|(ip, _)| ip.to_string())
+        .collect();
+    eventually(&format!("Endpoints {ns}/{name} hold {want:?}"), || async {
+        endpoints(env, ns, name)
+            .await
+            .is_some_and(|ep| endpoint_ips(&ep) == (ready.clone(), not_ready.clone()))
+    })
+    .await;
+}
+
+/// Waits until the Endpoints of Service `name` are published from (owned by) BackendSet `backendset`.
+async fn wait_endpoints_owner(env: &TestEnv, ns: &str, name: &str, backendset: &str) {
+    eventually(
+        &format!("Endpoints {ns}/{name} published from BackendSet {backendset}"),
+        || async {
+            endpoints(env, ns, name).await.is_some_and(|ep| {
+                let owners = ep.metadata.owner_references.unwrap_or_default();
+                owners
+                    .iter()
+                    .any(|o| o.kind == "BackendSet" && o.name == backendset)
+            })
+        },
+    )
+    .await;
 }
 
 /// (status, reason, message) of a condition.
@@ -183,7 +219,7 @@ async fn a_backend_going_down_leaves_and_returns(tier: Tier) {
     let entry = &status.addresses[0];
     assert_eq!((entry.address.as_str(), entry.ready), (LIVE_IP, true));
     assert!(entry.last_transition_time.is_some() && entry.last_probe_time.is_some());
-    assert!(h.take_enqueued().contains(&ServiceKey::new(&ns, "db")));
+    wait_endpoints(&env, &ns, "db", &[(LIVE_IP, true)]).await;
 
     // Down: still ready until failureThreshold (2) failures in a row, then not ready.
     let failures = h.probes("failure");
@@ -209,10 +245,7 @@ async fn a_backend_going_down_leaves_and_returns(tier: Tier) {
         address_message(&bs, LIVE_IP).as_deref(),
         Some("connect: connection refused")
     );
-    assert!(
-        h.take_enqueued().contains(&ServiceKey::new(&ns, "db")),
-        "the Service was queued"
-    );
+    wait_endpoints(&env, &ns, "db", &[(LIVE_IP, false)]).await;
 
     // Up: not ready until successThreshold (2) successes in a row.
     let successes = h.probes("success");
@@ -294,7 +327,7 @@ async fn service_binding_and_conflicts(tier: Tier) {
         condition(&bs, "ServiceBound").unwrap().2,
         "Service later does not exist in this namespace"
     );
-    assert!(h.registry.view(&ServiceKey::new(&ns, "later")).is_none());
+    assert!(h.view(&ns, "later").is_none());
     assert!(
         has_condition(&bs, "Ready", "True", "AllReady"),
         "no probe: ready at once: {:?}",
@@ -304,7 +337,7 @@ async fn service_binding_and_conflicts(tier: Tier) {
     pg_service(&env, &ns, "later").await;
     wait_condition(&env, &ns, "orphan", "ServiceBound", "True", "Bound").await;
     wait_published(&h, &ns, "later", &[("198.51.100.20", true)]).await;
-    assert!(h.take_enqueued().contains(&ServiceKey::new(&ns, "later")));
+    wait_endpoints_owner(&env, &ns, "later", "orphan").await;
 
     create_service(
         &env,
@@ -325,7 +358,7 @@ async fn service_binding_and_conflicts(tier: Tier) {
     .await;
     create_backendset(&env, &ns, "ext", json!({"backends": static_backend})).await;
     wait_condition(&env, &ns, "ext", "ServiceBound", "False", "ServiceIsExternalName").await;
-    assert_eq!(h.registry.bound_services(), vec![ServiceKey::new(&ns, "later")]);
+    assert_eq!(h.bound_services(&ns), vec![ServiceKey::new(&ns, "later")]);
 
     // Two BackendSets for one Service: the older wins (creation time, then name).
     pg_service(&env, &ns, "shared").await;
@@ -358,7 +391,6 @@ async fn service_binding_and_conflicts(tier: Tier) {
     );
     wait_published(&h, &ns, "shared", &[("198.51.100.21", true)]).await;
 
-    h.take_enqueued();
     Api::<BackendSet>::namespaced(env.client(), &ns)
         .delete("first", &DeleteParams::default())
         .await
@@ -366,7 +398,7 @@ async fn service_binding_and_conflicts(tier: Tier) {
     wait_condition(&env, &ns, "second", "ServiceBound", "True", "Bound").await;
     let view = wait_published(&h, &ns, "shared", &[("198.51.100.22", true)]).await;
     assert_eq!(view.backendset.name, "second");
-    assert!(h.take_enqueued().contains(&ServiceKey::new(&ns, "shared")));
+    wait_endpoints_owner(&env, &ns, "shared", "second").await;
     h.stop().await;
 }
 
@@ -390,10 +422,7 @@ async fn invalid_input_is_reported(tier: Tier) {
         "nothing is published: exec probes are not supported: roster cannot run commands on external backends"
     );
     // The Service may reach the binding after the status was written.
-    let view = eventually_some("Service exec bound", || async {
-        h.registry.view(&ServiceKey::new(&ns, "exec"))
-    })
-    .await;
+    let view = eventually_some("Service exec bound", || async { h.view(&ns, "exec") }).await;
     assert!(view.addresses.is_empty(), "publishing nothing");
     warning(&env, &ns, "exec", "InvalidProbe").await;
 
@@ -549,7 +578,7 @@ async fn dns_names_are_resolved_again_and_kept_when_lookups_fail(tier: Tier) {
         "{message}"
     );
     assert!(message.contains("the DNS server answered"), "{message}");
-    let view = h.registry.view(&ServiceKey::new(&ns, "db")).unwrap();
+    let view = h.view(&ns, "db").unwrap();
     assert_eq!(view.addresses.len(), 2, "kept for the grace period");
     assert!(view.addresses.iter().all(|a| a.stale));
     assert!(
@@ -595,7 +624,7 @@ async fn stale_addresses_go_when_the_grace_period_ends(tier: Tier) {
     wait_published(&h, &ns, "db", &[("198.51.100.20", true)]).await;
     dns.set("db.test", Answer::NxDomain);
     eventually("the address is marked stale", || async {
-        let view = h.registry.view(&ServiceKey::new(&ns, "db"));
+        let view = h.view(&ns, "db");
         view.is_some_and(|v| v.addresses.first().is_some_and(|a| a.stale))
     })
     .await;
@@ -664,20 +693,17 @@ async fn deleting_a_backendset_unpublishes_it(tier: Tier) {
     pg_service(&env, &ns, "db").await;
     create_backendset(&env, &ns, "db", json!({"backends": [{"ip": "198.51.100.20"}]})).await;
     wait_published(&h, &ns, "db", &[("198.51.100.20", true)]).await;
-    h.take_enqueued();
     Api::<BackendSet>::namespaced(env.client(), &ns)
         .delete("db", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("the view is gone", || async {
-        h.registry.view(&ServiceKey::new(&ns, "db")).is_none()
-    })
+    eventually("the view is gone", || async { h.view(&ns, "db").is_none() }).await;
+    assert!(h.bound_services(&ns).is_empty());
+    eventually(
+        "roster's Endpoints of the unbound Service are cleaned up",
+        || async { endpoints(&env, &ns, "db").await.is_none() },
+    )
     .await;
-    assert!(h.registry.bound_services().is_empty());
-    assert!(
-        h.take_enqueued().contains(&ServiceKey::new(&ns, "db")),
-        "queued, to clean up"
-    );
     h.stop().await;
 }
 
@@ -702,10 +728,7 @@ async fn a_restart_resumes_readiness_from_status(tier: Tier) {
         .await
         .unwrap();
     let h = Harness::start(&env, &ns, test_args()).await;
-    let view = h
-        .registry
-        .view(&ServiceKey::new(&ns, "db"))
-        .expect("a view as soon as synced");
+    let view = h.view(&ns, "db").expect("a view as soon as synced");
     let got: Vec<(IpAddr, bool)> = view.addresses.iter().map(|a| (a.ip, a.ready)).collect();
     assert_eq!(
         got,
@@ -790,7 +813,13 @@ async fn e2e_endpoints_follow_backendset(tier: Tier) {
         "named targetPort resolved"
     );
     let labels = ep.metadata.labels.clone().unwrap();
-    assert_eq!(labels["endpointslice.kubernetes.io/skip-mirror"], "true");
+    assert_eq!(
+        labels
+            .get("endpointslice.kubernetes.io/skip-mirror")
+            .map(String::as_str),
+        env.serves_endpointslices_v1().then_some("true"),
+        "skip-mirror only where roster writes the slices itself"
+    );
     let owner = &ep.metadata.owner_references.as_ref().expect("owned")[0];
     assert_eq!(
         (owner.kind.as_str(), owner.uid.as_str()),

@@ -21,7 +21,8 @@ use roster::cache::{
 };
 use roster::desired::{
     self, ANNOTATION_OVER_CAPACITY, EndpointsInput, LABEL_ENDPOINTS_MANAGED_BY, LABEL_MANAGED_BY,
-    LABEL_SERVICE_NAME, LABEL_SKIP_MIRROR, MIRRORING_CONTROLLER_NAME, SLICE_CONTROLLER_NAME, SlicePlan,
+    LABEL_SERVICE_NAME, LABEL_SKIP_MIRROR, MIRRORING_CONTROLLER_NAME, SLICE_CONTROLLER_NAME, SliceInput,
+    SlicePlan,
 };
 use serde_json::{Value, json};
 
@@ -873,9 +874,13 @@ fn apply_plan(
 
 fn endpoints_input(svc: &SvcSpec) -> EndpointsInput {
     EndpointsInput {
-        trigger_time: None,
-        mode: svc.mode(),
+        skip_mirror: svc.mode() == SelectorSource::Annotation,
+        ..EndpointsInput::default()
     }
+}
+
+fn slice_input(record: &ServiceRecord, max: usize) -> SliceInput {
+    SliceInput::owned_by_service(record, max, None)
 }
 
 /// The Endpoints as the server stores them after roster's first write.
@@ -962,7 +967,7 @@ proptest! {
         max in prop_oneof![1..=4usize, Just(100usize)],
     ) {
         let record = service_record(&svc);
-        let plan = desired::desired_slices(&record, &pod_records(&pods), &nodes, &[], max, None);
+        let plan = desired::desired_slices(&record, &pod_records(&pods), &nodes, &[], &slice_input(&record, max));
         prop_assert!(plan.update.is_empty() && plan.delete.is_empty(), "nothing exists: only creates");
         check_slices_valid(&plan.create, &svc, max)?;
         let (want, missing) = model_slices(&svc, &pods);
@@ -974,17 +979,17 @@ proptest! {
                 "every address type has a slice (a placeholder when empty)");
         }
 
-        let again = desired::desired_slices(&service_record(&svc), &pod_records(&pods), &nodes, &[], max, None);
+        let again = desired::desired_slices(&service_record(&svc), &pod_records(&pods), &nodes, &[], &slice_input(&service_record(&svc), max));
         prop_assert_eq!(&again, &plan, "same input, different plan");
-        let permuted = desired::desired_slices(&record, &pod_records(&shuffled), &nodes, &[], max, None);
+        let permuted = desired::desired_slices(&record, &pod_records(&shuffled), &nodes, &[], &slice_input(&record, max));
         prop_assert_eq!(&permuted, &plan, "pod order changed the plan");
 
         let mut serial = 0;
         let mut existing = apply_plan(&[], &plan, &mut serial)?;
-        let replan = desired::desired_slices(&record, &pod_records(&pods), &nodes, &existing, max, None);
+        let replan = desired::desired_slices(&record, &pod_records(&pods), &nodes, &existing, &slice_input(&record, max));
         prop_assert!(replan.is_empty(), "rewrites what it just wrote: {replan:?}");
         existing.reverse();
-        let replan = desired::desired_slices(&record, &pod_records(&shuffled), &nodes, &existing, max, None);
+        let replan = desired::desired_slices(&record, &pod_records(&shuffled), &nodes, &existing, &slice_input(&record, max));
         prop_assert!(replan.is_empty(), "listing order caused a write");
     }
 
@@ -1001,15 +1006,15 @@ proptest! {
         let record = service_record(&svc);
         let (before, after) = (named(before), named(after));
         let mut serial = 0;
-        let first = desired::desired_slices(&record, &pod_records(&before), &nodes, &[], max, None);
+        let first = desired::desired_slices(&record, &pod_records(&before), &nodes, &[], &slice_input(&record, max));
         let existing = apply_plan(&[], &first, &mut serial)?;
         // Also lower --max-endpoints-per-slice between the two runs, as an operator may.
         for limit in [max, lowered_max.min(max)] {
-            let plan = desired::desired_slices(&record, &pod_records(&after), &nodes, &existing, limit, None);
+            let plan = desired::desired_slices(&record, &pod_records(&after), &nodes, &existing, &slice_input(&record, limit));
             let now = apply_plan(&existing, &plan, &mut serial)?;
             check_slices_valid(&now, &svc, limit)?;
             prop_assert_eq!(as_set(&slice_tuples(&now)), model_slices(&svc, &after).0);
-            let replan = desired::desired_slices(&record, &pod_records(&after), &nodes, &now, limit, None);
+            let replan = desired::desired_slices(&record, &pod_records(&after), &nodes, &now, &slice_input(&record, limit));
             prop_assert!(replan.is_empty(), "not converged after one plan: {replan:?}");
         }
     }
@@ -1083,7 +1088,7 @@ proptest! {
         prop_assert_eq!(ready_kept, ready_total.min(1000), "ready addresses go first");
         prop_assert_eq!(desired::endpoints_need_write(Some(&written), &d), None, "rewritten every sync");
 
-        let plan = desired::desired_slices(&record, &records, &nodes, &[], 100, None);
+        let plan = desired::desired_slices(&record, &records, &nodes, &[], &slice_input(&record, 100));
         prop_assert_eq!(plan.create.len(), ready.len().div_ceil(100));
         prop_assert_eq!(as_set(&slice_tuples(&plan.create)), model_slices(&svc, &pods).0);
     }

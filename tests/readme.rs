@@ -68,12 +68,13 @@ fn mask(token: &str) -> String {
     }
 }
 
-fn run(command: &str, kubeconfig: &Path) -> Vec<String> {
+fn run(command: &str, kubeconfig: &Path, admin_port: u16) -> Vec<String> {
     let out = Command::new("sh")
         .arg("-c")
         .arg(command)
         .current_dir(repo())
         .env("KUBECONFIG", kubeconfig)
+        .env("ROSTER_ADMIN", format!("http://127.0.0.1:{admin_port}"))
         .env("KUBECACHEDIR", roster_envtest::kubectl_cache_dir(kubeconfig))
         .output()
         .expect("sh");
@@ -132,13 +133,12 @@ async fn walkthrough_commands_print_what_the_readme_shows() {
     .await;
     let kubeconfig = dir.path().join("kubeconfig");
     for (command, expected) in steps {
-        let command = command.replace("localhost:9090", &format!("127.0.0.1:{port}"));
         let want = normalise(&expected);
         // Reads may need the controller to catch up; anything else runs once.
         let retry = command.starts_with("kubectl get") || command.starts_with("curl");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let got = normalise(&run(&command, &kubeconfig));
+            let got = normalise(&run(&command, &kubeconfig, port));
             if got == want {
                 break;
             }

@@ -4,13 +4,9 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Service;
 
-use crate::cache::ServiceKey;
+use crate::cache::{BackendSetKey, ServiceKey, ServiceRecord};
 use crate::desired::ANNOTATION_SELECTOR;
-
-/// A BackendSet's namespace and name.
-pub type SetKey = (String, String);
 
 /// What roster needs to know about a Service to bind a BackendSet to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,19 +17,10 @@ pub struct ServiceFacts {
 }
 
 impl ServiceFacts {
-    pub fn of(svc: &Service) -> ServiceFacts {
-        let spec = svc.spec.as_ref();
-        let spec_selector = spec
-            .and_then(|s| s.selector.as_ref())
-            .is_some_and(|s| !s.is_empty());
-        let annotated = svc
-            .metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key(ANNOTATION_SELECTOR));
+    pub fn of(svc: &ServiceRecord) -> ServiceFacts {
         ServiceFacts {
-            has_selector: spec_selector || annotated,
-            external_name: spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName"),
+            has_selector: svc.has_spec_selector || svc.annotations.contains_key(ANNOTATION_SELECTOR),
+            external_name: svc.is_external_name(),
         }
     }
 }
@@ -93,8 +80,8 @@ pub struct SetFacts {
 }
 
 impl SetFacts {
-    pub fn key(&self) -> SetKey {
-        (self.namespace.clone(), self.name.clone())
+    pub fn key(&self) -> BackendSetKey {
+        BackendSetKey::new(&self.namespace, &self.name)
     }
 
     pub fn service_key(&self) -> ServiceKey {
@@ -107,7 +94,7 @@ impl SetFacts {
 pub fn bind(
     sets: &[SetFacts],
     service: &dyn Fn(&ServiceKey) -> Option<ServiceFacts>,
-) -> BTreeMap<SetKey, Binding> {
+) -> BTreeMap<BackendSetKey, Binding> {
     let mut bindings = BTreeMap::new();
     let mut claims: BTreeMap<ServiceKey, Vec<&SetFacts>> = BTreeMap::new();
     for set in sets {
@@ -140,9 +127,11 @@ pub fn bind(
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::core::v1::Service;
     use serde_json::json;
 
     use super::*;
+    use crate::cache::{Interner, SelectorSource};
 
     fn set(name: &str, service: &str, created: i64) -> SetFacts {
         SetFacts {
@@ -185,7 +174,7 @@ mod tests {
             ("d", Binding::ServiceIsExternalName),
         ];
         for (name, binding) in want {
-            assert_eq!(got[&("db".to_owned(), name.to_owned())], binding, "{name}");
+            assert_eq!(got[&BackendSetKey::new("db", name)], binding, "{name}");
         }
     }
 
@@ -248,7 +237,8 @@ mod tests {
         ];
         for (svc, want) in cases {
             let svc: Service = serde_json::from_value(svc.clone()).unwrap();
-            assert_eq!(Some(ServiceFacts::of(&svc)), want, "{svc:?}");
+            let record = ServiceRecord::from_service(&svc, SelectorSource::Spec, &mut Interner::new());
+            assert_eq!(Some(ServiceFacts::of(&record)), want, "{svc:?}");
         }
     }
 }

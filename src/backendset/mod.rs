@@ -1,11 +1,13 @@
-//! BackendSet: health-checked backends outside the cluster for selectorless Services.
+//! BackendSet: health-checked backends outside the cluster for selectorless Services, as a source of
+//! addresses for the one desired layer.
 //!
 //! A `BackendSet` names a selectorless Service and lists backends, IPs or DNS names, with an optional
-//! readiness probe. [`Backends`] watches BackendSets and Services, resolves the names ([`resolve`]), probes
-//! every address ([`probe`], thresholds in [`threshold`]) and keeps a [`BackendView`] per BackendSet in the
-//! [`BackendRegistry`]; the Service reconcile reads the view of a bound Service and writes its Endpoints and
-//! EndpointSlices from [`desired_backend_endpoints`] and [`desired_backend_slices`] (pure, like the rest of
-//! [`crate::desired`]). Status ([`desired_status`]) and Warning Events are written here.
+//! readiness probe. The controller's watch hands BackendSets to [`BackendSets`], which runs one worker per
+//! BackendSet: it resolves the names ([`resolve`]), probes every address ([`probe`], thresholds in
+//! [`threshold`]) and publishes a [`BackendView`] into [`Views`], which queues the Service and the
+//! BackendSet's status. The Service reconcile publishes the view of the BackendSet bound to a Service
+//! ([`binding`]) through [`crate::desired`], whose endpoint sources a view's addresses are; the status
+//! reconcile writes [`desired_status`] and Warning Events ([`status::problems`]).
 //!
 //! Security: addresses in the deny list ([`args::BackendArgs::deny_list`]) are never probed nor published.
 
@@ -13,27 +15,26 @@ pub mod args;
 pub mod binding;
 pub mod crd;
 pub mod deny;
-pub mod desired;
 pub mod probe;
-pub mod registry;
 pub mod resolve;
-mod runtime;
+mod sets;
 pub mod spec;
 pub mod status;
 pub mod threshold;
 pub mod view;
+mod views;
 mod worker;
+
+#[cfg(test)]
+mod publish_tests;
 
 pub use args::BackendArgs;
 pub use binding::Binding;
 pub use crd::{BackendSet, BackendSetSpec, BackendSetStatus};
-pub use desired::{
-    backend_endpoints_need_write, backend_owner_reference, desired_backend_endpoints, desired_backend_slices,
-};
-pub use registry::BackendRegistry;
-pub use runtime::{Backends, Enqueue};
+pub use sets::{BackendSets, Problem};
 pub use status::{desired_status, status_needs_write};
 pub use view::{AddressState, BackendSetRef, BackendView};
+pub use views::Views;
 
 use kube::CustomResourceExt;
 

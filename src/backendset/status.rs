@@ -14,6 +14,8 @@
 //! `lastTransitionTime` moves only when a condition's status changes. Probe times alone never make a write
 //! ([`status_needs_write`] ignores them), so `lastProbeTime` is as of the last write.
 
+use std::collections::BTreeSet;
+
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -216,6 +218,29 @@ pub fn status_needs_write(current: Option<&BackendSetStatus>, desired: &BackendS
         s
     };
     current.is_none_or(|c| without_probe_times(c) != without_probe_times(desired))
+}
+
+/// The problems Warning Events report, as (reason, note): invalid backends, an invalid probe and a Service
+/// conflict. Denied addresses are reported in status only (the operator denied them on purpose).
+pub fn problems(bs: &BackendSet, binding: &Binding, view: &BackendView) -> BTreeSet<(String, String)> {
+    let mut problems: BTreeSet<(String, String)> = view
+        .excluded
+        .iter()
+        .filter(|e| !e.denied && view.invalid_probe.is_none())
+        .map(|e| {
+            (
+                "InvalidBackend".to_owned(),
+                format!("{}: {}", e.address, e.message),
+            )
+        })
+        .collect();
+    if let Some(problem) = &view.invalid_probe {
+        problems.insert(("InvalidProbe".to_owned(), problem.clone()));
+    }
+    if let Binding::Conflict { .. } = binding {
+        problems.insert(("ServiceConflict".to_owned(), binding.message(&service_name(bs))));
+    }
+    problems
 }
 
 #[cfg(test)]

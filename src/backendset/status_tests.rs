@@ -41,6 +41,7 @@ fn view(addresses: Vec<AddressState>) -> BackendView {
             name: "db".into(),
             namespace: "shop".into(),
             uid: "u1".into(),
+            service: "db".into(),
         },
         generation: Some(4),
         addresses,

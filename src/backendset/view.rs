@@ -4,13 +4,19 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
 
+use super::crd::BackendSet;
 use super::deny::{DenyList, unpublishable};
 use super::spec::{ParsedSpec, Source, ValidBackend};
 use super::threshold::Threshold;
-use crate::cache::ip_sort_key;
+use crate::cache::{NodeLookup, ServiceKey, ServicePortRecord, ServiceRecord, TargetPort, ip_sort_key};
+use crate::desired::EndpointSource;
 
 /// Identifies the BackendSet a view comes from (the owner of the objects published from it).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -18,6 +24,14 @@ pub struct BackendSetRef {
     pub name: String,
     pub namespace: String,
     pub uid: String,
+    /// The Service it names (`spec.serviceName`, defaulted), in its namespace.
+    pub service: String,
+}
+
+impl BackendSetRef {
+    pub fn service_key(&self) -> ServiceKey {
+        ServiceKey::new(&self.namespace, &self.service)
+    }
 }
 
 /// A publishable address and its readiness.
@@ -47,6 +61,52 @@ impl AddressState {
             && self.node_name == other.node_name
             && self.zone == other.zone
             && self.ports == other.ports
+    }
+}
+
+/// A backend address is an endpoint source like a pod: never terminating, placed where its spec says, with
+/// its named ports for any protocol, no hostname (an endpoint hostname must be a DNS label, which a backend's
+/// DNS name is not) and no `targetRef` (there is no pod).
+impl EndpointSource for AddressState {
+    fn ips(&self) -> &[IpAddr] {
+        std::slice::from_ref(&self.ip)
+    }
+
+    fn is_endpoint(&self, _include_terminating: bool) -> bool {
+        true
+    }
+
+    fn ready(&self) -> bool {
+        self.ready
+    }
+
+    fn terminating(&self) -> bool {
+        false
+    }
+
+    fn hostname(&self, _svc: &ServiceRecord) -> Option<String> {
+        None
+    }
+
+    fn node_name(&self) -> Option<&str> {
+        self.node_name.as_deref()
+    }
+
+    fn placement(&self, _nodes: &dyn Fn(&str) -> NodeLookup) -> NodeLookup {
+        NodeLookup::Found {
+            zone: self.zone.as_deref().map(Arc::from),
+        }
+    }
+
+    fn port(&self, service_port: &ServicePortRecord) -> Option<i32> {
+        match &service_port.target_port {
+            TargetPort::Number(port) => Some(*port),
+            TargetPort::Name(name) => self.ports.get(&**name).copied(),
+        }
+    }
+
+    fn target_ref(&self) -> Option<ObjectReference> {
+        None
     }
 }
 
@@ -111,6 +171,19 @@ impl BackendView {
                 .iter()
                 .zip(&other.addresses)
                 .all(|(a, b)| a.publishes_same(b))
+    }
+
+    /// The controller owner reference to the BackendSet, set on everything published from it so that
+    /// deleting it removes them (garbage collection) and `kubectl` shows where they come from.
+    pub fn owner_reference(&self) -> OwnerReference {
+        OwnerReference {
+            api_version: BackendSet::api_version(&()).into_owned(),
+            kind: BackendSet::kind(&()).into_owned(),
+            name: self.backendset.name.clone(),
+            uid: self.backendset.uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
     }
 
     pub fn ready_count(&self) -> usize {
@@ -332,6 +405,7 @@ mod tests {
                 name: "db".into(),
                 namespace: "shop".into(),
                 uid: "u1".into(),
+                service: "db".into(),
             },
             generation: Some(3),
             spec,

@@ -14,14 +14,15 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::args::BackendArgs;
-use super::binding::SetKey;
 use super::crd::BackendSet;
 use super::deny::DenyList;
 use super::probe::{Outcome, Prober};
 use super::resolve::{Dns, DnsState, next_lookup};
-use super::spec::{Handler, ParsedSpec, ProbeSpec, Source, Timing, ValidBackend};
+use super::spec::{Handler, ParsedSpec, ProbeSpec, Source, Timing, ValidBackend, service_name};
 use super::threshold::Threshold;
 use super::view::{BackendSetRef, BackendView, HostnameState, ViewInput, build_view, classify};
+use super::views::Views;
+use crate::cache::BackendSetKey;
 use crate::metrics::Metrics;
 
 /// What every worker shares.
@@ -32,12 +33,9 @@ pub struct WorkerContext {
     pub prober: Prober,
     pub probes_in_flight: Arc<Semaphore>,
     pub metrics: Metrics,
-    /// Receives every new view of a BackendSet.
-    pub publish: Publish,
+    /// Where every new view of a BackendSet goes.
+    pub views: Arc<Views>,
 }
-
-/// Where a worker's new views go.
-pub type Publish = Box<dyn Fn(&SetKey, Arc<BackendView>) + Send + Sync>;
 
 enum Event {
     Probe {
@@ -101,7 +99,7 @@ impl Drop for WorkerHandle {
 }
 
 pub struct Worker {
-    key: SetKey,
+    key: BackendSetKey,
     ctx: Arc<WorkerContext>,
     bs: Arc<BackendSet>,
     spec: ParsedSpec,
@@ -126,7 +124,7 @@ impl Worker {
         let (spec_tx, spec_rx) = watch::channel(bs.clone());
         let spec = ParsedSpec::parse(&bs);
         let mut worker = Worker {
-            key: (bs.namespace().unwrap_or_default(), bs.name_any()),
+            key: BackendSetKey::of(&bs.metadata),
             ctx,
             bs: bs.clone(),
             spec,
@@ -383,6 +381,7 @@ impl Worker {
                 name: self.bs.name_any(),
                 namespace: self.bs.namespace().unwrap_or_default(),
                 uid: self.bs.uid().unwrap_or_default(),
+                service: service_name(&self.bs),
             },
             generation: self.bs.metadata.generation,
             spec: &self.spec,
@@ -400,7 +399,7 @@ impl Worker {
         }
         let view = Arc::new(view);
         self.published = Some(view.clone());
-        (self.ctx.publish)(&self.key, view);
+        self.ctx.views.publish(&self.key, view);
     }
 
     fn stop_tasks(&mut self) {

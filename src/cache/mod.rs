@@ -1,4 +1,6 @@
-//! Compact caches of Pods, Services and Nodes, and the label index between pods and Services.
+//! Compact caches of Pods, Services and Nodes, the label index between pods and Services, the objects roster
+//! writes as its watches show them ([`Objects`]), and the record of roster's own writes the watches have not
+//! shown yet ([`written`]).
 //!
 //! Watch events come in as projections ([`PodProjection`], [`NodeProjection`]) or full Services and are
 //! reduced to small interned records kept in `Arc`s, so a reconcile can take a consistent snapshot under a
@@ -11,9 +13,11 @@ mod ip;
 mod labels;
 mod meta;
 mod node;
+mod objects;
 mod pod;
 mod selector;
 mod service;
+pub mod written;
 
 #[cfg(test)]
 mod tests;
@@ -31,6 +35,7 @@ pub use interner::Interner;
 pub use ip::{IpFamily, ip_sort_key, parse_ip};
 pub use labels::Labels;
 pub use node::{NodeLookup, NodeProjection};
+pub use objects::{Objects, SERVICE_NAME_LABEL, key_of, slice_service};
 pub use pod::{
     ContainerPortProjection, ContainerProjection, NamedPort, PodConditionProjection, PodIpProjection,
     PodPhase, PodProjection, PodRecord, PodSpecProjection, PodStatusProjection, Protocol,
@@ -38,23 +43,36 @@ pub use pod::{
 pub use selector::{Operator, Requirement, Selector, SelectorError};
 pub use service::{SelectorSource, ServicePortRecord, ServiceRecord, ServiceType, TargetPort};
 
-/// Identifies a Service (and its Endpoints, which share the name).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ServiceKey {
+/// Identifies a namespaced object by namespace and name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
     pub namespace: Arc<str>,
     pub name: Arc<str>,
 }
 
-impl ServiceKey {
+/// Identifies a Service (and its Endpoints, which share the name).
+pub type ServiceKey = ObjectKey;
+/// Identifies a BackendSet.
+pub type BackendSetKey = ObjectKey;
+
+impl ObjectKey {
     pub fn new(namespace: &str, name: &str) -> Self {
-        ServiceKey {
+        ObjectKey {
             namespace: Arc::from(namespace),
             name: Arc::from(name),
         }
     }
+
+    /// The key of an object from its metadata.
+    pub fn of(meta: &ObjectMeta) -> Self {
+        ObjectKey::new(
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+        )
+    }
 }
 
-impl fmt::Display for ServiceKey {
+impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
     }

@@ -1,9 +1,9 @@
-//! The controller: watches fill the caches and queue Service keys; workers reconcile one Service at a time
-//! (read caches → pure desired state → diff → the writer).
+//! The controller: watches fill the caches and queue keys; workers reconcile one key at a time: a Service
+//! (read caches → pure desired state → diff → the writer), or a BackendSet's status.
 
-pub mod objects;
 pub mod queue;
 mod reconcile;
+mod status;
 pub mod watch;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -13,17 +13,17 @@ use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
 use kube::{Api, Client};
-use tokio::sync::watch as signal;
+use tokio_util::sync::CancellationToken;
 
 use crate::admin::Readiness;
-use crate::write::Writer;
 use crate::args::{ControllerArgs, ServicesMode};
-use crate::backendset::BackendRegistry;
-use crate::cache::{Cache, NodeProjection, PodProjection, SelectorSource, ServiceKey};
+use crate::backendset::{BackendArgs, BackendSet, BackendSets};
+use crate::cache::written::Kind;
+use crate::cache::{Cache, NodeProjection, Objects, PodProjection, SelectorSource, ServiceKey};
 use crate::desired::{self, TriggerTimeTracker};
 use crate::metrics::Metrics;
-use objects::Objects;
-use queue::WorkQueue;
+use crate::write::Writer;
+use queue::{WorkKey, WorkQueue};
 
 /// What the controller was asked to do, fixed at start-up.
 #[derive(Clone, Debug)]
@@ -71,83 +71,99 @@ impl Config {
 /// Everything a worker needs, shared by the watches and the workers.
 pub struct Context {
     pub config: Config,
+    /// The server serves discovery.k8s.io/v1 and `--endpointslices` asks for slices: roster writes them.
     pub slices_enabled: bool,
     pub cache: RwLock<Cache>,
-    pub objects: Mutex<Objects>,
+    pub objects: RwLock<Objects>,
     pub triggers: Mutex<TriggerTimeTracker>,
-    pub queue: WorkQueue<ServiceKey>,
-    pub writer: Arc<Writer>,
+    pub queue: Arc<WorkQueue<WorkKey>>,
+    pub writer: Writer,
     pub metrics: Metrics,
-    /// BackendSet views, when the BackendSet controller runs.
-    pub backends: Option<Arc<BackendRegistry>>,
+    /// BackendSets as a source of addresses, when the CRD is installed and `--backendsets` is on.
+    pub backendsets: Option<BackendSets>,
 }
 
 impl Context {
-    pub fn new(config: Config, slices_enabled: bool, writer: Arc<Writer>, metrics: Metrics) -> Context {
+    pub fn new(
+        config: Config,
+        slices_enabled: bool,
+        writer: Writer,
+        metrics: Metrics,
+        backendsets: Option<BackendArgs>,
+    ) -> Context {
+        let queue = Arc::new(WorkQueue::default());
+        let backendsets = backendsets.map(|args| BackendSets::new(args, metrics.clone(), queue.clone()));
         Context {
             config,
             slices_enabled,
             cache: RwLock::new(Cache::default()),
-            objects: Mutex::new(Objects::default()),
+            objects: RwLock::new(Objects::default()),
             triggers: Mutex::new(TriggerTimeTracker::default()),
-            queue: WorkQueue::default(),
+            queue,
             writer,
             metrics,
-            backends: None,
+            backendsets,
         }
     }
 
-    /// Queues `keys`; pod-triggered keys wait for the batch window so a burst of pod changes is one write.
-    pub fn enqueue_all(&self, keys: impl IntoIterator<Item = ServiceKey>, from_pods: bool) {
-        let delay = if from_pods {
-            self.config.batch_window
-        } else {
-            Duration::ZERO
-        };
+    /// Queues `keys` after `delay` (pod changes wait for the batch window, so a burst is one write).
+    pub fn enqueue(&self, keys: impl IntoIterator<Item = WorkKey>, delay: Duration) {
         for key in keys {
             self.queue.add_after(key, delay);
         }
         self.metrics.queue_depth.set(self.queue.len() as i64);
     }
 
-    /// Every key roster may need to look at: Services, and objects whose Service may be gone.
-    pub fn all_keys(&self) -> Vec<ServiceKey> {
-        let mut keys: Vec<ServiceKey> = self.cache.read().expect("cache lock").service_keys();
-        keys.extend(
-            self.backends
-                .iter()
-                .flat_map(|registry| registry.bound_services()),
-        );
-        let objects = self.objects.lock().expect("objects lock");
-        keys.extend(objects.endpoints_keys());
-        keys.extend(objects.slice_keys());
+    /// Every key roster may need to look at: Services, objects whose Service may be gone (in the caches, or
+    /// only in roster's unshown writes), BackendSets.
+    pub fn all_keys(&self) -> Vec<WorkKey> {
+        let mut services = self.cache.read().expect("cache lock").service_keys();
+        services.extend(self.objects.read().expect("objects lock").keys());
+        let sets = self.backendsets.iter().flat_map(BackendSets::keys);
+        let mut keys: Vec<WorkKey> = services.into_iter().map(WorkKey::Service).collect();
+        keys.extend(sets.map(WorkKey::BackendSet));
+        keys.extend(self.writer.unshown_keys(Kind::Endpoints));
+        keys.extend(self.writer.unshown_keys(Kind::EndpointSlice));
         keys.sort();
         keys.dedup();
         keys
     }
 
-    fn update_cache_gauges(&self) {
-        let cache = self.cache.read().expect("cache lock");
-        let objects = self.objects.lock().expect("objects lock");
-        let g = &self.metrics.cached_objects;
-        g.with_label_values(&["pod"]).set(cache.len_pods() as i64);
-        g.with_label_values(&["service"]).set(cache.len_services() as i64);
-        g.with_label_values(&["node"]).set(cache.len_nodes() as i64);
-        g.with_label_values(&["endpoints"])
-            .set(objects.len_endpoints() as i64);
-        g.with_label_values(&["endpointslice"])
-            .set(objects.len_slices() as i64);
-        let u = &self.metrics.unconfirmed_writes;
-        u.with_label_values(&["endpoints"])
-            .set(objects.len_unconfirmed_endpoints() as i64);
-        u.with_label_values(&["endpointslice"])
-            .set(objects.len_unconfirmed_slices() as i64);
+    /// The Endpoints of `key` as roster sees them: the watch's, or roster's own write the watch has not shown.
+    pub fn endpoints(&self, key: &ServiceKey) -> Option<Arc<Endpoints>> {
+        let cached = self.objects.read().expect("objects lock").endpoints(key);
+        self.writer.view(key, cached)
     }
-}
 
-/// Whether the server serves discovery.k8s.io/v1 (kube-apiserver 1.20 does not).
-pub async fn server_serves_slices_v1(client: &Client) -> bool {
-    server_serves(client, "discovery.k8s.io/v1", "endpointslices").await
+    /// The slices roster manages for `key`, as it sees them (see [`Context::endpoints`]).
+    pub fn slices(&self, key: &ServiceKey) -> Vec<Arc<EndpointSlice>> {
+        let cached = self.objects.read().expect("objects lock").slices(key);
+        self.writer.view_all(&WorkKey::Service(key.clone()), cached)
+    }
+
+    fn update_gauges(&self) {
+        let g = &self.metrics.cached_objects;
+        {
+            let cache = self.cache.read().expect("cache lock");
+            g.with_label_values(&["pod"]).set(cache.len_pods() as i64);
+            g.with_label_values(&["service"]).set(cache.len_services() as i64);
+            g.with_label_values(&["node"]).set(cache.len_nodes() as i64);
+        }
+        {
+            let objects = self.objects.read().expect("objects lock");
+            g.with_label_values(&["endpoints"])
+                .set(objects.len_endpoints() as i64);
+            g.with_label_values(&["endpointslice"])
+                .set(objects.len_slices() as i64);
+        }
+        for kind in Kind::ALL {
+            let unshown = self.writer.unshown(kind) as i64;
+            self.metrics
+                .unconfirmed_writes
+                .with_label_values(&[kind.label()])
+                .set(unshown);
+        }
+    }
 }
 
 /// Whether the server serves `resource` in `group_version` (e.g. a CRD that is installed).
@@ -156,26 +172,19 @@ pub async fn server_serves(client: &Client, group_version: &str, resource: &str)
     list.is_ok_and(|list| list.resources.iter().any(|r| r.name == resource))
 }
 
-/// Runs watches and workers until `shutdown` resolves. `became_leader` bumps when this replica gains the
-/// Lease: every key is then reconciled once, since a follower's queue was not worked.
-pub async fn run(
-    ctx: Arc<Context>,
-    client: Client,
-    readiness: Readiness,
-    mut became_leader: signal::Receiver<u64>,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    let (synced, watches) = start_watches(&ctx, &client);
-    let _stop_watches = AbortOnDrop(watches);
-    tokio::pin!(shutdown);
-    let backends_synced = async {
-        if let Some(registry) = &ctx.backends {
-            registry.wait_synced().await;
+/// Runs watches and workers until `stop`. Gaining leadership reconciles every key once, since a follower's
+/// queue was not worked.
+pub async fn run(ctx: Arc<Context>, client: Client, readiness: Readiness, stop: CancellationToken) {
+    let watches = start_watches(&ctx, &client);
+    let _abort = AbortOnDrop(watches.iter().map(|w| w.task.abort_handle()).collect());
+    let synced = async {
+        for mut watch in watches.into_iter().map(|w| w.synced) {
+            let _ = watch.wait_for(|s| *s).await;
         }
     };
     tokio::select! {
-        _ = async { tokio::join!(wait_all_synced(synced), backends_synced) } => {}
-        _ = &mut shutdown => return,
+        _ = synced => {}
+        _ = stop.cancelled() => return,
     }
     tracing::info!("caches synced");
     // Workers start only now: acting on a half-filled cache would rewrite or recreate objects that exist.
@@ -183,30 +192,10 @@ pub async fn run(
         .map(|_| tokio::spawn(worker(ctx.clone())))
         .collect();
     readiness.set_ready(true);
-    let resync_on_leadership = async {
-        loop {
-            if ctx.writer.leader().is_leader() {
-                ctx.enqueue_all(ctx.all_keys(), false);
-            }
-            if became_leader.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    let housekeeping = async {
-        loop {
-            ctx.objects
-                .lock()
-                .expect("objects lock")
-                .expire_unconfirmed(std::time::Instant::now());
-            ctx.update_cache_gauges();
-            tokio::time::sleep(Duration::from_secs(10)).await;
-        }
-    };
     tokio::select! {
-        _ = resync_on_leadership => {}
-        _ = housekeeping => {}
-        _ = shutdown => {}
+        _ = resync_on_leadership(&ctx) => {}
+        _ = housekeeping(&ctx) => {}
+        _ = stop.cancelled() => {}
     }
     readiness.set_ready(false);
     ctx.queue.shutdown();
@@ -216,96 +205,53 @@ pub async fn run(
 }
 
 /// Aborts the watch tasks when the controller stops.
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.iter().for_each(tokio::task::JoinHandle::abort);
+        self.0.iter().for_each(tokio::task::AbortHandle::abort);
     }
 }
 
-type Spawner = Box<dyn FnOnce(signal::Sender<bool>) -> tokio::task::JoinHandle<()>>;
-
-fn start_watches(
-    ctx: &Arc<Context>,
-    client: &Client,
-) -> (Vec<signal::Receiver<bool>>, Vec<tokio::task::JoinHandle<()>>) {
-    let mut synced = Vec::new();
-    let mut tasks = Vec::new();
-    let mut spawn = |f: Spawner| {
-        let (tx, rx) = signal::channel(false);
-        synced.push(rx);
-        tasks.push(f(tx));
-    };
+fn start_watches(ctx: &Arc<Context>, client: &Client) -> Vec<watch::Running> {
     let cfg = &ctx.config;
-    let (c, k) = (ctx.clone(), client.clone());
-    let pods: Api<PodProjection> = cfg.api(&k);
-    spawn(Box::new(move |tx| {
-        tokio::spawn(watch::run(
-            pods,
-            watcher::Config::default(),
-            "pod",
-            c,
-            tx,
-            watch::pods,
-        ))
-    }));
-    let c = ctx.clone();
-    let services: Api<Service> = cfg.api(&k);
-    spawn(Box::new(move |tx| {
-        tokio::spawn(watch::run(
-            services,
-            watcher::Config::default(),
-            "service",
-            c,
-            tx,
-            watch::services,
-        ))
-    }));
-    let c = ctx.clone();
-    let nodes: Api<NodeProjection> = Api::all(k.clone());
-    spawn(Box::new(move |tx| {
-        tokio::spawn(watch::run(
-            nodes,
-            watcher::Config::default(),
-            "node",
-            c,
-            tx,
-            watch::nodes,
-        ))
-    }));
-    let c = ctx.clone();
-    let endpoints: Api<Endpoints> = cfg.api(&k);
-    spawn(Box::new(move |tx| {
-        tokio::spawn(watch::run(
-            endpoints,
-            watcher::Config::default(),
-            "endpoints",
-            c,
-            tx,
-            watch::endpoints,
-        ))
-    }));
+    let all = watcher::Config::default;
+    let mut watches = vec![
+        watch::spawn(ctx, cfg.api::<PodProjection>(client), all()),
+        watch::spawn(ctx, cfg.api::<Service>(client), all()),
+        watch::spawn(ctx, Api::<NodeProjection>::all(client.clone()), all()),
+        watch::spawn(ctx, cfg.api::<Endpoints>(client), all()),
+    ];
     if ctx.slices_enabled {
-        let c = ctx.clone();
-        let slices: Api<EndpointSlice> = cfg.api(&k);
-        let selector = format!(
+        let roster_managed = format!(
             "{} in ({},{})",
             desired::LABEL_MANAGED_BY,
             desired::SLICE_CONTROLLER_NAME,
             desired::MIRRORING_CONTROLLER_NAME
         );
-        let wc = watcher::Config::default().labels(&selector);
-        spawn(Box::new(move |tx| {
-            tokio::spawn(watch::run(slices, wc, "endpointslice", c, tx, watch::slices))
-        }));
+        let slices = all().labels(&roster_managed);
+        watches.push(watch::spawn(ctx, cfg.api::<EndpointSlice>(client), slices));
     }
-    (synced, tasks)
+    if ctx.backendsets.is_some() {
+        watches.push(watch::spawn(ctx, cfg.api::<BackendSet>(client), all()));
+    }
+    watches
 }
 
-async fn wait_all_synced(mut synced: Vec<signal::Receiver<bool>>) {
-    for rx in &mut synced {
-        let _ = rx.wait_for(|s| *s).await;
+async fn resync_on_leadership(ctx: &Context) {
+    let leadership = ctx.writer.leadership();
+    loop {
+        leadership.acquired().await;
+        ctx.enqueue(ctx.all_keys(), Duration::ZERO);
+        leadership.lost().await;
+    }
+}
+
+async fn housekeeping(ctx: &Context) {
+    loop {
+        ctx.writer.expire_unshown(std::time::Instant::now());
+        ctx.update_gauges();
+        tokio::time::sleep(Duration::from_secs(10)).await;
     }
 }
 
@@ -313,12 +259,16 @@ async fn worker(ctx: Arc<Context>) {
     while let Some(item) = ctx.queue.get().await {
         ctx.metrics.queue_wait.observe(item.waited.as_secs_f64());
         ctx.metrics.queue_depth.set(ctx.queue.len() as i64);
-        if !ctx.writer.leader().is_leader() {
-            ctx.queue.done(&item.key);
-            continue; // a follower writes nothing; gaining the Lease resyncs every key
+        let key = &item.key;
+        if !ctx.writer.leadership().is_leader() {
+            ctx.queue.done(key);
+            continue; // a follower writes nothing; gaining leadership reconciles every key
         }
-        let result = reconcile::reconcile(&ctx, &item.key, item.waited).await;
-        reconcile::error_policy(&ctx, &item.key, result);
-        ctx.queue.done(&item.key);
+        let result = match key {
+            WorkKey::Service(service) => reconcile::reconcile(&ctx, service, item.waited).await,
+            WorkKey::BackendSet(set) => status::reconcile(&ctx, set).await,
+        };
+        reconcile::error_policy(&ctx, key, result);
+        ctx.queue.done(key);
     }
 }

@@ -1,6 +1,7 @@
-//! The work queue of keys (Services, BackendSets): each key is queued at most once, handled by one worker at
-//! a time (a key re-added while it is being handled runs once more afterwards), delayed adds coalesce into
-//! the earliest deadline (the batch window), and failures back off per key, exponentially, until `forget`.
+//! The work queue: Service keys (their Endpoints and EndpointSlices) and BackendSet keys (their status). Each
+//! key is queued at most once, handled by one worker at a time (a key re-added while it is being handled runs
+//! once more afterwards), delayed adds coalesce into the earliest deadline (the batch window), and failures
+//! back off per key, exponentially, until `forget`.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::Hash;
@@ -9,6 +10,26 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::cache::{BackendSetKey, ServiceKey};
+
+/// What a worker reconciles.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WorkKey {
+    /// A Service: its Endpoints and EndpointSlices.
+    Service(ServiceKey),
+    /// A BackendSet: its status.
+    BackendSet(BackendSetKey),
+}
+
+impl std::fmt::Display for WorkKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WorkKey::Service(key) => write!(f, "Service {key}"),
+            WorkKey::BackendSet(key) => write!(f, "BackendSet {key}"),
+        }
+    }
+}
 
 /// First retry delay after a failure; doubles per consecutive failure up to `MAX_BACKOFF`.
 pub const BASE_BACKOFF: Duration = Duration::from_millis(50);

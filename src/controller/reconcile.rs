@@ -1,30 +1,32 @@
-//! Reconcile one Service: read the caches, compute the desired Endpoints and EndpointSlices (pure), diff
-//! them against what the server has, and hand the differences to the writer.
+//! Reconcile one Service: read the caches, compute the desired Endpoints and EndpointSlices (pure) from the
+//! Service's endpoint sources (its pods, or its BackendSet's backends), diff them against what the server
+//! has, and hand the differences to the writer.
 
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Endpoints;
+use k8s_openapi::api::core::v1::{Endpoints, ObjectReference};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::ResourceExt;
 use tracing::Instrument;
 
 use super::Context;
-use crate::write::reference;
+use super::queue::WorkKey;
 use crate::args::ServicesMode;
-use crate::backendset::{self, BackendView};
+use crate::backendset::BackendView;
 use crate::cache::{PodRecord, ServiceKey, ServiceRecord};
-use crate::desired::{self, SlicePlan};
+use crate::desired::{self, EndpointSource, EndpointsInput, SliceInput, SlicePlan};
 use crate::error::{Error, Result};
+use crate::write::reference;
 
 /// What roster does for a Service key.
 enum Plan {
-    /// A Service whose backends roster selects (spec.selector, or the roster.dev/selector annotation).
+    /// A Service whose pods roster selects (spec.selector, or the roster.dev/selector annotation).
     Select(Arc<ServiceRecord>),
     /// A selectorless Service (services=all): mirror hand-made Endpoints into EndpointSlices.
     Mirror(Arc<ServiceRecord>),
-    /// A selectorless Service a BackendSet is bound to: publish its probed backends.
-    Backends(Arc<ServiceRecord>, Arc<BackendView>),
+    /// A selectorless Service a BackendSet is bound to: publish its backends.
+    BackendSet(Arc<ServiceRecord>, Arc<BackendView>),
     /// No Service, an ExternalName Service, or one roster does not manage: remove what roster made.
     CleanUp,
     /// An annotated Service whose selector does not parse: warn, and leave its objects as they are.
@@ -38,7 +40,7 @@ pub async fn reconcile(ctx: &Context, key: &ServiceKey, waited: Duration) -> Res
         let writes = match plan(ctx, key) {
             Plan::Select(svc) => select(ctx, key, &svc).await,
             Plan::Mirror(svc) => mirror(ctx, key, &svc).await,
-            Plan::Backends(svc, view) => backends(ctx, key, &svc, &view).await,
+            Plan::BackendSet(svc, view) => backendset(ctx, key, &svc, &view).await,
             Plan::CleanUp => clean_up(ctx, key).await,
             Plan::InvalidSelector(svc, message) => invalid_selector(ctx, &svc, message).await,
         };
@@ -63,8 +65,8 @@ fn plan(ctx: &Context, key: &ServiceKey) -> Plan {
     if svc.is_external_name() {
         return Plan::CleanUp;
     }
-    if let Some(view) = ctx.backends.as_ref().and_then(|registry| registry.view(key)) {
-        return Plan::Backends(svc, view);
+    if let Some(view) = ctx.backendsets.as_ref().and_then(|sets| sets.bound_view(&svc)) {
+        return Plan::BackendSet(svc, view);
     }
     match (&svc.selector, ctx.config.services) {
         (Err(err), _) => {
@@ -92,8 +94,8 @@ async fn invalid_selector(ctx: &Context, svc: &ServiceRecord, message: String) -
 }
 
 /// An ObjectReference to the Service, for Events.
-fn service_reference(svc: &ServiceRecord) -> k8s_openapi::api::core::v1::ObjectReference {
-    k8s_openapi::api::core::v1::ObjectReference {
+fn service_reference(svc: &ServiceRecord) -> ObjectReference {
+    ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Service".into()),
         namespace: Some(svc.namespace.to_string()),
@@ -103,41 +105,96 @@ fn service_reference(svc: &ServiceRecord) -> k8s_openapi::api::core::v1::ObjectR
     }
 }
 
-async fn select(ctx: &Context, key: &ServiceKey, svc: &Arc<ServiceRecord>) -> Result<usize> {
+/// How a Service's endpoint sources are published.
+struct Publication {
+    endpoints: EndpointsInput,
+    slices: SliceInput,
+}
+
+/// roster writes the slices of a selectorless Service itself, so mirroring controllers must skip its
+/// Endpoints; a Service with `spec.selector` is never mirrored anyway.
+fn skip_mirror(ctx: &Context, svc: &ServiceRecord) -> bool {
+    ctx.slices_enabled && !svc.has_spec_selector
+}
+
+async fn select(ctx: &Context, key: &ServiceKey, svc: &ServiceRecord) -> Result<usize> {
     let pods: Vec<Arc<PodRecord>> = ctx.cache.read().expect("cache lock").pods_for_service(key);
-    let trigger = ctx.triggers.lock().expect("triggers lock").compute(svc, &pods);
+    let trigger_time = ctx.triggers.lock().expect("triggers lock").compute(svc, &pods);
+    let publication = Publication {
+        endpoints: EndpointsInput {
+            trigger_time,
+            skip_mirror: skip_mirror(ctx, svc),
+            owner: None,
+        },
+        slices: SliceInput::owned_by_service(svc, ctx.config.max_endpoints_per_slice, trigger_time),
+    };
+    publish(ctx, key, svc, &pods, publication).await
+}
+
+async fn backendset(
+    ctx: &Context,
+    key: &ServiceKey,
+    svc: &ServiceRecord,
+    view: &BackendView,
+) -> Result<usize> {
+    let owner = view.owner_reference();
+    let publication = Publication {
+        endpoints: EndpointsInput {
+            trigger_time: None,
+            skip_mirror: skip_mirror(ctx, svc),
+            owner: Some(owner.clone()),
+        },
+        slices: SliceInput {
+            max_per_slice: ctx.config.max_endpoints_per_slice,
+            trigger_time: None,
+            owner,
+        },
+    };
+    let addresses: Vec<_> = view.addresses.iter().collect();
+    publish(ctx, key, svc, &addresses, publication).await
+}
+
+/// Writes the Endpoints and EndpointSlices of `sources`, and removes mirrored slices a selectorless past
+/// left behind.
+async fn publish<P>(
+    ctx: &Context,
+    key: &ServiceKey,
+    svc: &ServiceRecord,
+    sources: &[P],
+    publication: Publication,
+) -> Result<usize>
+where
+    P: Deref<Target: EndpointSource>,
+{
+    let work = WorkKey::Service(key.clone());
     let mut writes = 0;
     if ctx.config.endpoints {
-        let input = desired::EndpointsInput {
-            trigger_time: trigger,
-            mode: ctx.config.selector_source(),
-        };
-        let desired = desired::desired_endpoints(svc, &pods, input);
-        let current = ctx.objects.lock().expect("objects lock").endpoints(key);
+        let desired = desired::desired_endpoints(svc, sources, publication.endpoints);
+        let current = ctx.endpoints(key);
         let obj = desired::endpoints_need_write(current.as_deref(), &desired);
-        writes += write_endpoints(ctx, key, current, obj).await?;
+        writes += write_endpoints(ctx, &work, current.is_some(), obj).await?;
     }
-    if ctx.slices_enabled {
-        writes += delete_slices(ctx, key, desired::MIRRORING_CONTROLLER_NAME).await?;
+    if !ctx.slices_enabled {
+        return Ok(writes);
     }
-    if ctx.slices_enabled && ctx.config.endpointslices {
-        let existing = managed_slices(ctx, key, desired::SLICE_CONTROLLER_NAME);
-        let node = |name: &str| ctx.cache.read().expect("cache lock").node_lookup(name);
-        let max = ctx.config.max_endpoints_per_slice;
-        let plan = desired::desired_slices(svc, &pods, &node, &existing, max, trigger);
-        writes += apply_slice_plan(ctx, key, &plan).await?;
-        if !plan.missing_nodes.is_empty() {
-            return Err(Error::NodesMissing(plan.missing_nodes.clone()));
-        }
+    writes += delete_slices(ctx, key, desired::MIRRORING_CONTROLLER_NAME).await?;
+    let existing = managed_slices(ctx, key, desired::SLICE_CONTROLLER_NAME);
+    let node = |name: &str| ctx.cache.read().expect("cache lock").node_lookup(name);
+    let plan = desired::desired_slices(svc, sources, &node, &existing, &publication.slices);
+    writes += apply_slice_plan(ctx, &work, &plan).await?;
+    if !plan.missing_nodes.is_empty() {
+        return Err(Error::NodesMissing(plan.missing_nodes.clone()));
     }
     Ok(writes)
 }
 
-async fn mirror(ctx: &Context, key: &ServiceKey, svc: &Arc<ServiceRecord>) -> Result<usize> {
-    let current = ctx.objects.lock().expect("objects lock").endpoints(key);
+async fn mirror(ctx: &Context, key: &ServiceKey, svc: &ServiceRecord) -> Result<usize> {
+    let work = WorkKey::Service(key.clone());
+    let current = ctx.endpoints(key);
     let mut writes = 0;
     if let Some(ep) = current.as_ref().filter(|ep| desired::is_roster_endpoints(ep)) {
-        writes += delete_endpoints(ctx, key, ep).await?; // the selector was removed: roster's object goes
+        ctx.writer.delete(&work, ep.as_ref()).await?; // the selector was removed: roster's object goes
+        writes += 1;
     }
     if !ctx.slices_enabled {
         return Ok(writes);
@@ -149,51 +206,29 @@ async fn mirror(ctx: &Context, key: &ServiceKey, svc: &Arc<ServiceRecord>) -> Re
         Some(ep) => desired::desired_mirrored_slices(svc, ep, &existing),
         None => SlicePlan::delete_all(existing),
     };
-    for (address, why) in &plan.skipped {
-        if let Some(ep) = &hand_made {
-            let reason = why.event_reason();
-            ctx.writer
-                .warn(
-                    &reference(ep.as_ref()),
-                    reason,
-                    "Mirroring",
-                    format!("{address}: {why}"),
-                )
-                .await;
-        }
+    if let Some(ep) = &hand_made {
+        warn_skipped(ctx, ep, &plan).await;
     }
-    Ok(writes + apply_slice_plan(ctx, key, &plan).await?)
+    Ok(writes + apply_slice_plan(ctx, &work, &plan).await?)
 }
 
-async fn backends(ctx: &Context, key: &ServiceKey, svc: &ServiceRecord, view: &BackendView) -> Result<usize> {
-    let mut writes = 0;
-    if ctx.config.endpoints {
-        let desired = backendset::desired_backend_endpoints(svc, view);
-        let current = ctx.objects.lock().expect("objects lock").endpoints(key);
-        let obj = backendset::backend_endpoints_need_write(current.as_deref(), &desired, view);
-        writes += write_endpoints(ctx, key, current, obj).await?;
+/// A Warning Event on the Endpoints for each address mirroring left out.
+async fn warn_skipped(ctx: &Context, ep: &Endpoints, plan: &SlicePlan) {
+    for (address, why) in &plan.skipped {
+        let note = format!("{address}: {why}");
+        ctx.writer
+            .warn(&reference(ep), why.event_reason(), "Mirroring", note)
+            .await;
     }
-    if ctx.slices_enabled {
-        writes += delete_slices(ctx, key, desired::MIRRORING_CONTROLLER_NAME).await?;
-    }
-    if ctx.slices_enabled && ctx.config.endpointslices {
-        let existing = managed_slices(ctx, key, desired::SLICE_CONTROLLER_NAME);
-        let max = ctx.config.max_endpoints_per_slice;
-        writes += apply_slice_plan(
-            ctx,
-            key,
-            &backendset::desired_backend_slices(svc, view, &existing, max),
-        )
-        .await?;
-    }
-    Ok(writes)
 }
 
 async fn clean_up(ctx: &Context, key: &ServiceKey) -> Result<usize> {
-    let current = ctx.objects.lock().expect("objects lock").endpoints(key);
+    let work = WorkKey::Service(key.clone());
+    let current = ctx.endpoints(key);
     let mut writes = 0;
     if let Some(ep) = current.filter(|ep| desired::is_roster_endpoints(ep)) {
-        writes += delete_endpoints(ctx, key, &ep).await?;
+        ctx.writer.delete(&work, ep.as_ref()).await?;
+        writes += 1;
     }
     if ctx.slices_enabled {
         writes += delete_slices(ctx, key, desired::SLICE_CONTROLLER_NAME).await?;
@@ -203,26 +238,22 @@ async fn clean_up(ctx: &Context, key: &ServiceKey) -> Result<usize> {
     Ok(writes)
 }
 
+/// Creates or replaces the Endpoints (`obj`, when anything changed); a failure is also a Warning Event.
 async fn write_endpoints(
     ctx: &Context,
-    key: &ServiceKey,
-    current: Option<Arc<Endpoints>>,
+    work: &WorkKey,
+    exists: bool,
     obj: Option<Endpoints>,
 ) -> Result<usize> {
     let Some(obj) = obj else { return Ok(0) };
-    let replaced = current.as_ref().and_then(|c| c.resource_version());
-    let result = match &current {
-        None => ctx.writer.create_endpoints(&obj).await,
-        Some(_) => ctx.writer.replace_endpoints(&obj).await,
+    let result = match exists {
+        false => ctx.writer.create(work, &obj).await,
+        true => ctx.writer.replace(work, &obj).await,
     };
     if let Err(err) = &result {
         warn_failed_endpoints(ctx, &obj, err).await;
     }
-    ctx.objects
-        .lock()
-        .expect("objects lock")
-        .record_endpoints_write(key, result?, replaced);
-    Ok(1)
+    result.map(|_| 1)
 }
 
 async fn warn_failed_endpoints(ctx: &Context, obj: &Endpoints, err: &Error) {
@@ -243,18 +274,8 @@ async fn warn_failed_endpoints(ctx: &Context, obj: &Endpoints, err: &Error) {
         .await;
 }
 
-async fn delete_endpoints(ctx: &Context, key: &ServiceKey, ep: &Endpoints) -> Result<usize> {
-    ctx.writer.delete_endpoints(ep).await?;
-    ctx.objects
-        .lock()
-        .expect("objects lock")
-        .record_endpoints_delete(key, ep.resource_version());
-    Ok(1)
-}
-
 fn managed_slices(ctx: &Context, key: &ServiceKey, manager: &str) -> Vec<EndpointSlice> {
-    let slices = ctx.objects.lock().expect("objects lock").slices(key);
-    slices
+    ctx.slices(key)
         .into_iter()
         .filter(|s| desired::slice_manager(s) == Some(manager))
         .map(|s| (*s).clone())
@@ -263,38 +284,27 @@ fn managed_slices(ctx: &Context, key: &ServiceKey, manager: &str) -> Vec<Endpoin
 
 async fn delete_slices(ctx: &Context, key: &ServiceKey, manager: &str) -> Result<usize> {
     let stale = managed_slices(ctx, key, manager);
-    apply_slice_plan(ctx, key, &SlicePlan::delete_all(stale)).await
+    let work = WorkKey::Service(key.clone());
+    apply_slice_plan(ctx, &work, &SlicePlan::delete_all(stale)).await
 }
 
 /// Creates, then updates, then deletes (so readers never see a Service without its endpoints).
-async fn apply_slice_plan(ctx: &Context, key: &ServiceKey, plan: &SlicePlan) -> Result<usize> {
+async fn apply_slice_plan(ctx: &Context, work: &WorkKey, plan: &SlicePlan) -> Result<usize> {
     for slice in &plan.create {
-        let written = ctx.writer.create_slice(slice).await?;
-        ctx.objects
-            .lock()
-            .expect("objects lock")
-            .record_slice_write(key, written);
+        ctx.writer.create(work, slice).await?;
     }
     for slice in &plan.update {
-        let written = ctx.writer.replace_slice(slice).await?;
-        ctx.objects
-            .lock()
-            .expect("objects lock")
-            .record_slice_write(key, written);
+        ctx.writer.replace(work, slice).await?;
     }
     for slice in &plan.delete {
-        ctx.writer.delete_slice(slice).await?;
-        ctx.objects
-            .lock()
-            .expect("objects lock")
-            .record_slice_delete(key, slice);
+        ctx.writer.delete(work, slice).await?;
     }
     Ok(plan.create.len() + plan.update.len() + plan.delete.len())
 }
 
 /// Errors decide the retry: conflicts retry soon from the watch's state, throttling honours the server's
-/// delay, invalid input waits for the object to change, everything else backs off per Service.
-pub fn error_policy(ctx: &Context, key: &ServiceKey, result: Result<()>) {
+/// delay, invalid input waits for the object to change, everything else backs off per key.
+pub fn error_policy(ctx: &Context, key: &WorkKey, result: Result<()>) {
     let err = match result {
         Ok(()) => {
             ctx.queue.forget(key);
@@ -306,7 +316,7 @@ pub fn error_policy(ctx: &Context, key: &ServiceKey, result: Result<()>) {
     };
     ctx.metrics.reconciles.with_label_values(&[err.kind()]).inc();
     if err.is_permanent() {
-        tracing::warn!(service = %key, %err, "not retrying until the Service or its pods change");
+        tracing::warn!(%key, %err, "not retrying until the object or its inputs change");
         return;
     }
     let not_before = match &err {
@@ -315,5 +325,5 @@ pub fn error_policy(ctx: &Context, key: &ServiceKey, result: Result<()>) {
     };
     ctx.metrics.queue_retries.with_label_values(&[err.kind()]).inc();
     let delay = ctx.queue.retry(key.clone(), not_before);
-    tracing::info!(service = %key, %err, retry_in = ?delay, "reconcile failed; retrying");
+    tracing::info!(%key, %err, retry_in = ?delay, "reconcile failed; retrying");
 }

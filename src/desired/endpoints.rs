@@ -2,30 +2,31 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::ops::Deref;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::labels::{
     ANNOTATION_OVER_CAPACITY, ANNOTATION_TRIGGER_TIME, ENDPOINTS_MANAGER, LABEL_ENDPOINTS_MANAGED_BY,
     LABEL_HEADLESS, LABEL_SKIP_MIRROR, MAX_ENDPOINTS_ADDRESSES, OVER_CAPACITY_TRUNCATED,
 };
-use super::ports::find_port;
-use super::readiness::{endpoint_hostname, endpoints_address_ready, pod_is_endpoint};
 use super::repack::repack_subsets;
+use super::source::EndpointSource;
 use super::trigger::format_trigger_time;
-use crate::cache::{IpFamily, PodRecord, SelectorSource, ServiceRecord};
+use crate::cache::{IpFamily, ServiceRecord};
 
-/// Inputs of [`desired_endpoints`] besides the Service and its pods.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Inputs of [`desired_endpoints`] besides the Service and its endpoint sources.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct EndpointsInput {
     /// From [`super::TriggerTimeTracker::compute`].
     pub trigger_time: Option<Timestamp>,
-    /// In [`SelectorSource::Annotation`] mode the Endpoints carry the skip-mirror label: roster publishes the
-    /// EndpointSlices of these selectorless Services itself.
-    pub mode: SelectorSource,
+    /// The Endpoints carry the skip-mirror label: roster writes this selectorless Service's EndpointSlices
+    /// itself, so no mirroring controller may mirror them into a second set.
+    pub skip_mirror: bool,
+    /// The controller owner of the Endpoints (a BackendSet), if any.
+    pub owner: Option<OwnerReference>,
 }
 
 /// What the Endpoints object of a Service should contain.
@@ -35,30 +36,32 @@ pub struct DesiredEndpoints {
     pub name: String,
     /// Canonical (repacked) and truncated to [`MAX_ENDPOINTS_ADDRESSES`].
     pub subsets: Vec<EndpointSubset>,
-    /// The complete label set: Service labels, the headless label, roster's ownership label and, in annotation
-    /// mode, the skip-mirror label.
+    /// The complete label set: Service labels, the headless label, roster's ownership label and, for
+    /// selectorless Services whose slices roster writes, the skip-mirror label.
     pub labels: BTreeMap<String, String>,
     /// The annotations roster owns: over-capacity (when truncated) and the trigger time (when known).
     pub annotations: BTreeMap<String, String>,
+    /// The controller owner reference, when one is wanted.
+    pub owner: Option<OwnerReference>,
     /// More than [`MAX_ENDPOINTS_ADDRESSES`] addresses were selected and some were dropped.
     pub truncated: bool,
 }
 
-/// Computes the Endpoints of a Service from the pods it selects.
+/// Computes the Endpoints of a Service from its endpoint sources (pods, or a BackendSet's backends).
 ///
-/// One address per pod, in the Service's primary IP family (`ipFamilies[0]`, else the cluster IP's family, and
-/// for headless Services without families the pod's own primary family); pods without an IP of that family are
-/// left out. A pod appears under each Service port whose `targetPort` resolves on it; a headless Service
-/// without ports gets one port-less subset. Ready pods (or all, with `publishNotReadyAddresses`, which also
-/// keeps terminating pods) go to `addresses`, the rest to `notReadyAddresses`. `nodeName` is set only when
-/// the pod has one (upstream writes an empty string). The result is canonical and truncated.
-pub fn desired_endpoints(
-    svc: &ServiceRecord,
-    pods: &[Arc<PodRecord>],
-    input: EndpointsInput,
-) -> DesiredEndpoints {
-    let per_pod: Vec<EndpointSubset> = pods.iter().filter_map(|pod| pod_subset(svc, pod)).collect();
-    let (subsets, truncated) = truncate_subsets(repack_subsets(&per_pod));
+/// One address per source, in the Service's primary IP family (`ipFamilies[0]`, else the cluster IP's family,
+/// and for headless Services without families the source's own primary family); sources without an IP of
+/// that family are left out. A source appears under each Service port whose `targetPort` resolves on it; a
+/// headless Service without ports gets one port-less subset. Ready sources (or all, with
+/// `publishNotReadyAddresses`, which also keeps terminating pods) go to `addresses`, the rest to
+/// `notReadyAddresses`. `nodeName` is set only when the source has one (upstream writes an empty string).
+/// The result is canonical and truncated.
+pub fn desired_endpoints<P>(svc: &ServiceRecord, sources: &[P], input: EndpointsInput) -> DesiredEndpoints
+where
+    P: Deref<Target: EndpointSource>,
+{
+    let per_source: Vec<EndpointSubset> = sources.iter().filter_map(|s| source_subset(svc, &**s)).collect();
+    let (subsets, truncated) = truncate_subsets(repack_subsets(&per_source));
     let mut annotations = BTreeMap::new();
     if truncated {
         annotations.insert(
@@ -73,14 +76,15 @@ pub fn desired_endpoints(
         namespace: svc.namespace.to_string(),
         name: svc.name.to_string(),
         subsets,
-        labels: endpoints_labels(svc, input.mode),
+        labels: endpoints_labels(svc, input.skip_mirror),
         annotations,
+        owner: input.owner,
         truncated,
     }
 }
 
 /// The labels of a Service's Endpoints.
-pub fn endpoints_labels(svc: &ServiceRecord, mode: SelectorSource) -> BTreeMap<String, String> {
+pub fn endpoints_labels(svc: &ServiceRecord, skip_mirror: bool) -> BTreeMap<String, String> {
     let mut labels = svc.labels.to_map();
     labels.remove(LABEL_HEADLESS);
     if svc.is_headless() {
@@ -90,32 +94,33 @@ pub fn endpoints_labels(svc: &ServiceRecord, mode: SelectorSource) -> BTreeMap<S
         LABEL_ENDPOINTS_MANAGED_BY.to_owned(),
         ENDPOINTS_MANAGER.to_owned(),
     );
-    if mode == SelectorSource::Annotation {
+    if skip_mirror {
         labels.insert(LABEL_SKIP_MIRROR.to_owned(), "true".to_owned());
     }
     labels
 }
 
-/// The one address the Endpoints carry for a pod: its first IP of the Service's primary family.
-pub fn endpoints_ip(svc: &ServiceRecord, pod: &PodRecord) -> Option<IpAddr> {
+/// The one address the Endpoints carry for a source: its first IP of the Service's primary family.
+pub fn endpoints_ip<S: EndpointSource + ?Sized>(svc: &ServiceRecord, source: &S) -> Option<IpAddr> {
+    let ips = source.ips();
     let family = svc
         .ip_families
         .first()
         .copied()
         .or(svc.cluster_ip.as_ref().map(IpFamily::of))
-        .or(pod.ips.first().map(IpFamily::of))?;
-    pod.ips.iter().find(|ip| IpFamily::of(ip) == family).copied()
+        .or(ips.first().map(IpFamily::of))?;
+    ips.iter().find(|ip| IpFamily::of(ip) == family).copied()
 }
 
-fn pod_subset(svc: &ServiceRecord, pod: &PodRecord) -> Option<EndpointSubset> {
-    if !pod_is_endpoint(pod, svc.publish_not_ready_addresses) {
+fn source_subset<S: EndpointSource + ?Sized>(svc: &ServiceRecord, source: &S) -> Option<EndpointSubset> {
+    if !source.is_endpoint(svc.publish_not_ready_addresses) {
         return None;
     }
     let address = EndpointAddress {
-        ip: endpoints_ip(svc, pod)?.to_string(),
-        hostname: endpoint_hostname(pod, svc),
-        node_name: pod.node_name.as_ref().map(|n| n.to_string()),
-        target_ref: Some(pod_reference(pod)),
+        ip: endpoints_ip(svc, source)?.to_string(),
+        hostname: source.hostname(svc),
+        node_name: source.node_name().map(str::to_owned),
+        target_ref: source.target_ref(),
     };
     let ports: Vec<EndpointPort> = svc
         .ports
@@ -123,7 +128,7 @@ fn pod_subset(svc: &ServiceRecord, pod: &PodRecord) -> Option<EndpointSubset> {
         .filter_map(|sp| {
             Some(EndpointPort {
                 name: Some(sp.name.to_string()).filter(|n| !n.is_empty()),
-                port: find_port(pod, sp)?,
+                port: source.port(sp)?,
                 protocol: Some(sp.protocol.as_str().to_owned()),
                 app_protocol: sp.app_protocol.as_ref().map(|p| p.to_string()),
             })
@@ -133,23 +138,12 @@ fn pod_subset(svc: &ServiceRecord, pod: &PodRecord) -> Option<EndpointSubset> {
     if ports.is_empty() && !portless_headless {
         return None;
     }
-    let ready = endpoints_address_ready(pod, svc);
+    let ready = svc.publish_not_ready_addresses || source.ready();
     Some(EndpointSubset {
         addresses: ready.then(|| vec![address.clone()]),
         not_ready_addresses: (!ready).then(|| vec![address]),
         ports: Some(ports).filter(|p| !p.is_empty()),
     })
-}
-
-/// `{kind: Pod, namespace, name, uid}` without resourceVersion, so pod status churn never shows in the object.
-pub fn pod_reference(pod: &PodRecord) -> ObjectReference {
-    ObjectReference {
-        kind: Some("Pod".to_owned()),
-        namespace: Some(pod.namespace.to_string()),
-        name: Some(pod.name.to_string()),
-        uid: Some(pod.uid.to_string()),
-        ..ObjectReference::default()
-    }
 }
 
 /// Cuts canonical subsets down to [`MAX_ENDPOINTS_ADDRESSES`] addresses, as upstream: when more than the limit
@@ -193,9 +187,9 @@ fn truncate_subsets(mut subsets: Vec<EndpointSubset>) -> (Vec<EndpointSubset>, b
 /// Compared: subsets after repacking `current` (so ordering and grouping noise and `targetRef.resourceVersion`
 /// are ignored), the full label set, and the over-capacity annotation. The desired subsets are already
 /// truncated, so an Endpoints object over capacity is not rewritten on every sync. The trigger-time annotation
-/// is not compared: it is only written along with another change. The object written is `current` with
-/// subsets, labels and roster's annotations replaced; other annotations and the resourceVersion (for
-/// optimistic concurrency) are kept.
+/// is not compared: it is only written along with another change. A wanted owner reference must be the
+/// object's only one. The object written is `current` with subsets, labels, roster's annotations and the
+/// wanted owner replaced; other annotations and the resourceVersion (for optimistic concurrency) are kept.
 pub fn endpoints_need_write(current: Option<&Endpoints>, desired: &DesiredEndpoints) -> Option<Endpoints> {
     let Some(current) = current else {
         let metadata = ObjectMeta {
@@ -222,7 +216,10 @@ pub fn endpoints_need_write(current: Option<&Endpoints>, desired: &DesiredEndpoi
         .labels
         .as_ref()
         .map_or(desired.labels.is_empty(), |l| *l == desired.labels);
-    if capacity_ok && labels_ok && canonical_subsets(current) == desired.subsets {
+    let owner_ok = desired.owner.as_ref().is_none_or(|owner| {
+        current.metadata.owner_references.as_deref() == Some(std::slice::from_ref(owner))
+    });
+    if capacity_ok && labels_ok && owner_ok && canonical_subsets(current) == desired.subsets {
         return None;
     }
     Some(apply_desired(current.clone(), desired))
@@ -250,6 +247,9 @@ fn apply_desired(mut endpoints: Endpoints, desired: &DesiredEndpoints) -> Endpoi
     annotations.remove(ANNOTATION_OVER_CAPACITY);
     annotations.remove(ANNOTATION_TRIGGER_TIME);
     annotations.extend(desired.annotations.clone());
+    if let Some(owner) = &desired.owner {
+        meta.owner_references = Some(vec![owner.clone()]);
+    }
     endpoints.subsets = Some(desired.subsets.clone());
     endpoints
 }

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{EndpointSubset, Endpoints};
 use super::endpoints::*;
 use super::fixtures::{PodFixture, ServiceFixture, port, ts};
 use super::labels::*;
-use crate::cache::{IpFamily, PodPhase, PodRecord, Protocol, SelectorSource, TargetPort};
+use crate::cache::{IpFamily, PodPhase, PodRecord, Protocol, TargetPort};
 
 fn ip_of(i: usize) -> String {
     format!("10.1.{}.{}", i / 256, i % 256)
@@ -254,19 +254,19 @@ fn headless_without_ports_gets_portless_subset() {
 }
 
 #[test]
-fn endpoints_labels_follow_service_and_mode() {
+fn endpoints_labels_follow_service_and_skip_mirror() {
     let svc = ServiceFixture::new("web")
         .labels(&[("team", "a"), (LABEL_HEADLESS, "x")])
         .build();
     let cases = [
         (
             svc.clone(),
-            SelectorSource::Spec,
+            false,
             vec![(LABEL_ENDPOINTS_MANAGED_BY, "roster"), ("team", "a")],
         ),
         (
             svc,
-            SelectorSource::Annotation,
+            true,
             vec![
                 (LABEL_SKIP_MIRROR, "true"),
                 (LABEL_ENDPOINTS_MANAGED_BY, "roster"),
@@ -275,16 +275,20 @@ fn endpoints_labels_follow_service_and_mode() {
         ),
         (
             ServiceFixture::new("web").headless().build(),
-            SelectorSource::Spec,
+            false,
             vec![(LABEL_ENDPOINTS_MANAGED_BY, "roster"), (LABEL_HEADLESS, "")],
         ),
     ];
-    for (svc, mode, want) in cases {
+    for (svc, skip_mirror, want) in cases {
         let want: BTreeMap<String, String> = want
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        assert_eq!(endpoints_labels(&svc, mode), want, "{mode:?}");
+        assert_eq!(
+            endpoints_labels(&svc, skip_mirror),
+            want,
+            "skip-mirror {skip_mirror}"
+        );
     }
 }
 
@@ -467,9 +471,10 @@ fn trigger_time_alone_never_causes_write() {
 fn endpoints_write_keeps_foreign_annotations_and_resource_version() {
     let svc = ServiceFixture::new("web").labels(&[("team", "b")]).build();
     let pods = vec![PodFixture::new("a").ip("10.0.0.1").build()];
+    let no_pods: &[Arc<PodRecord>] = &[];
     let mut current = written(&desired_endpoints(
         &ServiceFixture::new("web").build(),
-        &[],
+        no_pods,
         input(),
     ));
     current.metadata.annotations = Some(BTreeMap::from([
@@ -541,7 +546,8 @@ fn endpoints_rewritten_when_labels_or_capacity_annotation_drift() {
 #[test]
 fn endpoints_created_when_missing() {
     let svc = ServiceFixture::new("web").build();
-    let created = endpoints_need_write(None, &desired_endpoints(&svc, &[], input())).unwrap();
+    let no_pods: &[Arc<PodRecord>] = &[];
+    let created = endpoints_need_write(None, &desired_endpoints(&svc, no_pods, input())).unwrap();
     assert_eq!(created.metadata.name.as_deref(), Some("web"));
     assert_eq!(created.metadata.namespace.as_deref(), Some("shop"));
     assert_eq!(created.metadata.resource_version, None);

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{EndpointAddress, EndpointSubset, Endpoints};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::labels::{
     ANNOTATION_LAST_APPLIED, ANNOTATION_LEADER, ANNOTATION_TRIGGER_TIME, LABEL_MANAGED_BY,
@@ -45,13 +45,13 @@ pub fn desired_mirrored_slices(
         return SlicePlan::delete_all(existing.to_vec());
     }
     let mut plan = SlicePlan::default();
-    let uid = endpoints.metadata.uid.clone().unwrap_or_default();
+    let owner = endpoints_owner(endpoints);
     let mut existing: Vec<&EndpointSlice> = existing.iter().collect();
     existing.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let mut by_key: BTreeMap<MirrorKey, Vec<&EndpointSlice>> = BTreeMap::new();
     for slice in existing {
         match IpFamily::from_address_type(&slice.address_type) {
-            Some(family) if owned_by(slice, "Endpoints", &uid) => {
+            Some(family) if owned_by(slice, &owner) => {
                 by_key
                     .entry((family, ports_key(slice.ports.as_deref())))
                     .or_default()
@@ -70,7 +70,7 @@ pub fn desired_mirrored_slices(
         plan.stats.endpoints_removed += slice.endpoints.len();
         plan.delete.push(slice.clone());
     }
-    recycle_deletes(&mut plan, |slice| owned_by(slice, "Endpoints", &uid));
+    recycle_deletes(&mut plan, |slice| owned_by(slice, &owner));
     if endpoints.metadata.deletion_timestamp.is_some() {
         plan.create.clear();
     }
@@ -236,12 +236,18 @@ fn mirrored_slice(endpoints: &Endpoints, family: IpFamily, ports: Vec<EndpointPo
             generate_name: Some(format!("{name}-")),
             labels: Some(labels),
             annotations: Some(annotations).filter(|a| !a.is_empty()),
-            owner_references: Some(vec![controller_reference(
-                "Endpoints",
-                &name,
-                meta.uid.as_deref().unwrap_or_default(),
-            )]),
+            owner_references: Some(vec![endpoints_owner(endpoints)]),
             ..ObjectMeta::default()
         },
     }
+}
+
+/// The owner of mirrored slices: their Endpoints.
+fn endpoints_owner(endpoints: &Endpoints) -> OwnerReference {
+    let meta = &endpoints.metadata;
+    controller_reference(
+        "Endpoints",
+        meta.name.as_deref().unwrap_or_default(),
+        meta.uid.as_deref().unwrap_or_default(),
+    )
 }

@@ -1,8 +1,10 @@
 //! The pure desired-state layer: from cache records to the objects roster should write.
 //!
-//! Nothing here does I/O, awaits, or reads a clock; time comes in as arguments. The pipeline for one Service:
+//! Nothing here does I/O, awaits, or reads a clock; time comes in as arguments. A Service's endpoints come
+//! from [`EndpointSource`]s: its pods, or the backends of the BackendSet bound to it. The pipeline for one
+//! Service:
 //!
-//! 1. [`readiness`] and [`ports`] decide which pods are endpoints, in which condition, on which ports;
+//! 1. [`readiness`] and [`ports`] decide which sources are endpoints, in which condition, on which ports;
 //! 2. [`desired_endpoints`] builds the canonical, truncated Endpoints and [`endpoints_need_write`] compares it
 //!    with the current object;
 //! 3. [`desired_slices`] plans EndpointSlice creates, updates and deletes against the existing slices;
@@ -18,6 +20,7 @@ pub mod ports;
 pub mod readiness;
 mod repack;
 mod slices;
+mod source;
 mod trigger;
 
 #[cfg(test)]
@@ -30,11 +33,14 @@ mod mirroring_tests;
 mod slices_tests;
 
 pub use endpoints::{
-    DesiredEndpoints, EndpointsInput, desired_endpoints, endpoints_ip, endpoints_labels,
-    endpoints_need_write, pod_reference,
+    DesiredEndpoints, EndpointsInput, desired_endpoints, endpoints_ip, endpoints_labels, endpoints_need_write,
 };
 pub use labels::*;
 pub use mirroring::desired_mirrored_slices;
 pub use repack::{count_addresses, repack_subsets};
-pub use slices::{SkipReason, SlicePlan, SliceStats, desired_slices, slice_families, slice_labels};
+pub use slices::{
+    SkipReason, SliceInput, SlicePlan, SliceStats, controller_reference, desired_slices, slice_families,
+    slice_labels,
+};
+pub use source::{EndpointSource, pod_reference};
 pub use trigger::{TriggerTimeTracker, format_trigger_time};

@@ -2,6 +2,7 @@
 
 use k8s_openapi::api::discovery::v1::EndpointConditions;
 
+use super::source::EndpointSource;
 use crate::cache::{PodRecord, ServiceRecord};
 
 /// Whether a pod is published at all: not terminal (Succeeded/Failed), has an IP, and is not terminating
@@ -10,19 +11,15 @@ pub fn pod_is_endpoint(pod: &PodRecord, include_terminating: bool) -> bool {
     !pod.phase.is_terminal() && !pod.ips.is_empty() && (include_terminating || !pod.terminating)
 }
 
-/// Endpoints: whether the pod goes to `addresses` (else `notReadyAddresses`).
-pub fn endpoints_address_ready(pod: &PodRecord, svc: &ServiceRecord) -> bool {
-    svc.publish_not_ready_addresses || pod.ready
-}
-
-/// EndpointSlices: `serving` is pod readiness, `terminating` the deletion timestamp, and `ready` is
+/// EndpointSlices: `serving` is the source's readiness, `terminating` its deletion, and `ready` is
 /// `publishNotReadyAddresses || (serving && !terminating)` — a terminating pod is never ready unless the
 /// Service publishes not-ready addresses.
-pub fn slice_conditions(pod: &PodRecord, svc: &ServiceRecord) -> EndpointConditions {
+pub fn slice_conditions<S: EndpointSource + ?Sized>(source: &S, svc: &ServiceRecord) -> EndpointConditions {
+    let (serving, terminating) = (source.ready(), source.terminating());
     EndpointConditions {
-        ready: Some(svc.publish_not_ready_addresses || (pod.ready && !pod.terminating)),
-        serving: Some(pod.ready),
-        terminating: Some(pod.terminating),
+        ready: Some(svc.publish_not_ready_addresses || (serving && !terminating)),
+        serving: Some(serving),
+        terminating: Some(terminating),
     }
 }
 
@@ -124,7 +121,7 @@ mod tests {
                 serving: Some(serving),
                 terminating: Some(terminating),
             };
-            assert_eq!(slice_conditions(&pod, svc), want, "{name}");
+            assert_eq!(slice_conditions(pod.as_ref(), svc), want, "{name}");
         }
     }
 

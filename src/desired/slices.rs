@@ -10,21 +10,20 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::sync::Arc;
+use std::ops::Deref;
 
 use jiff::Timestamp;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use super::endpoints::pod_reference;
 use super::labels::{
     ANNOTATION_TRIGGER_TIME, LABEL_HEADLESS, LABEL_MANAGED_BY, LABEL_SERVICE_NAME,
     MAX_ENDPOINTS_PER_SLICE_LIMIT, MAX_MIRRORED_PER_SUBSET, RESERVED_SLICE_LABELS, SLICE_CONTROLLER_NAME,
 };
-use super::ports::find_port;
-use super::readiness::{endpoint_hostname, pod_is_endpoint, slice_conditions};
+use super::readiness::slice_conditions;
+use super::source::EndpointSource;
 use super::trigger::format_trigger_time;
-use crate::cache::{IpFamily, NodeLookup, PodRecord, ServiceRecord};
+use crate::cache::{IpFamily, NodeLookup, ServiceRecord};
 
 /// Why an address was not published (mirroring). Each maps to a Warning Event reason on the Endpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +107,32 @@ impl SlicePlan {
     }
 }
 
+/// Inputs of [`desired_slices`] besides the Service, its endpoint sources and the existing slices.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SliceInput {
+    /// Most endpoints in one slice, clamped to 1..=1000.
+    pub max_per_slice: usize,
+    /// From [`super::TriggerTimeTracker::compute`].
+    pub trigger_time: Option<Timestamp>,
+    /// The controller owner of the slices: the Service, or the BackendSet that publishes to it.
+    pub owner: OwnerReference,
+}
+
+impl SliceInput {
+    /// Slices owned by the Service itself.
+    pub fn owned_by_service(
+        svc: &ServiceRecord,
+        max_per_slice: usize,
+        trigger_time: Option<Timestamp>,
+    ) -> Self {
+        SliceInput {
+            max_per_slice,
+            trigger_time,
+            owner: controller_reference("Service", &svc.name, &svc.uid),
+        }
+    }
+}
+
 /// Identifies a port list regardless of order: sorted `(name, port, protocol, appProtocol)`.
 pub(crate) type PortsKey = Vec<(String, Option<i32>, String, Option<String>)>;
 
@@ -163,30 +188,36 @@ struct Group {
 /// Plans the EndpointSlices of a Service.
 ///
 /// `existing` are the slices labelled with this Service's name and roster's managed-by value; `nodes` tells
-/// the zone of a pod's node. `max_per_slice` is clamped to 1..=1000.
+/// the zone of a pod's node. Existing slices not owned by `input.owner` are replaced.
 ///
-/// Divergence from upstream: a pod on which none of the Service's ports resolve (a named `targetPort` the pod
-/// does not declare) is left out, as in the Endpoints, instead of being published in a `ports: []` slice that
-/// consumers read as "all ports" (kubernetes#109627). A pod on which some ports resolve is published with
-/// those, as upstream. A Service without ports publishes its pods with `ports: []`.
-pub fn desired_slices(
+/// Divergence from upstream: a source on which none of the Service's ports resolve (a named `targetPort` the
+/// pod does not declare) is left out, as in the Endpoints, instead of being published in a `ports: []` slice
+/// that consumers read as "all ports" (kubernetes#109627). A source on which some ports resolve is published
+/// with those, as upstream. A Service without ports publishes its endpoints with `ports: []`.
+pub fn desired_slices<P>(
     svc: &ServiceRecord,
-    pods: &[Arc<PodRecord>],
+    sources: &[P],
     nodes: &dyn Fn(&str) -> NodeLookup,
     existing: &[EndpointSlice],
-    max_per_slice: usize,
-    trigger_time: Option<Timestamp>,
-) -> SlicePlan {
-    let max = max_per_slice.clamp(1, MAX_ENDPOINTS_PER_SLICE_LIMIT);
+    input: &SliceInput,
+) -> SlicePlan
+where
+    P: Deref<Target: EndpointSource>,
+{
+    let max = input.max_per_slice.clamp(1, MAX_ENDPOINTS_PER_SLICE_LIMIT);
     let families = slice_families(svc);
     let mut plan = SlicePlan::default();
     let mut missing_nodes = BTreeSet::new();
-    let mut desired = desired_groups(svc, pods, nodes, &families, &mut missing_nodes);
+    let mut desired = desired_groups(svc, sources, nodes, &families, &mut missing_nodes);
     plan.missing_nodes = missing_nodes.into_iter().collect();
 
     let mut existing: Vec<&EndpointSlice> = existing.iter().collect();
     existing.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    let labels = slice_labels(svc);
+    let template = SliceTemplate {
+        svc,
+        labels: slice_labels(svc),
+        owner: &input.owner,
+    };
     for family in &families {
         let of_family: Vec<&EndpointSlice> = existing
             .iter()
@@ -194,21 +225,28 @@ pub fn desired_slices(
             .filter(|s| s.address_type == family.address_type())
             .collect();
         let groups = desired.remove(family).unwrap_or_default();
-        plan_family(svc, *family, &labels, groups, of_family, max, &mut plan);
+        plan_family(&template, *family, groups, of_family, max, &mut plan);
     }
     let unsupported = existing
         .iter()
         .filter(|s| IpFamily::from_address_type(&s.address_type).is_none_or(|f| !families.contains(&f)));
     plan.delete.extend(unsupported.map(|s| (*s).clone()));
 
-    recycle_deletes(&mut plan, |slice| owned_by(slice, "Service", &svc.uid));
+    recycle_deletes(&mut plan, |slice| owned_by(slice, &input.owner));
     if svc.deleting {
         plan.create.clear();
     }
     for slice in plan.create.iter_mut().chain(plan.update.iter_mut()) {
-        set_trigger_time(slice, trigger_time);
+        set_trigger_time(slice, input.trigger_time);
     }
     plan
+}
+
+/// What every slice of one Service carries.
+struct SliceTemplate<'a> {
+    svc: &'a ServiceRecord,
+    labels: BTreeMap<String, String>,
+    owner: &'a OwnerReference,
 }
 
 /// Address types a Service's slices use: its `ipFamilies`; else the cluster IP's family; headless without
@@ -244,29 +282,31 @@ pub fn slice_labels(svc: &ServiceRecord) -> BTreeMap<String, String> {
 
 type DesiredGroups = BTreeMap<IpFamily, BTreeMap<PortsKey, Group>>;
 
-fn desired_groups(
+fn desired_groups<P>(
     svc: &ServiceRecord,
-    pods: &[Arc<PodRecord>],
+    sources: &[P],
     nodes: &dyn Fn(&str) -> NodeLookup,
     families: &[IpFamily],
     missing_nodes: &mut BTreeSet<String>,
-) -> DesiredGroups {
+) -> DesiredGroups
+where
+    P: Deref<Target: EndpointSource>,
+{
     let mut groups = DesiredGroups::new();
-    for pod in pods.iter().filter(|p| pod_is_endpoint(p, true)) {
-        let Some(ports) = resolved_ports(svc, pod) else {
+    for source in sources.iter().map(|s| &**s).filter(|s| s.is_endpoint(true)) {
+        let Some(ports) = resolved_ports(svc, source) else {
             continue;
         };
-        let node = pod.node_name.as_deref().map_or(NodeLookup::Missing, nodes);
-        let zone = match node {
+        let zone = match source.placement(nodes) {
             NodeLookup::Found { zone } => zone,
             NodeLookup::Missing if svc.publish_not_ready_addresses => None,
             NodeLookup::Missing => {
-                missing_nodes.insert(pod.node_name.as_deref().unwrap_or_default().to_owned());
+                missing_nodes.insert(source.node_name().unwrap_or_default().to_owned());
                 continue;
             }
         };
         for family in families {
-            let Some(endpoint) = pod_endpoint(svc, pod, *family, zone.as_deref()) else {
+            let Some(endpoint) = source_endpoint(svc, source, *family, zone.as_deref()) else {
                 continue;
             };
             let group = groups
@@ -281,15 +321,15 @@ fn desired_groups(
     groups
 }
 
-/// The pod's resolved ports, sorted; `None` when the Service has ports and none resolves on this pod.
-fn resolved_ports(svc: &ServiceRecord, pod: &PodRecord) -> Option<Vec<EndpointPort>> {
+/// The source's resolved ports, sorted; `None` when the Service has ports and none resolves on it.
+fn resolved_ports<S: EndpointSource + ?Sized>(svc: &ServiceRecord, source: &S) -> Option<Vec<EndpointPort>> {
     let mut ports: Vec<EndpointPort> = svc
         .ports
         .iter()
         .filter_map(|sp| {
             Some(EndpointPort {
                 name: Some(sp.name.to_string()),
-                port: Some(find_port(pod, sp)?),
+                port: Some(source.port(sp)?),
                 protocol: Some(sp.protocol.as_str().to_owned()),
                 app_protocol: sp.app_protocol.as_ref().map(|p| p.to_string()),
             })
@@ -302,14 +342,14 @@ fn resolved_ports(svc: &ServiceRecord, pod: &PodRecord) -> Option<Vec<EndpointPo
     Some(ports)
 }
 
-fn pod_endpoint(
+fn source_endpoint<S: EndpointSource + ?Sized>(
     svc: &ServiceRecord,
-    pod: &PodRecord,
+    source: &S,
     family: IpFamily,
     zone: Option<&str>,
 ) -> Option<Endpoint> {
-    let addresses: Vec<String> = pod
-        .ips
+    let addresses: Vec<String> = source
+        .ips()
         .iter()
         .filter(|ip| IpFamily::of(ip) == family)
         .map(|ip| ip.to_string())
@@ -319,10 +359,10 @@ fn pod_endpoint(
     }
     Some(Endpoint {
         addresses,
-        conditions: Some(slice_conditions(pod, svc)),
-        hostname: endpoint_hostname(pod, svc),
-        node_name: pod.node_name.as_ref().map(|n| n.to_string()),
-        target_ref: Some(pod_reference(pod)),
+        conditions: Some(slice_conditions(source, svc)),
+        hostname: source.hostname(svc),
+        node_name: source.node_name().map(str::to_owned),
+        target_ref: source.target_ref(),
         zone: zone.map(str::to_owned),
         ..Endpoint::default()
     })
@@ -331,9 +371,8 @@ fn pod_endpoint(
 /// Plans one address type: existing slices grouped by port list, desired groups packed, stale groups deleted,
 /// and the placeholder when nothing else would remain.
 fn plan_family(
-    svc: &ServiceRecord,
+    template: &SliceTemplate<'_>,
     family: IpFamily,
-    labels: &BTreeMap<String, String>,
     groups: BTreeMap<PortsKey, Group>,
     existing: Vec<&EndpointSlice>,
     max: usize,
@@ -344,7 +383,7 @@ fn plan_family(
     let mut deletes = Vec::new();
     let mut by_ports: BTreeMap<PortsKey, Vec<&EndpointSlice>> = BTreeMap::new();
     for slice in existing {
-        if owned_by(slice, "Service", &svc.uid) {
+        if owned_by(slice, template.owner) {
             by_ports
                 .entry(ports_key(slice.ports.as_deref()))
                 .or_default()
@@ -360,8 +399,15 @@ fn plan_family(
         .max(1);
     for (key, group) in groups {
         let slices = by_ports.remove(&key).unwrap_or_default();
-        let template = new_slice(svc, family, labels, group.ports.clone());
-        let packed = pack_group(group.endpoints, slices, labels, &template, max, &mut plan.stats);
+        let new = template.new_slice(family, group.ports.clone());
+        let packed = pack_group(
+            group.endpoints,
+            slices,
+            &template.labels,
+            &new,
+            max,
+            &mut plan.stats,
+        );
         plan.update.extend(packed.update);
         creates.extend(packed.create);
         deletes.extend(packed.delete);
@@ -371,9 +417,9 @@ fn plan_family(
         deletes.push(slice.clone());
     }
     if deletes.len() == existing_count && creates.is_empty() {
-        let placeholder = new_slice(svc, family, labels, Vec::new());
+        let placeholder = template.new_slice(family, Vec::new());
         if let [only] = deletes.as_slice()
-            && is_same_placeholder(only, &placeholder, svc)
+            && template.is_same_placeholder(only, &placeholder)
         {
             deletes.clear();
         } else {
@@ -404,34 +450,10 @@ fn pack_group(
     let mut packed = Packed::default();
     let mut unchanged: Vec<&EndpointSlice> = Vec::new();
     for slice in existing {
-        let mut kept = Vec::with_capacity(slice.endpoints.len());
-        let mut changed = false;
-        for endpoint in &slice.endpoints {
-            match desired.remove(&endpoint_key(endpoint)) {
-                Some(want) => {
-                    if comparable(endpoint) != want {
-                        changed = true;
-                        stats.endpoints_updated += 1;
-                    }
-                    kept.push(want);
-                }
-                None => stats.endpoints_removed += 1,
-            }
-        }
-        // A slice over the (possibly lowered) limit gives its excess back for placement elsewhere.
-        for extra in kept.split_off(kept.len().min(max)) {
-            desired.insert(endpoint_key(&extra), extra);
-        }
-        let labels_changed = slice.metadata.labels.as_ref() != Some(labels);
-        if !changed && kept.len() == slice.endpoints.len() && !labels_changed {
-            unchanged.push(slice);
-        } else if kept.is_empty() {
-            packed.delete.push(slice.clone());
-        } else {
-            let mut update = slice.clone();
-            update.endpoints = kept;
-            update.metadata.labels = Some(labels.clone());
-            packed.update.push(update);
+        match keep_desired(slice, &mut desired, labels, max, stats) {
+            Kept::Unchanged => unchanged.push(slice),
+            Kept::Nothing => packed.delete.push(slice.clone()),
+            Kept::Changed(update) => packed.update.push(*update),
         }
     }
     stats.endpoints_added += desired.len();
@@ -453,6 +475,54 @@ fn pack_group(
         }
     }
     packed
+}
+
+/// What an existing slice keeps of the desired endpoints.
+enum Kept {
+    Unchanged,
+    /// None of its endpoints is desired any more.
+    Nothing,
+    /// The slice with the desired versions of the endpoints it keeps.
+    Changed(Box<EndpointSlice>),
+}
+
+/// Takes out of `desired` the endpoints `slice` holds (at most `max`; a slice over a lowered limit gives the
+/// excess back for placement elsewhere).
+fn keep_desired(
+    slice: &EndpointSlice,
+    desired: &mut BTreeMap<EndpointKey, Endpoint>,
+    labels: &BTreeMap<String, String>,
+    max: usize,
+    stats: &mut SliceStats,
+) -> Kept {
+    let mut kept = Vec::with_capacity(slice.endpoints.len());
+    let mut changed = false;
+    for endpoint in &slice.endpoints {
+        match desired.remove(&endpoint_key(endpoint)) {
+            Some(want) => {
+                if comparable(endpoint) != want {
+                    changed = true;
+                    stats.endpoints_updated += 1;
+                }
+                kept.push(want);
+            }
+            None => stats.endpoints_removed += 1,
+        }
+    }
+    for extra in kept.split_off(kept.len().min(max)) {
+        desired.insert(endpoint_key(&extra), extra);
+    }
+    let labels_changed = slice.metadata.labels.as_ref() != Some(labels);
+    if !changed && kept.len() == slice.endpoints.len() && !labels_changed {
+        return Kept::Unchanged;
+    }
+    if kept.is_empty() {
+        return Kept::Nothing;
+    }
+    let mut update = slice.clone();
+    update.endpoints = kept;
+    update.metadata.labels = Some(labels.clone());
+    Kept::Changed(Box::new(update))
 }
 
 fn fill(slice: &mut EndpointSlice, desired: &mut BTreeMap<EndpointKey, Endpoint>, max: usize) {
@@ -483,38 +553,35 @@ fn slice_to_fill<'a>(
     Some(unchanged.remove(index))
 }
 
-fn new_slice(
-    svc: &ServiceRecord,
-    family: IpFamily,
-    labels: &BTreeMap<String, String>,
-    ports: Vec<EndpointPort>,
-) -> EndpointSlice {
-    EndpointSlice {
-        address_type: family.address_type().to_owned(),
-        endpoints: Vec::new(),
-        ports: Some(ports),
-        metadata: ObjectMeta {
-            namespace: Some(svc.namespace.to_string()),
-            generate_name: Some(format!("{}-", svc.name)),
-            labels: Some(labels.clone()),
-            owner_references: Some(vec![controller_reference("Service", &svc.name, &svc.uid)]),
-            ..ObjectMeta::default()
-        },
+impl SliceTemplate<'_> {
+    fn new_slice(&self, family: IpFamily, ports: Vec<EndpointPort>) -> EndpointSlice {
+        EndpointSlice {
+            address_type: family.address_type().to_owned(),
+            endpoints: Vec::new(),
+            ports: Some(ports),
+            metadata: ObjectMeta {
+                namespace: Some(self.svc.namespace.to_string()),
+                generate_name: Some(format!("{}-", self.svc.name)),
+                labels: Some(self.labels.clone()),
+                owner_references: Some(vec![self.owner.clone()]),
+                ..ObjectMeta::default()
+            },
+        }
     }
-}
 
-fn is_same_placeholder(existing: &EndpointSlice, placeholder: &EndpointSlice, svc: &ServiceRecord) -> bool {
-    existing.address_type == placeholder.address_type
-        && existing.metadata.namespace == placeholder.metadata.namespace
-        && existing.metadata.labels == placeholder.metadata.labels
-        && existing.endpoints.is_empty()
-        && existing.ports.as_deref().unwrap_or_default().is_empty()
-        && owned_by(existing, "Service", &svc.uid)
+    fn is_same_placeholder(&self, existing: &EndpointSlice, placeholder: &EndpointSlice) -> bool {
+        existing.address_type == placeholder.address_type
+            && existing.metadata.namespace == placeholder.metadata.namespace
+            && existing.metadata.labels == placeholder.metadata.labels
+            && existing.endpoints.is_empty()
+            && existing.ports.as_deref().unwrap_or_default().is_empty()
+            && owned_by(existing, self.owner)
+    }
 }
 
 /// A controller owner reference (`apiVersion: v1`), which also blocks the owner's deletion until the
 /// slices are gone.
-pub(crate) fn controller_reference(kind: &str, name: &str, uid: &str) -> OwnerReference {
+pub fn controller_reference(kind: &str, name: &str, uid: &str) -> OwnerReference {
     OwnerReference {
         api_version: "v1".to_owned(),
         kind: kind.to_owned(),
@@ -525,11 +592,11 @@ pub(crate) fn controller_reference(kind: &str, name: &str, uid: &str) -> OwnerRe
     }
 }
 
-/// Whether a slice has an owner reference to the `v1` object of this kind and UID.
-pub(crate) fn owned_by(slice: &EndpointSlice, kind: &str, uid: &str) -> bool {
+/// Whether a slice has `owner` (same API version, kind and uid) among its owner references.
+pub(crate) fn owned_by(slice: &EndpointSlice, owner: &OwnerReference) -> bool {
     let refs = slice.metadata.owner_references.iter().flatten();
     refs.into_iter()
-        .any(|r| r.uid == uid && r.kind == kind && r.api_version == "v1")
+        .any(|r| r.uid == owner.uid && r.kind == owner.kind && r.api_version == owner.api_version)
 }
 
 /// Turns creates into updates of slices that would be deleted (same address type, owned), saving a delete

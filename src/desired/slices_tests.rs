@@ -32,7 +32,11 @@ fn pods(range: std::ops::Range<usize>) -> Vec<Arc<PodRecord>> {
 }
 
 fn plan(svc: &ServiceRecord, pods: &[Arc<PodRecord>], existing: &[EndpointSlice], max: usize) -> SlicePlan {
-    desired_slices(svc, pods, &nodes, existing, max, None)
+    desired_slices(svc, pods, &nodes, existing, &input(svc, max, None))
+}
+
+fn input(svc: &ServiceRecord, max: usize, trigger_time: Option<jiff::Timestamp>) -> SliceInput {
+    SliceInput::owned_by_service(svc, max, trigger_time)
 }
 
 /// Gives planned slices the name and resourceVersion the API server would.
@@ -154,8 +158,7 @@ fn unchanged_slices_produce_zero_writes() {
         &all,
         &nodes,
         &existing,
-        100,
-        Some(ts("2024-09-09T00:00:00Z")),
+        &input(&svc, 100, Some(ts("2024-09-09T00:00:00Z"))),
     );
     assert!(again.is_empty(), "{again:?}");
     assert_eq!(
@@ -519,15 +522,20 @@ fn trigger_time_annotation_on_written_slices() {
         &pods(0..3),
         &nodes,
         &existing,
-        100,
-        Some(ts("2024-03-04T05:06:07.5Z")),
+        &input(&svc, 100, Some(ts("2024-03-04T05:06:07.5Z"))),
     );
     let annotations = result.update[0].metadata.annotations.as_ref().unwrap();
     assert_eq!(
         annotations.get(ANNOTATION_TRIGGER_TIME).map(String::as_str),
         Some("2024-03-04T05:06:07.5Z")
     );
-    let without = desired_slices(&svc, &pods(0..1), &nodes, &persisted(&result), 100, None);
+    let without = desired_slices(
+        &svc,
+        &pods(0..1),
+        &nodes,
+        &persisted(&result),
+        &input(&svc, 100, None),
+    );
     assert_eq!(without.update[0].metadata.annotations, None);
 }
 

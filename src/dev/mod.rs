@@ -40,25 +40,40 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut run_args = controller_args(&args)?;
     run_args.log = args.log.clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(crate::run::run(
-        client.clone(),
-        run_args,
-        async {
-            let _ = stop_rx.await;
-        },
-        None,
-    ));
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let stopped = async {
+        let _ = stop_rx.await;
+    };
+    let mut controller = tokio::spawn(crate::run::run(client.clone(), run_args, stopped, Some(bound_tx)));
+    // The controller either binds its admin server or fails (a port in use, say): then dev fails with it.
+    tokio::select! {
+        Ok(addr) = bound_rx => println!("roster dev: admin server (/metrics, /livez, /readyz): export ROSTER_ADMIN=http://{addr}"),
+        result = &mut controller => return Err(stopped_early(result)),
+    }
     let table = tokio::spawn(table::run(client.clone(), std::io::stdout().is_terminal()));
     if args.demo {
         demo::run(client.clone()).await.context("seeding the demo")?;
     }
-    crate::run::shutdown_signal().await;
-    let _ = stop_tx.send(());
-    let _ = controller.await;
+    let result = tokio::select! {
+        _ = crate::run::shutdown_signal() => {
+            let _ = stop_tx.send(());
+            controller.await.map_err(anyhow::Error::from).and_then(|r| r)
+        }
+        result = &mut controller => Err(stopped_early(result)),
+    };
     kubelet.abort();
     table.abort();
     server.shutdown().await;
-    Ok(())
+    result
+}
+
+/// The error of a controller that stopped before it was asked to.
+fn stopped_early(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Error {
+    match result {
+        Ok(Err(err)) => err,
+        Ok(Ok(())) => anyhow::anyhow!("the controller stopped"),
+        Err(err) => anyhow::Error::from(err).context("the controller failed"),
+    }
 }
 
 /// Registers roster's CRDs in the embedded server and waits until they are served.
@@ -77,7 +92,7 @@ async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
 
 /// `roster run --services=all` with the dev command's admin address.
 fn controller_args(args: &DevArgs) -> anyhow::Result<crate::args::RunArgs> {
-    let admin = args.admin.admin_addr.to_string();
+    let admin = args.admin_addr.to_string();
     let cli = Cli::try_parse_from(["roster", "run", "--services", "all", "--admin-addr", &admin])?;
     match cli.command {
         Command::Run(run) => Ok(run),

@@ -2,51 +2,72 @@
 //!
 //! Callers decide *what* to write by comparing desired with current state (an identical object is never
 //! sent); the writer makes sure every write is made by the leader only, within the write budget, with
-//! optimistic concurrency (the resourceVersion of the object it replaces), and is counted.
+//! optimistic concurrency (the resourceVersion of the object it replaces), is counted, and is recorded in
+//! [`Written`] until the watch shows it, so that the key it was made for waits for the watch meanwhile.
 
 mod budget;
+mod leadership;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Endpoints, ObjectReference};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 pub use budget::WriteBudget;
+pub use leadership::Leadership;
 
+use crate::backendset::BackendSet;
+use crate::cache::ObjectKey;
+use crate::cache::written::{Answer, Intent, Kind, ObjectId, Seen, Version, Written};
+use crate::controller::queue::WorkKey;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
 /// The field manager roster's writes are attributed to.
 pub const FIELD_MANAGER: &str = "roster";
 
-/// Whether this replica may write: set by leader election (always true without it).
-#[derive(Clone, Default)]
-pub struct LeaderFlag(Arc<AtomicBool>);
+/// A kind roster writes, with the watch its writes are confirmed by.
+pub trait Recorded:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    const KIND: Kind;
+}
 
-impl LeaderFlag {
-    pub fn new(leader: bool) -> LeaderFlag {
-        LeaderFlag(Arc::new(AtomicBool::new(leader)))
-    }
+impl Recorded for Endpoints {
+    const KIND: Kind = Kind::Endpoints;
+}
 
-    pub fn set(&self, leader: bool) {
-        self.0.store(leader, Ordering::SeqCst);
-    }
+impl Recorded for EndpointSlice {
+    const KIND: Kind = Kind::EndpointSlice;
+}
 
-    pub fn is_leader(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
+impl Recorded for BackendSet {
+    const KIND: Kind = Kind::BackendSet;
 }
 
 pub struct Writer {
     client: Client,
     budget: WriteBudget,
     metrics: Metrics,
-    leader: LeaderFlag,
+    leadership: Leadership,
     recorder: Recorder,
+    written: Mutex<Written<WorkKey>>,
 }
 
 impl Writer {
@@ -54,7 +75,7 @@ impl Writer {
         client: Client,
         budget: WriteBudget,
         metrics: Metrics,
-        leader: LeaderFlag,
+        leadership: Leadership,
         instance: String,
     ) -> Writer {
         let reporter = Reporter {
@@ -66,106 +87,161 @@ impl Writer {
             client,
             budget,
             metrics,
-            leader,
+            leadership,
             recorder,
+            written: Mutex::new(Written::default()),
         }
     }
 
-    pub fn leader(&self) -> &LeaderFlag {
-        &self.leader
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
     }
 
-    pub async fn create_endpoints(&self, ep: &Endpoints) -> Result<Endpoints> {
-        let api = Api::<Endpoints>::namespaced(self.client.clone(), &ns_of(ep));
-        self.write(
-            "endpoints",
-            "create",
-            &ep.name_any(),
-            api.create(&post_params(), ep),
-        )
-        .await
+    fn written(&self) -> std::sync::MutexGuard<'_, Written<WorkKey>> {
+        self.written.lock().expect("written lock")
     }
 
-    /// Replaces `ep`, conditional on its `metadata.resourceVersion`.
-    pub async fn replace_endpoints(&self, ep: &Endpoints) -> Result<Endpoints> {
-        let api = Api::<Endpoints>::namespaced(self.client.clone(), &ns_of(ep));
-        self.write(
-            "endpoints",
-            "update",
-            &ep.name_any(),
-            api.replace(&ep.name_any(), &post_params(), ep),
-        )
-        .await
-    }
+    // ---- the record of roster's own writes ----
 
-    /// Deletes `ep` if it is still the object roster saw (uid and resourceVersion preconditions).
-    pub async fn delete_endpoints(&self, ep: &Endpoints) -> Result<()> {
-        let api = Api::<Endpoints>::namespaced(self.client.clone(), &ns_of(ep));
-        let name = ep.name_any();
-        let params = delete_params(ep);
-        ignore_not_found(
-            self.write("endpoints", "delete", &name, api.delete(&name, &params))
-                .await
-                .map(|_| ()),
-        )
-    }
-
-    pub async fn create_slice(&self, slice: &EndpointSlice) -> Result<EndpointSlice> {
-        let api = Api::<EndpointSlice>::namespaced(self.client.clone(), &ns_of(slice));
-        let what = slice
-            .metadata
-            .generate_name
-            .clone()
-            .unwrap_or_else(|| slice.name_any());
-        self.write(
-            "endpointslices",
-            "create",
-            &what,
-            api.create(&post_params(), slice),
-        )
-        .await
-    }
-
-    pub async fn replace_slice(&self, slice: &EndpointSlice) -> Result<EndpointSlice> {
-        let api = Api::<EndpointSlice>::namespaced(self.client.clone(), &ns_of(slice));
-        let name = slice.name_any();
-        self.write(
-            "endpointslices",
-            "update",
-            &name,
-            api.replace(&name, &post_params(), slice),
-        )
-        .await
-    }
-
-    pub async fn delete_slice(&self, slice: &EndpointSlice) -> Result<()> {
-        let api = Api::<EndpointSlice>::namespaced(self.client.clone(), &ns_of(slice));
-        let name = slice.name_any();
-        let params = delete_params(slice);
-        ignore_not_found(
-            self.write("endpointslices", "delete", &name, api.delete(&name, &params))
-                .await
-                .map(|_| ()),
-        )
-    }
-
-    /// Writes a BackendSet's status (merge patch on the status subresource).
-    pub async fn patch_backendset_status(
-        &self,
-        namespace: &str,
-        name: &str,
-        status: &crate::backendset::BackendSetStatus,
-    ) -> Result<()> {
-        let api = Api::<crate::backendset::BackendSet>::namespaced(self.client.clone(), namespace);
-        let patch = kube::api::Patch::Merge(serde_json::json!({ "status": status }));
-        let params = kube::api::PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
+    /// roster's view of `key`'s object of kind `K`: its own unshown write, else `cached`.
+    pub fn view<K: Recorded>(&self, key: &ObjectKey, cached: Option<Arc<K>>) -> Option<Arc<K>> {
+        let id = ObjectId {
+            kind: K::KIND,
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
         };
-        let call = api.patch_status(name, &params, &patch);
-        self.write("backendsets/status", "patch", name, call)
+        self.written().view(&id, cached)
+    }
+
+    /// roster's view of the objects of kind `K` it writes for `work`: `cached` with its unshown writes.
+    pub fn view_all<K: Recorded>(&self, work: &WorkKey, cached: Vec<Arc<K>>) -> Vec<Arc<K>> {
+        let named = cached.into_iter().map(|o| (Arc::from(o.name_any()), o)).collect();
+        self.written().view_all(K::KIND, work, named)
+    }
+
+    /// Keys with writes of `kind` the watch has not shown.
+    pub fn unshown_keys(&self, kind: Kind) -> Vec<WorkKey> {
+        self.written().keys(kind)
+    }
+
+    /// A watch event about `id`, an object of `key`: `key` when reconciles must look again.
+    pub fn observe(&self, key: WorkKey, id: &ObjectId, seen: Seen) -> Option<WorkKey> {
+        self.written().observe(&key, id, seen).then_some(key)
+    }
+
+    pub fn relist_began(&self, kind: Kind) {
+        self.written().relist_began(kind);
+    }
+
+    pub fn relisted(&self, kind: Kind, listed: &HashMap<ObjectId, (WorkKey, Version)>) {
+        self.written().relisted(kind, listed);
+    }
+
+    /// Drops writes the watches never showed (see [`crate::cache::written::UNSHOWN_TTL`]).
+    pub fn expire_unshown(&self, now: Instant) {
+        self.written().expire(now);
+    }
+
+    pub fn unshown(&self, kind: Kind) -> usize {
+        self.written().len(kind)
+    }
+
+    // ---- writes ----
+
+    /// Creates `obj` for `key`.
+    pub async fn create<K: Recorded>(&self, key: &WorkKey, obj: &K) -> Result<()> {
+        let api = api::<K>(&self.client, obj);
+        let name = obj.meta().name.as_deref().map(Into::into);
+        let what = obj.meta().generate_name.clone().unwrap_or_else(|| obj.name_any());
+        let intent = Intent::Create { name };
+        let params = post_params();
+        let call = api.create(&params, obj);
+        self.recorded(key, obj, intent, self.write::<K, _>("create", &what, call))
             .await
-            .map(|_| ())
+    }
+
+    /// Replaces `obj`, conditional on its `metadata.resourceVersion`.
+    pub async fn replace<K: Recorded>(&self, key: &WorkKey, obj: &K) -> Result<()> {
+        let api = api::<K>(&self.client, obj);
+        let name = obj.name_any();
+        let intent = Intent::Update {
+            name: name.as_str().into(),
+            replaced: Version::of(obj.meta()),
+        };
+        let params = post_params();
+        let call = api.replace(&name, &params, obj);
+        self.recorded(key, obj, intent, self.write::<K, _>("update", &name, call))
+            .await
+    }
+
+    /// Deletes `obj` if it is still the object roster saw (uid and resourceVersion preconditions); an
+    /// object already gone is fine.
+    pub async fn delete<K: Recorded>(&self, key: &WorkKey, obj: &K) -> Result<()> {
+        let api = api::<K>(&self.client, obj);
+        let name = obj.name_any();
+        let intent = Intent::Delete {
+            name: name.as_str().into(),
+            replaced: Version::of(obj.meta()),
+        };
+        let ticket = self.begin::<K>(key, obj, intent);
+        let result = self
+            .write::<K, _>("delete", &name, api.delete(&name, &delete_params(obj)))
+            .await;
+        let result = ignore_not_found(result.map(|_| ()));
+        self.written().finish(ticket, None, result.is_err());
+        result
+    }
+
+    /// Merge-patches the status of `obj` (the cached version it replaces) with `status`.
+    pub async fn patch_status<K: Recorded>(
+        &self,
+        key: &WorkKey,
+        obj: &K,
+        status: &impl Serialize,
+    ) -> Result<()> {
+        let api = api::<K>(&self.client, obj);
+        let name = obj.name_any();
+        let intent = Intent::Update {
+            name: name.as_str().into(),
+            replaced: Version::of(obj.meta()),
+        };
+        let patch = Patch::Merge(serde_json::json!({ "status": status }));
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        let call = api.patch_status(&name, &params, &patch);
+        let what = format!("{name} status");
+        self.recorded(key, obj, intent, self.write::<K, _>("patch", &what, call))
+            .await
+    }
+
+    fn begin<K: Recorded>(&self, key: &WorkKey, obj: &K, intent: Intent) -> crate::cache::written::Ticket {
+        let namespace = obj.namespace().unwrap_or_default();
+        self.written().begin(key.clone(), K::KIND, &namespace, intent)
+    }
+
+    /// Runs a write between [`Written::begin`] and [`Written::finish`], which records the answer.
+    async fn recorded<K: Recorded>(
+        &self,
+        key: &WorkKey,
+        obj: &K,
+        intent: Intent,
+        write: impl Future<Output = Result<K>>,
+    ) -> Result<()> {
+        let ticket = self.begin(key, obj, intent);
+        match write.await {
+            Ok(answer) => {
+                let meta = answer.meta().clone();
+                let answer: Answer = Arc::new(answer);
+                self.written().finish(ticket, Some((answer, &meta)), false);
+                Ok(())
+            }
+            Err(err) => {
+                self.written().finish(ticket, None, true);
+                Err(err)
+            }
+        }
     }
 
     /// Publishes a Warning Event about `regarding` (best effort: a failure is logged, never retried).
@@ -187,7 +263,7 @@ impl Writer {
         action: &str,
         note: String,
     ) {
-        if !self.leader.is_leader() {
+        if !self.leadership.is_leader() {
             return;
         }
         let event = Event {
@@ -207,29 +283,37 @@ impl Writer {
         }
     }
 
-    async fn write<T>(
+    async fn write<K: Recorded, T>(
         &self,
-        resource: &str,
         verb: &str,
         name: &str,
-        call: impl std::future::Future<Output = kube::Result<T>>,
+        call: impl Future<Output = kube::Result<T>>,
     ) -> Result<T> {
-        if !self.leader.is_leader() {
+        let resource = K::plural(&());
+        if !self.leadership.is_leader() {
             return Err(Error::NotLeader);
         }
         self.budget.acquire().await;
-        if !self.leader.is_leader() {
+        if !self.leadership.is_leader() {
             return Err(Error::NotLeader);
         }
-        self.metrics.api_writes.with_label_values(&[resource, verb]).inc();
+        self.metrics
+            .api_writes
+            .with_label_values(&[&resource, verb])
+            .inc();
         let result = call
             .await
             .map_err(|e| Error::from_kube(e, format!("{resource} {name}")));
         if let Err(Error::Conflict { .. }) = &result {
-            self.metrics.conflicts.with_label_values(&[resource]).inc();
+            self.metrics.conflicts.with_label_values(&[&resource]).inc();
         }
         result
     }
+}
+
+fn api<K: Recorded>(client: &Client, obj: &K) -> Api<K> {
+    let namespace = obj.namespace().unwrap_or_else(|| "default".into());
+    Api::namespaced(client.clone(), &namespace)
 }
 
 fn post_params() -> PostParams {
@@ -248,10 +332,6 @@ fn delete_params<K: Resource>(obj: &K) -> DeleteParams {
         }),
         ..DeleteParams::default()
     }
-}
-
-fn ns_of<K: Resource>(obj: &K) -> String {
-    obj.meta().namespace.clone().unwrap_or_else(|| "default".into())
 }
 
 fn ignore_not_found(result: Result<()>) -> Result<()> {

@@ -1,5 +1,5 @@
 //! What the BackendSet integration tests need besides an API server: test addresses on a dummy interface,
-//! TCP/HTTP backends listening there, a DNS server, the BackendSet CRD, and a `Backends` runtime to drive.
+//! TCP/HTTP backends listening there, a DNS server, the BackendSet CRD, and roster's controller to drive.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -14,15 +14,19 @@ use hickory_resolver::proto::rr::rdata::{A, AAAA};
 use hickory_resolver::proto::rr::{RData, Record, RecordType};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
-use roster::write::{LeaderFlag, WriteBudget, Writer};
-use roster::backendset::{BackendArgs, BackendRegistry, BackendSet, Backends};
+use roster::admin::Readiness;
+use roster::args::ServicesMode;
+use roster::backendset::{BackendArgs, BackendSet, BackendView};
 use roster::cache::ServiceKey;
+use roster::controller::{self, Config, Context};
 use roster::metrics::Metrics;
+use roster::write::{Leadership, WriteBudget, Writer};
 use roster_envtest::TestEnv;
 use tokio::net::{TcpListener, TcpSocket, UdpSocket};
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
-use crate::support::{CONVERGE, eventually, eventually_some};
+use crate::support::{eventually, eventually_some};
 
 /// Addresses the tests' backends listen on: on a dummy interface of this machine, so probes never leave
 /// it, and of a range Endpoints validation accepts (TEST-NET-2).
@@ -283,56 +287,73 @@ pub async fn register_crd(env: &TestEnv) {
     .await;
 }
 
-/// A `Backends` running against a test environment, with the Services it queued.
+/// roster's controller running in this process against a test environment (services=annotated, one
+/// namespace), so that tests can look at the BackendSet views it publishes.
 pub struct Harness {
-    pub registry: Arc<BackendRegistry>,
+    pub ctx: Arc<Context>,
     pub metrics: Metrics,
-    enqueued: Arc<Mutex<Vec<ServiceKey>>>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Harness {
-    /// Starts `Backends` for `namespace` with `args`; waits until its registry synced.
+    /// Starts the controller for `namespace` with `args`; waits until its caches synced.
     pub async fn start(env: &TestEnv, namespace: &str, args: BackendArgs) -> Harness {
         let metrics = Metrics::new();
-        let writer = Arc::new(Writer::new(
+        let writer = Writer::new(
             env.client(),
             WriteBudget::new(100.0, 100),
             metrics.clone(),
-            LeaderFlag::new(true),
+            Leadership::new(true),
             "test".into(),
-        ));
-        let enqueued: Arc<Mutex<Vec<ServiceKey>>> = Arc::default();
-        let record = enqueued.clone();
-        let backends = Backends::new(
-            env.client(),
-            args,
-            Some(namespace.to_owned()),
-            metrics.clone(),
-            writer,
-            Arc::new(move |key| record.lock().unwrap().push(key)),
         );
-        let registry = backends.registry();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(backends.run(async {
-            let _ = stop_rx.await;
-        }));
-        tokio::time::timeout(CONVERGE, registry.wait_synced())
-            .await
-            .expect("the BackendSet registry synced");
+        let config = Config {
+            services: ServicesMode::Annotated,
+            namespace: Some(namespace.to_owned()),
+            workers: 2,
+            batch_window: Duration::ZERO,
+            max_endpoints_per_slice: 100,
+            endpoints: true,
+            endpointslices: true,
+        };
+        let slices = controller::server_serves(&env.client(), "discovery.k8s.io/v1", "endpointslices").await;
+        let ctx = Arc::new(Context::new(config, slices, writer, metrics.clone(), Some(args)));
+        let readiness = Readiness::default();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(controller::run(
+            ctx.clone(),
+            env.client(),
+            readiness.clone(),
+            stop.clone(),
+        ));
+        eventually("the controller's caches synced", || async {
+            readiness.is_ready()
+        })
+        .await;
         Harness {
-            registry,
+            ctx,
             metrics,
-            enqueued,
-            stop: Some(stop_tx),
+            stop,
             task,
         }
     }
 
-    /// Takes the Services queued so far.
-    pub fn take_enqueued(&self) -> Vec<ServiceKey> {
-        std::mem::take(&mut *self.enqueued.lock().unwrap())
+    /// The view the Service `ns/name` publishes, if a BackendSet is bound to it.
+    pub fn view(&self, ns: &str, name: &str) -> Option<Arc<BackendView>> {
+        let svc = self
+            .ctx
+            .cache
+            .read()
+            .unwrap()
+            .service(&ServiceKey::new(ns, name))?;
+        self.ctx.backendsets.as_ref()?.bound_view(&svc)
+    }
+
+    /// Every Service of `ns` a BackendSet is bound to, sorted.
+    pub fn bound_services(&self, ns: &str) -> Vec<ServiceKey> {
+        let keys = self.ctx.cache.read().unwrap().service_keys();
+        let bound = keys.into_iter().filter(|k| &*k.namespace == ns);
+        bound.filter(|k| self.view(ns, &k.name).is_some()).collect()
     }
 
     pub fn probes(&self, result: &str) -> u64 {
@@ -340,9 +361,7 @@ impl Harness {
     }
 
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.stop.cancel();
         let _ = (&mut self.task).await;
     }
 }

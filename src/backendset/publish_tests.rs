@@ -1,12 +1,44 @@
+//! BackendSet backends published through the one desired layer (the Endpoints builder and slice packer pods
+//! use), with the inputs reconcile gives a BackendSet-fed Service: owned by the BackendSet, skip-mirror set.
+
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints, Service};
+use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::json;
 
-use super::*;
-use crate::backendset::view::BackendSetRef;
-use crate::cache::{Interner, SelectorSource};
-use crate::desired::{LABEL_MANAGED_BY, LABEL_SERVICE_NAME, SLICE_CONTROLLER_NAME, endpoints_need_write};
+use super::view::{AddressState, BackendSetRef, BackendView};
+use crate::cache::{Interner, NodeLookup, SelectorSource, ServiceRecord};
+use crate::desired::{
+    DesiredEndpoints, EndpointsInput, LABEL_MANAGED_BY, LABEL_SERVICE_NAME, SLICE_CONTROLLER_NAME,
+    SliceInput, SlicePlan, desired_endpoints, desired_slices, endpoints_need_write,
+};
+
+fn desired_backend_endpoints(svc: &ServiceRecord, view: &BackendView) -> DesiredEndpoints {
+    let input = EndpointsInput {
+        skip_mirror: true,
+        owner: Some(view.owner_reference()),
+        ..EndpointsInput::default()
+    };
+    let sources: Vec<&AddressState> = view.addresses.iter().collect();
+    desired_endpoints(svc, &sources, input)
+}
+
+fn desired_backend_slices(
+    svc: &ServiceRecord,
+    view: &BackendView,
+    existing: &[EndpointSlice],
+    max_per_slice: usize,
+) -> SlicePlan {
+    let input = SliceInput {
+        max_per_slice,
+        trigger_time: None,
+        owner: view.owner_reference(),
+    };
+    let sources: Vec<&AddressState> = view.addresses.iter().collect();
+    desired_slices(svc, &sources, &|_| NodeLookup::Missing, existing, &input)
+}
 
 fn service(spec: serde_json::Value) -> ServiceRecord {
     let svc: Service = serde_json::from_value(json!({
@@ -48,6 +80,7 @@ fn view(addresses: Vec<AddressState>) -> BackendView {
             name: "db-backends".into(),
             namespace: "shop".into(),
             uid: "bs-uid".into(),
+            service: "db".into(),
         },
         addresses,
         ..BackendView::default()
@@ -209,7 +242,6 @@ fn endpoints_need_write_only_on_change() {
     let up = view(vec![address("198.51.100.10", true)]);
     let desired = desired_backend_endpoints(&svc, &up);
     let mut written: Endpoints = endpoints_need_write(None, &desired).expect("create");
-    written.metadata.owner_references = Some(vec![backend_owner_reference(&up)]);
     written.metadata.resource_version = Some("7".into());
     assert_eq!(
         endpoints_need_write(Some(&written), &desired),
@@ -220,14 +252,15 @@ fn endpoints_need_write_only_on_change() {
     let update = endpoints_need_write(Some(&written), &down).expect("readiness changed");
     assert_eq!(update.metadata.resource_version.as_deref(), Some("7"));
     assert_eq!(
-        update.metadata.owner_references, written.metadata.owner_references,
-        "the owner reference the caller set stays"
+        update.metadata.owner_references,
+        Some(vec![up.owner_reference()]),
+        "owned by the BackendSet"
     );
 }
 
 #[test]
 fn owner_reference_names_the_backendset() {
-    let owner = backend_owner_reference(&view(vec![]));
+    let owner = view(vec![]).owner_reference();
     assert_eq!(
         owner,
         OwnerReference {
@@ -462,22 +495,29 @@ fn extra_and_foreign_slices_are_reused_or_deleted() {
     );
     assert_eq!(plan.update[0].metadata.name, existing[0].metadata.name);
 
-    // Another owner (a BackendSet that was re-created): updated to the new owner.
+    // Another owner (a BackendSet that was re-created): its slice is replaced by one of the new owner,
+    // created before the old one is deleted.
     let mut foreign = existing[..1].to_vec();
     foreign[0].metadata.owner_references.as_mut().unwrap()[0].uid = "old-uid".into();
     let plan = desired_backend_slices(&svc, &one, &foreign, 1);
-    assert_eq!(plan.update.len(), 1);
     assert_eq!(
-        plan.update[0].metadata.owner_references.as_ref().unwrap()[0].uid,
+        (plan.create.len(), plan.update.len(), plan.delete.len()),
+        (1, 0, 1)
+    );
+    assert_eq!(
+        plan.create[0].metadata.owner_references.as_ref().unwrap()[0].uid,
         "bs-uid"
     );
+    assert_eq!(plan.delete[0].metadata.name, foreign[0].metadata.name);
 
+    // No addresses: one empty placeholder slice stays, as for a Service whose pods are all gone.
     let plan = desired_backend_slices(&svc, &view(vec![]), &existing, 1);
     assert_eq!(
         (plan.create.len(), plan.update.len(), plan.delete.len()),
-        (0, 0, 2),
-        "no addresses: no slices"
+        (0, 1, 1),
+        "no addresses: the placeholder"
     );
+    assert!(plan.update[0].endpoints.is_empty());
 }
 
 #[test]
@@ -500,20 +540,20 @@ fn backend_endpoints_carry_the_owner_reference() {
     let svc = pg_service();
     let up = view(vec![address("198.51.100.10", true)]);
     let desired = desired_backend_endpoints(&svc, &up);
-    let created = backend_endpoints_need_write(None, &desired, &up).expect("create");
+    let created = endpoints_need_write(None, &desired).expect("create");
     assert_eq!(
         created.metadata.owner_references,
-        Some(vec![backend_owner_reference(&up)])
+        Some(vec![up.owner_reference()])
     );
     assert_eq!(
-        backend_endpoints_need_write(Some(&created), &desired, &up),
+        endpoints_need_write(Some(&created), &desired),
         None,
         "nothing to do"
     );
 
     let mut orphan = created.clone();
     orphan.metadata.owner_references = None;
-    let fixed = backend_endpoints_need_write(Some(&orphan), &desired, &up).expect("owner added");
+    let fixed = endpoints_need_write(Some(&orphan), &desired).expect("owner added");
     assert_eq!(fixed.metadata.owner_references, created.metadata.owner_references);
     assert_eq!(fixed.subsets, created.subsets);
 
@@ -524,6 +564,7 @@ fn backend_endpoints_carry_the_owner_reference() {
         },
         ..up.clone()
     };
-    let moved = backend_endpoints_need_write(Some(&created), &desired, &recreated).expect("new owner");
+    let moved = endpoints_need_write(Some(&created), &desired_backend_endpoints(&svc, &recreated))
+        .expect("new owner");
     assert_eq!(moved.metadata.owner_references.unwrap()[0].uid, "new-uid");
 }

@@ -1,0 +1,74 @@
+//! The current view of every BackendSet, as its worker publishes it. A view that publishes something else
+//! queues the Service it publishes to; every new view queues the BackendSet's status.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::view::BackendView;
+use crate::cache::BackendSetKey;
+use crate::controller::queue::{WorkKey, WorkQueue};
+use crate::metrics::Metrics;
+
+pub struct Views {
+    views: Mutex<HashMap<BackendSetKey, Arc<BackendView>>>,
+    queue: Arc<WorkQueue<WorkKey>>,
+    metrics: Metrics,
+}
+
+impl Views {
+    pub fn new(queue: Arc<WorkQueue<WorkKey>>, metrics: Metrics) -> Views {
+        Views {
+            views: Mutex::new(HashMap::new()),
+            queue,
+            metrics,
+        }
+    }
+
+    pub fn get(&self, key: &BackendSetKey) -> Option<Arc<BackendView>> {
+        self.lock().get(key).cloned()
+    }
+
+    /// Sets the view of `key` without queueing anything (the caller queues what it affects).
+    pub fn set(&self, key: &BackendSetKey, view: Arc<BackendView>) {
+        let mut views = self.lock();
+        views.insert(key.clone(), view);
+        self.update_gauges(&views);
+    }
+
+    /// A worker's new view: queues the Services whose publication changed, and the BackendSet's status.
+    pub fn publish(&self, key: &BackendSetKey, view: Arc<BackendView>) {
+        let old = {
+            let mut views = self.lock();
+            let old = views.insert(key.clone(), view.clone());
+            self.update_gauges(&views);
+            old
+        };
+        if old.as_ref().is_none_or(|old| !old.publishes_same(&view)) {
+            let services = old.iter().chain([&view]).map(|v| v.backendset.service_key());
+            for service in services {
+                self.queue.add(WorkKey::Service(service));
+            }
+        }
+        self.queue.add(WorkKey::BackendSet(key.clone()));
+    }
+
+    pub fn remove(&self, key: &BackendSetKey) -> Option<Arc<BackendView>> {
+        let mut views = self.lock();
+        let old = views.remove(key);
+        self.update_gauges(&views);
+        old
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<BackendSetKey, Arc<BackendView>>> {
+        self.views.lock().expect("views lock")
+    }
+
+    fn update_gauges(&self, views: &HashMap<BackendSetKey, Arc<BackendView>>) {
+        let (ready, total) = views.values().fold((0, 0), |(r, t), view| {
+            (r + view.ready_count(), t + view.addresses.len())
+        });
+        let gauge = &self.metrics.backends;
+        gauge.with_label_values(&["true"]).set(ready as i64);
+        gauge.with_label_values(&["false"]).set((total - ready) as i64);
+    }
+}
