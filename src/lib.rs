@@ -1,8 +1,10 @@
 //! roster: keeps every Service's Endpoints and EndpointSlices right.
 //!
 //! Data flows one way: watches ([`controller::watch`]) → compact caches and a label index ([`cache`]) →
-//! a queue of Service keys ([`controller::queue`]) → the pure desired state ([`desired`]) → a diff against
-//! what the server has ([`controller::objects`]) → the one module that writes ([`apply`]).
+//! a queue of Service and BackendSet keys ([`controller::queue`]) → the pure desired state ([`desired`]),
+//! compared with what the caches show of roster's objects through the record of its own unshown writes
+//! ([`cache::written`]) → the one module that writes ([`write`]), which records its answers there.
+//! BackendSets ([`backendset`]) are a source of addresses: their workers' views feed the same queue.
 
 pub mod admin;
 pub mod args;

@@ -1,6 +1,6 @@
 //! A BackendSet's current state: its publishable addresses with their readiness, the addresses it may not
 //! publish and why, and how its DNS names resolve. Built purely from the spec, DNS answers and probe
-//! thresholds; the lead's reconcile and the status are computed from it.
+//! thresholds; the Service reconcile publishes its addresses and the status reconcile reports it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
@@ -145,7 +145,7 @@ pub struct HostnameState {
     pub resolution: Resolution,
 }
 
-/// One BackendSet's state, as published through the [`super::BackendRegistry`].
+/// One BackendSet's state, as its worker publishes it into [`super::Views`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BackendView {
     pub backendset: BackendSetRef,
