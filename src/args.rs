@@ -104,6 +104,22 @@ pub struct ControllerArgs {
     /// Run the BackendSet controller (skipped with one log line when the BackendSet CRD is not installed).
     #[arg(long, env = "ROSTER_BACKENDSETS", default_value_t = true, action = clap::ArgAction::Set)]
     pub backendsets: bool,
+    /// Shadow mode: compute every Service's Endpoints and EndpointSlices as `--services=all` would and compare
+    /// them with what is live (the built-in controllers' objects), writing nothing at all (no objects, no
+    /// Events, no Lease): differences are reported as metrics and log lines.
+    #[arg(long, env = "ROSTER_SHADOW", default_value_t = false, action = clap::ArgAction::Set)]
+    pub shadow: bool,
+    /// Shadow mode: how long a difference must last before it counts (one side may not have caught up yet).
+    #[arg(long, env = "ROSTER_SHADOW_SETTLE", default_value = "5s", value_parser = parse_duration)]
+    pub shadow_settle: Duration,
+    /// Taking over from the built-in controllers, roster deletes their EndpointSlices only once none of them
+    /// has been created or changed for this long (they are still running before that).
+    #[arg(long, env = "ROSTER_UPSTREAM_QUIET", default_value = "2m", value_parser = parse_duration)]
+    pub upstream_quiet: Duration,
+    /// Handing a Service back to the built-in controllers, roster keeps its EndpointSlices until an upstream
+    /// slice exists; after this long without one it raises a Warning Event (and keeps waiting).
+    #[arg(long, env = "ROSTER_HANDBACK_WARN_AFTER", default_value = "5m", value_parser = parse_duration)]
+    pub handback_warn_after: Duration,
 }
 
 #[derive(Args, Debug, Clone)]

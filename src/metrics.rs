@@ -26,99 +26,110 @@ pub struct Metrics {
     pub probes: IntCounterVec,
     pub probe_duration: Histogram,
     pub backends: IntGaugeVec,
+    pub shadow_services: IntGaugeVec,
+    pub shadow_differences: IntCounterVec,
+    pub shadow_divergences: IntCounterVec,
+    pub upstream_active: IntGauge,
+    pub handback_waiting: IntGauge,
 }
 
 fn latency_buckets() -> Vec<f64> {
     exponential_buckets(0.001, 2.0, 18).expect("static buckets")
 }
 
+/// Makes and registers metrics in one registry.
+struct Maker(Registry);
+
+impl Maker {
+    fn counter(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter");
+        self.0.register(Box::new(c.clone())).expect("unique counter");
+        c
+    }
+
+    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
+        self.0.register(Box::new(g.clone())).expect("unique gauge");
+        g
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        let g = IntGauge::new(name, help).expect("valid gauge");
+        self.0.register(Box::new(g.clone())).expect("unique gauge");
+        g
+    }
+
+    fn histogram(&self, name: &str, help: &str) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(latency_buckets());
+        let h = Histogram::with_opts(opts).expect("valid histogram");
+        self.0.register(Box::new(h.clone())).expect("unique histogram");
+        h
+    }
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
-        let r = Registry::new_custom(Some("roster".into()), None).expect("static registry");
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter");
-            r.register(Box::new(c.clone())).expect("unique counter");
-            c
-        };
-        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
-            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
-            r.register(Box::new(g.clone())).expect("unique gauge");
-            g
-        };
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid gauge");
-            r.register(Box::new(g.clone())).expect("unique gauge");
-            g
-        };
-        let histogram = |name: &str, help: &str| {
-            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(latency_buckets()))
-                .expect("valid histogram");
-            r.register(Box::new(h.clone())).expect("unique histogram");
-            h
-        };
+        let m = Maker(Registry::new_custom(Some("roster".into()), None).expect("static registry"));
         Metrics {
-            reconciles: counter("reconciles_total", "Service reconciles by result", &["result"]),
-            reconcile_duration: histogram("reconcile_duration_seconds", "Time to reconcile one Service"),
-            api_writes: counter(
-                "api_writes_total",
-                "API writes by resource and verb",
-                &["resource", "verb"],
-            ),
-            conflicts: counter(
-                "conflicts_total",
-                "409 conflicts on writes, by resource",
-                &["resource"],
-            ),
-            queue_depth: gauge("queue_depth", "Services waiting in the work queue"),
-            queue_wait: histogram(
+            reconciles: m.counter("reconciles_total", "Service reconciles by result", &["result"]),
+            reconcile_duration: m.histogram("reconcile_duration_seconds", "Time to reconcile one Service"),
+            api_writes: m.counter("api_writes_total", "API writes by resource and verb", &["resource", "verb"]),
+            conflicts: m.counter("conflicts_total", "409 conflicts on writes, by resource", &["resource"]),
+            queue_depth: m.gauge("queue_depth", "Services waiting in the work queue"),
+            queue_wait: m.histogram(
                 "queue_wait_seconds",
                 "Time a Service waited in the queue before a worker took it",
             ),
-            queue_retries: counter(
+            queue_retries: m.counter(
                 "queue_retries_total",
                 "Services requeued with backoff, by error kind",
                 &["kind"],
             ),
-            watch_events: counter("watch_events_total", "Watch events received, by kind", &["kind"]),
-            watch_errors: counter(
+            watch_events: m.counter("watch_events_total", "Watch events received, by kind", &["kind"]),
+            watch_errors: m.counter(
                 "watch_errors_total",
                 "Failed lists and watches (undecodable objects included), by kind",
                 &["kind"],
             ),
-            invalid_objects: counter(
-                "invalid_objects_total",
-                "Objects roster could not use, by kind",
-                &["kind"],
-            ),
-            cached_objects: gauge_vec("cached_objects", "Objects in roster's caches, by kind", &["kind"]),
-            unconfirmed_writes: gauge_vec(
+            invalid_objects: m.counter("invalid_objects_total", "Objects roster could not use, by kind", &["kind"]),
+            cached_objects: m.gauge_vec("cached_objects", "Objects in roster's caches, by kind", &["kind"]),
+            unconfirmed_writes: m.gauge_vec(
                 "unconfirmed_writes",
                 "roster's own writes and deletes the watch has not delivered yet, by kind",
                 &["kind"],
             ),
-            leader: gauge(
-                "leader",
-                "1 while this replica holds the leader Lease (or runs without election)",
-            ),
-            propagation_latency: histogram(
+            leader: m.gauge("leader", "1 while this replica holds the leader Lease (or runs without election)"),
+            propagation_latency: m.histogram(
                 "propagation_latency_seconds",
                 "From the change roster observed (or a pod's Ready transition) to the write that published it",
             ),
-            probes: counter(
-                "probes_total",
-                "BackendSet readiness probes by result",
-                &["result"],
+            probes: m.counter("probes_total", "BackendSet readiness probes by result", &["result"]),
+            probe_duration: m.histogram("probe_duration_seconds", "Duration of BackendSet readiness probes"),
+            backends: m.gauge_vec("backends", "BackendSet backend addresses by readiness", &["ready"]),
+            shadow_services: m.gauge_vec(
+                "shadow_services",
+                "Shadow mode: Services by how what is live compares with what roster would write",
+                &["state"],
             ),
-            probe_duration: histogram(
-                "probe_duration_seconds",
-                "Duration of BackendSet readiness probes",
+            shadow_differences: m.counter(
+                "shadow_differences_total",
+                "Shadow mode: unexplained differences found, by kind, counted when a Service starts to differ",
+                &["kind"],
             ),
-            backends: gauge_vec(
-                "backends",
-                "BackendSet backend addresses by readiness",
-                &["ready"],
+            shadow_divergences: m.counter(
+                "shadow_divergences_total",
+                "Shadow mode: differences that are roster's documented divergences from upstream, by README row",
+                &["row"],
             ),
-            registry: r,
+            upstream_active: m.gauge(
+                "upstream_controllers_active",
+                "1 while the built-in EndpointSlice controllers are seen writing after roster took over",
+            ),
+            handback_waiting: m.gauge(
+                "handback_waiting_services",
+                "Services handed back whose roster slices wait for an upstream slice",
+            ),
+            registry: m.0,
         }
     }
 

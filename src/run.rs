@@ -64,12 +64,18 @@ pub async fn run(
         let _ = tx.send(addr);
     }
     let leadership = Leadership::new(false);
-    let election = lease::start(client.clone(), &args.lease, leadership.clone(), metrics.clone()).await?;
+    // Shadow mode writes nothing, a Lease included: it never leads, so the writer refuses every write.
+    let election = match args.controller.shadow {
+        true => None,
+        false => Some(lease::start(client.clone(), &args.lease, leadership.clone(), metrics.clone()).await?),
+    };
     let ctx = Arc::new(context(&client, &args, leadership.clone(), metrics).await);
     controller::run(ctx, client, readiness, stop.clone()).await;
     tracing::info!("shutting down");
     stop.cancel();
-    election.release(&leadership).await;
+    if let Some(election) = election {
+        election.release(&leadership).await;
+    }
     let _ = admin_task.await;
     Ok(())
 }
@@ -93,7 +99,12 @@ async fn context(
         tracing::warn!("the BackendSet CRD is not installed (crds/): BackendSets are skipped");
     }
     tracing::info!(services = ?config.services, namespace = ?config.namespace, workers = config.workers,
-        slices = slices_enabled, endpoints = config.endpoints, backendsets, "roster starting");
+        slices = slices_enabled, endpoints = config.endpoints, backendsets, shadow = config.shadow, "roster starting");
+    if config.shadow {
+        tracing::info!(
+            "shadow mode: comparing what --services=all would write with what is live; writing nothing"
+        );
+    }
     let budget = WriteBudget::new(args.controller.write_qps, args.controller.write_burst);
     let identity = lease::identity(&args.lease);
     let writer = Writer::new(client.clone(), budget, metrics.clone(), leadership, identity);

@@ -3,7 +3,9 @@
 
 pub mod queue;
 mod reconcile;
+pub mod shadow;
 mod status;
+pub mod takeover;
 pub mod watch;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -24,6 +26,8 @@ use crate::desired::{self, TriggerTimeTracker};
 use crate::metrics::Metrics;
 use crate::write::Writer;
 use queue::{WorkKey, WorkQueue};
+use shadow::Shadow;
+use takeover::Upstream;
 
 /// What the controller was asked to do, fixed at start-up.
 #[derive(Clone, Debug)]
@@ -35,18 +39,31 @@ pub struct Config {
     pub max_endpoints_per_slice: usize,
     pub endpoints: bool,
     pub endpointslices: bool,
+    /// Shadow mode: compare, write nothing (implies `services: All`).
+    pub shadow: bool,
+    pub shadow_settle: Duration,
+    pub upstream_quiet: Duration,
+    pub handback_warn_after: Duration,
 }
 
 impl Config {
     pub fn from_args(args: &ControllerArgs) -> Config {
         Config {
-            services: args.services,
+            services: if args.shadow {
+                ServicesMode::All
+            } else {
+                args.services
+            },
             namespace: args.namespace.clone(),
             workers: usize::from(args.workers),
             batch_window: args.batch_window,
             max_endpoints_per_slice: usize::from(args.max_endpoints_per_slice),
             endpoints: args.endpoints,
             endpointslices: args.endpointslices,
+            shadow: args.shadow,
+            shadow_settle: args.shadow_settle,
+            upstream_quiet: args.upstream_quiet,
+            handback_warn_after: args.handback_warn_after,
         }
     }
 
@@ -81,6 +98,10 @@ pub struct Context {
     pub metrics: Metrics,
     /// BackendSets as a source of addresses, when the CRD is installed and `--backendsets` is on.
     pub backendsets: Option<BackendSets>,
+    /// Shadow mode's comparisons, in shadow mode.
+    pub shadow: Option<Shadow>,
+    /// What roster knows of the built-in controllers it takes over from and hands back to.
+    pub upstream: Upstream,
 }
 
 impl Context {
@@ -94,6 +115,8 @@ impl Context {
         let queue = Arc::new(WorkQueue::default());
         let backendsets = backendsets.map(|args| BackendSets::new(args, metrics.clone(), queue.clone()));
         Context {
+            shadow: config.shadow.then(Shadow::default),
+            upstream: Upstream::new(config.upstream_quiet),
             config,
             slices_enabled,
             cache: RwLock::new(Cache::default()),
@@ -158,10 +181,27 @@ impl Context {
         }
         for kind in Kind::ALL {
             let unshown = self.writer.unshown(kind) as i64;
+            let gauge = self.metrics.unconfirmed_writes.with_label_values(&[kind.label()]);
+            gauge.set(unshown);
+        }
+        let active = self.upstream.is_active(std::time::Instant::now());
+        self.metrics.upstream_active.set(i64::from(active));
+        self.metrics.handback_waiting.set(self.upstream.waiting() as i64);
+        if let Some(shadow) = &self.shadow {
+            self.update_shadow_gauges(shadow);
+        }
+    }
+
+    fn update_shadow_gauges(&self, shadow: &Shadow) {
+        let services = self.cache.read().expect("cache lock").len_services();
+        let counts = shadow.counts();
+        let compared: usize = counts.iter().map(|(_, n)| n).sum();
+        let not_compared = ("not_compared", services.saturating_sub(compared));
+        for (state, n) in counts.into_iter().chain([not_compared]) {
             self.metrics
-                .unconfirmed_writes
-                .with_label_values(&[kind.label()])
-                .set(unshown);
+                .shadow_services
+                .with_label_values(&[state])
+                .set(n as i64);
         }
     }
 }
@@ -223,13 +263,9 @@ fn start_watches(ctx: &Arc<Context>, client: &Client) -> Vec<watch::Running> {
         watch::spawn(ctx, cfg.api::<Endpoints>(client), all()),
     ];
     if ctx.slices_enabled {
-        let roster_managed = format!(
-            "{} in ({},{})",
-            desired::LABEL_MANAGED_BY,
-            desired::SLICE_CONTROLLER_NAME,
-            desired::MIRRORING_CONTROLLER_NAME
-        );
-        let slices = all().labels(&roster_managed);
+        let managers = desired::WATCHED_SLICE_MANAGERS.join(",");
+        let watched = format!("{} in ({managers})", desired::LABEL_MANAGED_BY);
+        let slices = all().labels(&watched);
         watches.push(watch::spawn(ctx, cfg.api::<EndpointSlice>(client), slices));
     }
     if ctx.backendsets.is_some() {
@@ -260,7 +296,7 @@ async fn worker(ctx: Arc<Context>) {
         ctx.metrics.queue_wait.observe(item.waited.as_secs_f64());
         ctx.metrics.queue_depth.set(ctx.queue.len() as i64);
         let key = &item.key;
-        if !ctx.writer.leadership().is_leader() {
+        if !ctx.writer.leadership().is_leader() && ctx.shadow.is_none() {
             ctx.queue.done(key);
             continue; // a follower writes nothing; gaining leadership reconciles every key
         }

@@ -10,8 +10,9 @@ use k8s_openapi::api::core::v1::{Endpoints, ObjectReference};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use tracing::Instrument;
 
-use super::Context;
 use super::queue::WorkKey;
+use super::shadow::Sides;
+use super::{Context, takeover};
 use crate::args::ServicesMode;
 use crate::backendset::BackendView;
 use crate::cache::{PodRecord, ServiceKey, ServiceRecord};
@@ -27,7 +28,9 @@ enum Plan {
     Mirror(Arc<ServiceRecord>),
     /// A selectorless Service a BackendSet is bound to: publish its backends.
     BackendSet(Arc<ServiceRecord>, Arc<BackendView>),
-    /// No Service, an ExternalName Service, or one roster does not manage: remove what roster made.
+    /// Annotated mode: a Service roster does not manage (any more): hand it back to the built-in controllers.
+    HandBack(Arc<ServiceRecord>),
+    /// No Service, or an ExternalName Service: remove what roster made.
     CleanUp,
     /// An annotated Service whose selector does not parse: warn, and leave its objects as they are.
     InvalidSelector(Arc<ServiceRecord>, String),
@@ -37,10 +40,16 @@ pub async fn reconcile(ctx: &Context, key: &ServiceKey, waited: Duration) -> Res
     let span = tracing::info_span!("reconcile", namespace = %key.namespace, service = %key.name);
     async {
         let started = Instant::now();
-        let writes = match plan(ctx, key) {
+        let plan = plan(ctx, key);
+        if let Some(shadow) = &ctx.shadow {
+            shadow.compare(ctx, key, shadow_sides(ctx, key, &plan));
+            return Ok(());
+        }
+        let writes = match plan {
             Plan::Select(svc) => select(ctx, key, &svc).await,
             Plan::Mirror(svc) => mirror(ctx, key, &svc).await,
             Plan::BackendSet(svc, view) => backendset(ctx, key, &svc, &view).await,
+            Plan::HandBack(svc) => takeover::hand_back(ctx, key, &svc).await,
             Plan::CleanUp => clean_up(ctx, key).await,
             Plan::InvalidSelector(svc, message) => invalid_selector(ctx, &svc, message).await,
         };
@@ -75,7 +84,7 @@ fn plan(ctx: &Context, key: &ServiceKey) -> Plan {
         }
         (Ok(Some(_)), _) => Plan::Select(svc),
         (Ok(None), ServicesMode::All) => Plan::Mirror(svc),
-        (Ok(None), ServicesMode::Annotated) => Plan::CleanUp,
+        (Ok(None), ServicesMode::Annotated) => Plan::HandBack(svc),
     }
 }
 
@@ -94,7 +103,7 @@ async fn invalid_selector(ctx: &Context, svc: &ServiceRecord, message: String) -
 }
 
 /// An ObjectReference to the Service, for Events.
-fn service_reference(svc: &ServiceRecord) -> ObjectReference {
+pub fn service_reference(svc: &ServiceRecord) -> ObjectReference {
     ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Service".into()),
@@ -117,18 +126,51 @@ fn skip_mirror(ctx: &Context, svc: &ServiceRecord) -> bool {
     ctx.slices_enabled && !svc.has_spec_selector
 }
 
-async fn select(ctx: &Context, key: &ServiceKey, svc: &ServiceRecord) -> Result<usize> {
-    let pods: Vec<Arc<PodRecord>> = ctx.cache.read().expect("cache lock").pods_for_service(key);
-    let trigger_time = ctx.triggers.lock().expect("triggers lock").compute(svc, &pods);
-    let publication = Publication {
+/// How the pods of `svc` are published: Endpoints adopted in place in `all` mode, slices owned by the Service.
+fn pods_publication(ctx: &Context, svc: &ServiceRecord, pods: &[Arc<PodRecord>]) -> Publication {
+    let trigger_time = ctx.triggers.lock().expect("triggers lock").compute(svc, pods);
+    Publication {
         endpoints: EndpointsInput {
             trigger_time,
             skip_mirror: skip_mirror(ctx, svc),
             owner: None,
+            adopt: ctx.config.services == ServicesMode::All,
         },
         slices: SliceInput::owned_by_service(svc, ctx.config.max_endpoints_per_slice, trigger_time),
-    };
-    publish(ctx, key, svc, &pods, publication).await
+    }
+}
+
+/// How the addresses of a BackendSet are published: everything owned by the BackendSet.
+fn backendset_publication(ctx: &Context, svc: &ServiceRecord, view: &BackendView) -> Publication {
+    let owner = view.owner_reference();
+    Publication {
+        endpoints: EndpointsInput {
+            trigger_time: None,
+            skip_mirror: skip_mirror(ctx, svc),
+            owner: Some(owner.clone()),
+            adopt: false,
+        },
+        slices: SliceInput {
+            max_per_slice: ctx.config.max_endpoints_per_slice,
+            trigger_time: None,
+            owner,
+        },
+    }
+}
+
+/// In `all` mode roster takes Services over from the built-in controllers (see [`takeover`]).
+async fn take_over(ctx: &Context, key: &ServiceKey, manager: Option<&str>) -> Result<usize> {
+    match ctx.config.services {
+        ServicesMode::All => takeover::retire_upstream(ctx, key, manager).await,
+        ServicesMode::Annotated => Ok(0),
+    }
+}
+
+async fn select(ctx: &Context, key: &ServiceKey, svc: &ServiceRecord) -> Result<usize> {
+    let pods: Vec<Arc<PodRecord>> = ctx.cache.read().expect("cache lock").pods_for_service(key);
+    let publication = pods_publication(ctx, svc, &pods);
+    let writes = publish(ctx, key, svc, &pods, publication).await?;
+    Ok(writes + take_over(ctx, key, Some(desired::SLICE_CONTROLLER_NAME)).await?)
 }
 
 async fn backendset(
@@ -137,21 +179,10 @@ async fn backendset(
     svc: &ServiceRecord,
     view: &BackendView,
 ) -> Result<usize> {
-    let owner = view.owner_reference();
-    let publication = Publication {
-        endpoints: EndpointsInput {
-            trigger_time: None,
-            skip_mirror: skip_mirror(ctx, svc),
-            owner: Some(owner.clone()),
-        },
-        slices: SliceInput {
-            max_per_slice: ctx.config.max_endpoints_per_slice,
-            trigger_time: None,
-            owner,
-        },
-    };
     let addresses: Vec<_> = view.addresses.iter().collect();
-    publish(ctx, key, svc, &addresses, publication).await
+    let publication = backendset_publication(ctx, svc, view);
+    let writes = publish(ctx, key, svc, &addresses, publication).await?;
+    Ok(writes + take_over(ctx, key, Some(desired::SLICE_CONTROLLER_NAME)).await?)
 }
 
 /// Writes the Endpoints and EndpointSlices of `sources`, and removes mirrored slices a selectorless past
@@ -209,7 +240,9 @@ async fn mirror(ctx: &Context, key: &ServiceKey, svc: &ServiceRecord) -> Result<
     if let Some(ep) = &hand_made {
         warn_skipped(ctx, ep, &plan).await;
     }
-    Ok(writes + apply_slice_plan(ctx, &work, &plan).await?)
+    writes += apply_slice_plan(ctx, &work, &plan).await?;
+    let made = hand_made.is_some().then_some(desired::MIRRORING_CONTROLLER_NAME);
+    Ok(writes + take_over(ctx, key, made).await?)
 }
 
 /// A Warning Event on the Endpoints for each address mirroring left out.
@@ -235,7 +268,7 @@ async fn clean_up(ctx: &Context, key: &ServiceKey) -> Result<usize> {
         writes += delete_slices(ctx, key, desired::MIRRORING_CONTROLLER_NAME).await?;
     }
     ctx.triggers.lock().expect("triggers lock").forget(key);
-    Ok(writes)
+    Ok(writes + take_over(ctx, key, None).await?)
 }
 
 /// Creates or replaces the Endpoints (`obj`, when anything changed); a failure is also a Warning Event.
@@ -289,7 +322,7 @@ async fn delete_slices(ctx: &Context, key: &ServiceKey, manager: &str) -> Result
 }
 
 /// Creates, then updates, then deletes (so readers never see a Service without its endpoints).
-async fn apply_slice_plan(ctx: &Context, work: &WorkKey, plan: &SlicePlan) -> Result<usize> {
+pub async fn apply_slice_plan(ctx: &Context, work: &WorkKey, plan: &SlicePlan) -> Result<usize> {
     for slice in &plan.create {
         ctx.writer.create(work, slice).await?;
     }
@@ -326,4 +359,49 @@ pub fn error_policy(ctx: &Context, key: &WorkKey, result: Result<()>) {
     ctx.metrics.queue_retries.with_label_values(&[err.kind()]).inc();
     let delay = ctx.queue.retry(key.clone(), not_before);
     tracing::info!(%key, %err, retry_in = ?delay, "reconcile failed; retrying");
+}
+
+/// Shadow mode: what roster would publish for the Service and what is live, `None` when roster would not
+/// compare it (no Service, or a Service fed by a BackendSet, which only roster publishes).
+fn shadow_sides(ctx: &Context, key: &ServiceKey, plan: &Plan) -> Option<Sides> {
+    let live_slices = |manager: &str| managed_slices(ctx, key, manager);
+    let live_endpoints = ctx.endpoints(key).map(|ep| (*ep).clone());
+    match plan {
+        Plan::Select(svc) => {
+            let pods: Vec<Arc<PodRecord>> = ctx.cache.read().expect("cache lock").pods_for_service(key);
+            let publication = pods_publication(ctx, svc, &pods);
+            let desired = desired::desired_endpoints(svc, &pods, publication.endpoints);
+            let node = |name: &str| ctx.cache.read().expect("cache lock").node_lookup(name);
+            let slices = desired::desired_slices(svc, &pods, &node, &[], &publication.slices);
+            Some(Sides {
+                desired_endpoints: desired::endpoints_need_write(None, &desired),
+                live_endpoints,
+                desired_slices: slices.create,
+                live_slices: live_slices(desired::UPSTREAM_SLICE_CONTROLLER_NAME),
+                service_has_ports: !svc.ports.is_empty(),
+                stale_explained_by: None,
+            })
+        }
+        Plan::Mirror(svc) => {
+            let hand_made = live_endpoints.filter(|ep| !desired::is_roster_endpoints(ep));
+            let mirrored = hand_made.map(|ep| desired::desired_mirrored_slices(svc, &ep, &[]).create);
+            Some(Sides {
+                desired_endpoints: None,
+                live_endpoints: None,
+                desired_slices: mirrored.unwrap_or_default(),
+                live_slices: live_slices(desired::UPSTREAM_MIRRORING_CONTROLLER_NAME),
+                service_has_ports: !svc.ports.is_empty(),
+                stale_explained_by: None,
+            })
+        }
+        Plan::CleanUp if live_endpoints.is_some() => Some(Sides {
+            desired_endpoints: None,
+            live_endpoints,
+            desired_slices: Vec::new(),
+            live_slices: live_slices(desired::UPSTREAM_SLICE_CONTROLLER_NAME),
+            service_has_ports: false,
+            stale_explained_by: Some("F2"),
+        }),
+        _ => None,
+    }
 }

@@ -18,11 +18,13 @@ use tokio::task::JoinHandle;
 
 use super::Context;
 use super::queue::WorkKey;
+use crate::args::ServicesMode;
 use crate::backendset::BackendSet;
 use crate::cache::written::{Kind, ObjectId, Seen, Version};
 use crate::cache::{
     Affected, BackendSetKey, NodeProjection, ObjectKey, PodProjection, PodRecord, slice_service,
 };
+use crate::desired;
 use crate::write::Recorded;
 
 /// A kind roster watches, and what its events do to the caches.
@@ -264,17 +266,27 @@ impl Watched for EndpointSlice {
     type Held = Arc<Self>;
 
     fn hold(ctx: &Context, slice: Self) -> Arc<Self> {
+        let slice = keep_of_upstream(ctx, slice);
         ctx.objects.read().expect("objects lock").hold_slice(slice)
     }
     fn apply(ctx: &Context, slice: Self) -> Vec<WorkKey> {
+        let upstream = desired::is_upstream_slice(&slice);
         let (id, seen) = seen(&slice, false);
+        let slice = keep_of_upstream(ctx, slice);
         let Some(key) = ctx.objects.write().expect("objects lock").apply_slice(slice) else {
             return Vec::new();
         };
-        ctx.writer
-            .observe(WorkKey::Service(key), &id, seen)
-            .into_iter()
-            .collect()
+        let taking_over = ctx.config.services == ServicesMode::All && ctx.shadow.is_none();
+        if upstream && taking_over {
+            ctx.upstream.changed(std::time::Instant::now());
+        }
+        let work = WorkKey::Service(key.clone());
+        match ctx.writer.observe(work.clone(), &id, seen) {
+            Some(news) => vec![news],
+            // roster's own slice is shown: the Service may now retire the built-in controllers' slices.
+            None if taking_over && has_upstream_slices(ctx, &key) => vec![work],
+            None => Vec::new(),
+        }
     }
     fn delete(ctx: &Context, slice: Self) -> Vec<WorkKey> {
         let (id, seen) = seen(&slice, true);
@@ -298,6 +310,22 @@ impl Watched for EndpointSlice {
         ctx.writer.relisted(Kind::EndpointSlice, &listed);
         touched.into_iter().map(WorkKey::Service).collect()
     }
+}
+
+/// Of the built-in controllers' slices roster keeps only what it needs to take over from them or hand back
+/// to them (which slices exist, to delete or wait for), unless shadow mode compares their content.
+fn keep_of_upstream(ctx: &Context, mut slice: EndpointSlice) -> EndpointSlice {
+    if ctx.shadow.is_none() && desired::is_upstream_slice(&slice) {
+        slice.endpoints = Vec::new();
+        slice.ports = None;
+        slice.metadata.annotations = None;
+    }
+    slice
+}
+
+fn has_upstream_slices(ctx: &Context, key: &ObjectKey) -> bool {
+    let slices = ctx.objects.read().expect("objects lock").slices(key);
+    slices.iter().any(|s| desired::is_upstream_slice(s))
 }
 
 impl Watched for BackendSet {

@@ -27,6 +27,9 @@ pub struct EndpointsInput {
     pub skip_mirror: bool,
     /// The controller owner of the Endpoints (a BackendSet), if any.
     pub owner: Option<OwnerReference>,
+    /// Endpoints another controller wrote are adopted as they are: right content without roster's ownership
+    /// label is not a reason to write (the label comes with roster's next real write).
+    pub adopt: bool,
 }
 
 /// What the Endpoints object of a Service should contain.
@@ -43,6 +46,8 @@ pub struct DesiredEndpoints {
     pub annotations: BTreeMap<String, String>,
     /// The controller owner reference, when one is wanted.
     pub owner: Option<OwnerReference>,
+    /// See [`EndpointsInput::adopt`].
+    pub adopt: bool,
     /// More than [`MAX_ENDPOINTS_ADDRESSES`] addresses were selected and some were dropped.
     pub truncated: bool,
 }
@@ -79,6 +84,7 @@ where
         labels: endpoints_labels(svc, input.skip_mirror),
         annotations,
         owner: input.owner,
+        adopt: input.adopt,
         truncated,
     }
 }
@@ -188,7 +194,7 @@ fn truncate_subsets(mut subsets: Vec<EndpointSubset>) -> (Vec<EndpointSubset>, b
 /// are ignored), the full label set, and the over-capacity annotation. The desired subsets are already
 /// truncated, so an Endpoints object over capacity is not rewritten on every sync. The trigger-time annotation
 /// is not compared: it is only written along with another change. A wanted owner reference must be the
-/// object's only one. The object written is `current` with subsets, labels, roster's annotations and the
+/// object's only one. When adopting, a missing ownership label alone is no reason to write. The object written is `current` with subsets, labels, roster's annotations and the
 /// wanted owner replaced; other annotations and the resourceVersion (for optimistic concurrency) are kept.
 pub fn endpoints_need_write(current: Option<&Endpoints>, desired: &DesiredEndpoints) -> Option<Endpoints> {
     let Some(current) = current else {
@@ -211,11 +217,7 @@ pub fn endpoints_need_write(current: Option<&Endpoints>, desired: &DesiredEndpoi
         .as_ref()
         .and_then(|a| a.get(ANNOTATION_OVER_CAPACITY));
     let capacity_ok = over_capacity.is_some() == desired.truncated;
-    let labels_ok = current
-        .metadata
-        .labels
-        .as_ref()
-        .map_or(desired.labels.is_empty(), |l| *l == desired.labels);
+    let labels_ok = labels_match(current.metadata.labels.as_ref(), desired);
     let owner_ok = desired.owner.as_ref().is_none_or(|owner| {
         current.metadata.owner_references.as_deref() == Some(std::slice::from_ref(owner))
     });
@@ -223,6 +225,17 @@ pub fn endpoints_need_write(current: Option<&Endpoints>, desired: &DesiredEndpoi
         return None;
     }
     Some(apply_desired(current.clone(), desired))
+}
+
+/// The current labels are the desired ones, or, when adopting, the desired ones but roster's ownership label.
+fn labels_match(current: Option<&BTreeMap<String, String>>, desired: &DesiredEndpoints) -> bool {
+    let current = current.cloned().unwrap_or_default();
+    if current == desired.labels {
+        return true;
+    }
+    let mut unowned = desired.labels.clone();
+    unowned.remove(LABEL_ENDPOINTS_MANAGED_BY);
+    desired.adopt && current == unowned
 }
 
 fn canonical_subsets(endpoints: &Endpoints) -> Vec<EndpointSubset> {
@@ -252,4 +265,20 @@ fn apply_desired(mut endpoints: Endpoints, desired: &DesiredEndpoints) -> Endpoi
     }
     endpoints.subsets = Some(desired.subsets.clone());
     endpoints
+}
+
+/// The Endpoints to write when roster hands a Service back to the built-in Endpoints controller: the
+/// object without roster's ownership label, so that it is the built-in controller's from then on (which
+/// adopts it in place); `None` when it is not roster's.
+pub fn released_endpoints(current: &Endpoints) -> Option<Endpoints> {
+    let labels = current.metadata.labels.as_ref()?;
+    if labels.get(LABEL_ENDPOINTS_MANAGED_BY).map(String::as_str) != Some(ENDPOINTS_MANAGER) {
+        return None;
+    }
+    let mut released = current.clone();
+    if let Some(labels) = released.metadata.labels.as_mut() {
+        labels.remove(LABEL_ENDPOINTS_MANAGED_BY);
+        labels.remove(LABEL_SKIP_MIRROR);
+    }
+    Some(released)
 }

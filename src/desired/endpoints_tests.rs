@@ -554,3 +554,59 @@ fn endpoints_created_when_missing() {
     assert_eq!(created.subsets, Some(vec![]));
     assert!(is_roster_endpoints(&created));
 }
+
+#[test]
+fn adopted_endpoints_are_not_rewritten_for_the_ownership_label_alone() {
+    let svc = ServiceFixture::new("web").labels(&[("team", "a")]).build();
+    let pods = vec![PodFixture::new("a").ip("10.0.0.1").build()];
+    let adopt = EndpointsInput {
+        adopt: true,
+        ..input()
+    };
+    let desired = desired_endpoints(&svc, &pods, adopt.clone());
+    let mut upstream = written(&desired);
+    upstream
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .remove(LABEL_ENDPOINTS_MANAGED_BY);
+    assert_eq!(
+        endpoints_need_write(Some(&upstream), &desired),
+        None,
+        "adopted in place"
+    );
+    let strict = desired_endpoints(&svc, &pods, input());
+    assert!(
+        endpoints_need_write(Some(&upstream), &strict).is_some(),
+        "without adoption the label is written"
+    );
+    let more = vec![pods[0].clone(), PodFixture::new("b").ip("10.0.0.2").build()];
+    let update = endpoints_need_write(Some(&upstream), &desired_endpoints(&svc, &more, adopt)).unwrap();
+    assert!(is_roster_endpoints(&update), "a real write carries the label");
+}
+
+#[test]
+fn released_endpoints_lose_only_rosters_labels() {
+    let svc = ServiceFixture::new("web").labels(&[("team", "a")]).build();
+    let skip = EndpointsInput {
+        skip_mirror: true,
+        ..input()
+    };
+    let current = written(&desired_endpoints(
+        &svc,
+        &[PodFixture::new("a").ip("10.0.0.1").build()],
+        skip,
+    ));
+    let released = released_endpoints(&current).expect("roster's: released");
+    assert_eq!(
+        released.metadata.labels,
+        Some(BTreeMap::from([("team".to_owned(), "a".to_owned())]))
+    );
+    assert_eq!(released.subsets, current.subsets, "the endpoints stay");
+    assert_eq!(
+        released.metadata.resource_version,
+        current.metadata.resource_version
+    );
+    assert_eq!(released_endpoints(&released), None, "not roster's any more");
+}

@@ -12,6 +12,17 @@ pub const LABEL_MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
 pub const SLICE_CONTROLLER_NAME: &str = "endpointslice-controller.roster.dev";
 /// `managed-by` value of the EndpointSlices roster mirrors from selectorless Endpoints.
 pub const MIRRORING_CONTROLLER_NAME: &str = "endpointslicemirroring-controller.roster.dev";
+/// `managed-by` value of the EndpointSlices kube-controller-manager's EndpointSlice controller writes.
+pub const UPSTREAM_SLICE_CONTROLLER_NAME: &str = "endpointslice-controller.k8s.io";
+/// `managed-by` value of the EndpointSlices kube-controller-manager's mirroring controller writes.
+pub const UPSTREAM_MIRRORING_CONTROLLER_NAME: &str = "endpointslicemirroring-controller.k8s.io";
+/// Every managed-by value roster watches: its own, and upstream's (which it takes over from and hands back to).
+pub const WATCHED_SLICE_MANAGERS: [&str; 4] = [
+    SLICE_CONTROLLER_NAME,
+    MIRRORING_CONTROLLER_NAME,
+    UPSTREAM_SLICE_CONTROLLER_NAME,
+    UPSTREAM_MIRRORING_CONTROLLER_NAME,
+];
 /// Present (empty value) on Endpoints and EndpointSlices of headless Services.
 pub const LABEL_HEADLESS: &str = "service.kubernetes.io/headless";
 /// `"true"` on Endpoints that the mirroring controllers must not mirror.
@@ -51,6 +62,14 @@ pub const RESERVED_SLICE_LABELS: [&str; 3] = [LABEL_SERVICE_NAME, LABEL_MANAGED_
 /// Whether roster wrote this Endpoints object (and may therefore delete it).
 pub fn is_roster_endpoints(endpoints: &Endpoints) -> bool {
     label(&endpoints.metadata, LABEL_ENDPOINTS_MANAGED_BY) == Some(ENDPOINTS_MANAGER)
+}
+
+/// Whether kube-controller-manager's EndpointSlice or mirroring controller manages this slice.
+pub fn is_upstream_slice(slice: &EndpointSlice) -> bool {
+    matches!(
+        slice_manager(slice),
+        Some(UPSTREAM_SLICE_CONTROLLER_NAME | UPSTREAM_MIRRORING_CONTROLLER_NAME)
+    )
 }
 
 /// The `managed-by` label of an EndpointSlice.

@@ -13,6 +13,7 @@
 //!
 //! Equal inputs give equal outputs, and an existing object that already matches produces no write.
 
+pub mod compare;
 mod endpoints;
 pub mod labels;
 mod mirroring;
@@ -33,7 +34,8 @@ mod mirroring_tests;
 mod slices_tests;
 
 pub use endpoints::{
-    DesiredEndpoints, EndpointsInput, desired_endpoints, endpoints_ip, endpoints_labels, endpoints_need_write,
+    DesiredEndpoints, EndpointsInput, desired_endpoints, endpoints_ip, endpoints_labels,
+    endpoints_need_write, released_endpoints,
 };
 pub use labels::*;
 pub use mirroring::desired_mirrored_slices;

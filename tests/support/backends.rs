@@ -9,13 +9,14 @@ use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use clap::Parser;
 use hickory_resolver::proto::op::{Message, OpCode, ResponseCode};
 use hickory_resolver::proto::rr::rdata::{A, AAAA};
 use hickory_resolver::proto::rr::{RData, Record, RecordType};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use roster::admin::Readiness;
-use roster::args::ServicesMode;
+use roster::args::{Cli, Command as RosterCommand};
 use roster::backendset::{BackendArgs, BackendSet, BackendView};
 use roster::cache::ServiceKey;
 use roster::controller::{self, Config, Context};
@@ -307,15 +308,20 @@ impl Harness {
             Leadership::new(true),
             "test".into(),
         );
-        let config = Config {
-            services: ServicesMode::Annotated,
-            namespace: Some(namespace.to_owned()),
-            workers: 2,
-            batch_window: Duration::ZERO,
-            max_endpoints_per_slice: 100,
-            endpoints: true,
-            endpointslices: true,
+        let cli = [
+            "roster",
+            "run",
+            "--services",
+            "annotated",
+            "--namespace",
+            namespace,
+            "--workers",
+            "2",
+        ];
+        let RosterCommand::Run(run) = Cli::try_parse_from(cli).expect("valid flags").command else {
+            unreachable!("a run command")
         };
+        let config = Config::from_args(&run.controller);
         let slices = controller::server_serves(&env.client(), "discovery.k8s.io/v1", "endpointslices").await;
         let ctx = Arc::new(Context::new(config, slices, writer, metrics.clone(), Some(args)));
         let readiness = Readiness::default();
