@@ -96,10 +96,8 @@ impl<'a> Render<'a> {
 
 /// Every YAML document of a multi-document manifest, as JSON values.
 pub fn parse_manifests(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
-        .map(|doc| serde::Deserialize::deserialize(doc).expect("rendered YAML"))
-        .filter(|v: &Value| !v.is_null())
-        .collect()
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text).expect("rendered YAML");
+    docs.into_iter().filter(|v| !v.is_null()).collect()
 }
 
 pub fn kind(doc: &Value) -> &str {
@@ -121,7 +119,7 @@ pub fn container_args(docs: &[Value]) -> Vec<String> {
 pub fn write_manifest(path: &Path, docs: &[&Value]) -> PathBuf {
     let text: String = docs
         .iter()
-        .map(|d| format!("---\n{}", serde_yaml::to_string(d).expect("YAML")))
+        .map(|d| format!("---\n{}", serde_saphyr::to_string(d).expect("YAML")))
         .collect();
     std::fs::write(path, text).expect("writing a manifest");
     path.to_owned()
