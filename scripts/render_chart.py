@@ -247,6 +247,12 @@ def container_args(docs: list[dict[str, Any]]) -> list[str]:
     return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
+def bound_cluster_role(kinds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The ClusterRole roster's ClusterRoleBinding grants (the chart also renders roles for BackendSet users)."""
+    name = kinds["ClusterRoleBinding"][0]["roleRef"]["name"]
+    return next(role for role in kinds["ClusterRole"] if role["metadata"]["name"] == name)
+
+
 def check_rendered(value_set: str, docs: list[dict[str, Any]], old_docs: list[dict[str, Any]]) -> list[str]:
     failures = []
     kinds = by_kind(docs)
@@ -282,7 +288,7 @@ def check_rendered(value_set: str, docs: list[dict[str, Any]], old_docs: list[di
         namespaced = [d for d in kinds["Role"] if d["metadata"]["namespace"] == "apps"]
         if not namespaced:
             failures.append("all-on: controller.namespace=apps grants no Role in namespace apps")
-        cluster_resources = {r for rule in kinds["ClusterRole"][0]["rules"] for r in rule["resources"]}
+        cluster_resources = {r for rule in bound_cluster_role(kinds)["rules"] for r in rule["resources"]}
         if cluster_resources != {"nodes"}:
             failures.append(f"all-on: a namespace-restricted ClusterRole grants {cluster_resources}, not only nodes")
     return failures
