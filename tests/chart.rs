@@ -6,7 +6,8 @@
 //! * roster, run with the chart's args and a token of the chart's ServiceAccount through a full scenario,
 //!   is refused nothing (zero 403 in the audit log) and uses every verb granted; without one rule, the check
 //!   sees 403s;
-//! * every metric the chart's Grafana dashboard queries is exported by a running roster.
+//! * every metric the chart's Grafana dashboard queries is exported by a running roster;
+//! * each value renders what it promises (chart/values.rs).
 //!
 //! Skipped (reason printed) without helm-python-sdk, kubectl or KUBEBUILDER_ASSETS; failed instead in CI.
 
@@ -21,6 +22,8 @@ mod render;
 #[path = "chart/scenario.rs"]
 mod scenario;
 mod support;
+#[path = "chart/values.rs"]
+mod values;
 
 use std::path::Path;
 use std::process::Command;
@@ -60,17 +63,10 @@ fn chart_check_lints_and_renders_both_value_sets() {
     for set in ["default", "all-on"] {
         let text = std::fs::read_to_string(out.path().join(set).join("manifest.yaml")).unwrap();
         let args = container_args(&parse_manifests(&text));
-        let (pending, known): (Vec<String>, Vec<String>) = args
-            .into_iter()
-            .partition(|a| process::unknown_flags(std::slice::from_ref(a)).len() == 1);
-        let argv = std::iter::once("roster".to_string()).chain(known);
+        assert_eq!(process::unknown_flags(&args), Vec::<String>::new(), "{set}");
+        let argv = std::iter::once("roster".to_string()).chain(args);
         if let Err(err) = roster::args::Cli::try_parse_from(argv) {
             panic!("`roster run` refuses the {set} chart's args: {err}");
-        }
-        for arg in pending {
-            let (flag, value) = arg.split_once('=').expect("--flag=value");
-            assert_eq!(flag, "--probe-deny-cidrs", "only BackendSet flags may be pending");
-            roster::backendset::args::parse_cidr(value).expect("a CIDR roster parses");
         }
     }
 }
@@ -96,6 +92,7 @@ async fn the_real_1_20_api_server_accepts_every_rendered_object() {
     assert!(ok, "{out}");
     let release_ns = env.create_namespace("chart").await.unwrap();
     let apps_ns = env.create_namespace("apps").await.unwrap();
+    let monitoring_ns = env.create_namespace("monitoring").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
 
     for set in ["default", "all-on"] {
@@ -105,7 +102,9 @@ async fn the_real_1_20_api_server_accepts_every_rendered_object() {
         let mut render = Render::new(set, &release, &release_ns);
         render.kubeconfig = Some(kc);
         if set == "all-on" {
-            render = render.with("controller.namespace", json!(apps_ns));
+            render = render
+                .with("controller.namespace", json!(apps_ns))
+                .with("metrics.serviceMonitor.namespace", json!(monitoring_ns));
         }
         let out_dir = dir.path().join(set);
         let docs = render.run(&out_dir);
@@ -162,14 +161,30 @@ async fn real_server() -> Arc<RealApiServer> {
         .clone()
 }
 
-/// The RBAC objects of a rendered chart, created for real; returns (ClusterRole + Roles) for `granted`.
+/// The RBAC objects of a rendered chart, created for real; returns the ClusterRole and Roles bound to
+/// roster's ServiceAccount, for `granted` (not the chart's roles for BackendSet users).
 fn apply_rbac(env: &TestEnv, docs: &[Value], dir: &Path, name: &str) -> Vec<Value> {
     let rbac: Vec<&Value> = docs.iter().filter(|d| RBAC_KINDS.contains(&kind(d))).collect();
     let file = write_manifest(&dir.join(format!("{name}-rbac.yaml")), &rbac);
     let (ok, out) = kubectl(env.kubeconfig(), &["apply", "-f", file.to_str().unwrap()]);
     assert!(ok, "creating the chart's RBAC objects: {out}");
-    rbac.into_iter()
-        .filter(|d| matches!(kind(d), "ClusterRole" | "Role"))
+    roster_roles(docs)
+}
+
+/// The roles roster's bindings refer to.
+fn roster_roles(docs: &[Value]) -> Vec<Value> {
+    let bound: Vec<(&str, &str)> = docs
+        .iter()
+        .filter(|d| matches!(kind(d), "ClusterRoleBinding" | "RoleBinding"))
+        .map(|b| {
+            (
+                b["roleRef"]["kind"].as_str().unwrap(),
+                b["roleRef"]["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    docs.iter()
+        .filter(|d| bound.contains(&(kind(d), d["metadata"]["name"].as_str().unwrap_or_default())))
         .cloned()
         .collect()
 }
