@@ -222,3 +222,36 @@ async fn rust_log_is_honoured_when_roster_log_is_unset() {
         );
     }
 }
+
+/// README's flag table names every `roster run` flag (and no flag roster does not have).
+#[test]
+fn the_readme_flag_table_lists_every_flag() {
+    use clap::CommandFactory;
+    let cli = roster::args::Cli::command();
+    let run = cli.find_subcommand("run").expect("roster run");
+    let flags: std::collections::BTreeSet<String> = run
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .filter(|f| *f != "help")
+        .map(|f| format!("--{f}"))
+        .collect();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table: std::collections::BTreeSet<String> = readme
+        .lines()
+        .filter(|l| l.starts_with("| `--"))
+        .flat_map(|l| {
+            l.split('|')
+                .nth(1)
+                .unwrap_or_default()
+                .split('`')
+                .map(str::to_owned)
+        })
+        .filter(|token| token.starts_with("--"))
+        .collect();
+    let missing: Vec<&String> = flags.difference(&table).collect();
+    let unknown: Vec<&String> = table.difference(&flags).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "not in README: {missing:?}; not flags: {unknown:?}"
+    );
+}
