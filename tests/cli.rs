@@ -12,7 +12,7 @@ use roster_envtest::{MemoryOptions, TestEnv};
 use support::{admin_get, eventually};
 
 /// `roster ARGS` with `env`, to its exit: (exit code, stderr).
-fn roster(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+fn roster(args: &[&str], env: Vars) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_roster"))
         .args(args)
         .env_remove("RUST_LOG")
@@ -27,6 +27,9 @@ fn roster(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     )
 }
 
+/// Environment variables for one run.
+type Vars<'a> = &'a [(&'a str, &'a str)];
+
 /// A kubeconfig that does not exist: `roster run` gets no further than reading it, so a test of what
 /// comes before (flags, logging) never reaches a cluster.
 const NO_CLUSTER: &str = "--kubeconfig=/nonexistent/roster-cli-test.kubeconfig";
@@ -35,7 +38,7 @@ const NO_CLUSTER: &str = "--kubeconfig=/nonexistent/roster-cli-test.kubeconfig";
 fn bad_values_stop_roster_with_a_clear_message() {
     // (args after `run`, environment, exit code, what stderr must say)
     let usage = Some(2);
-    let cases: [(&[&str], &[(&str, &str)], Option<i32>, &str); 11] = [
+    let cases: [(&[&str], Vars, Option<i32>, &str); 11] = [
         (
             &["--write-qps=0"],
             &[],
@@ -113,7 +116,7 @@ fn bad_values_stop_roster_with_a_clear_message() {
 /// above can fail: it is the bad value, not the missing cluster, that stops roster).
 #[test]
 fn good_values_get_as_far_as_the_kubeconfig() {
-    let runs: [(&[&str], &[(&str, &str)]); 4] = [
+    let runs: [(&[&str], Vars); 4] = [
         (
             &[
                 "--write-qps=0.5",
@@ -145,7 +148,7 @@ struct LoggedRoster {
 }
 
 impl LoggedRoster {
-    async fn start(env: &TestEnv, ns: &str, log: &Path, vars: &[(&str, &str)]) -> LoggedRoster {
+    async fn start(env: &TestEnv, ns: &str, log: &Path, vars: Vars<'_>) -> LoggedRoster {
         let port = roster_envtest::real::free_port().expect("free port");
         let admin: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_roster"))
@@ -200,7 +203,7 @@ async fn rust_log_is_honoured_when_roster_log_is_unset() {
     let env = TestEnv::memory(MemoryOptions::default()).await.unwrap();
     let ns = env.create_namespace("cli-log").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let runs: [(&str, &[(&str, &str)], bool); 3] = [
+    let runs: [(&str, Vars, bool); 3] = [
         ("default", &[], true),
         ("rust-log-warn", &[("RUST_LOG", "warn")], false),
         (

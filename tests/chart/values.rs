@@ -380,7 +380,7 @@ fn the_service_monitor_is_complete_and_needs_the_metrics_service() {
     assert_eq!(service["spec"]["ports"][0]["name"], "metrics");
 
     let on = ("metrics.serviceMonitor.enabled", json!(true));
-    let docs = render(&[on.clone()]);
+    let docs = render(std::slice::from_ref(&on));
     assert_eq!(of_kind(&docs, "ServiceMonitor")[0]["metadata"]["namespace"], NS);
     let docs = render(&[on, ("metrics.service.enabled", json!(false))]);
     assert!(of_kind(&docs, "ServiceMonitor").is_empty(), "{:?}", names(&docs));
