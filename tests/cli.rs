@@ -34,75 +34,32 @@ type Vars<'a> = &'a [(&'a str, &'a str)];
 /// comes before (flags, logging) never reaches a cluster.
 const NO_CLUSTER: &str = "--kubeconfig=/nonexistent/roster-cli-test.kubeconfig";
 
+/// Exit codes: clap's for a flag value it refuses, roster's for an error after parsing.
+const USAGE: Option<i32> = Some(2);
+const FAILED: Option<i32> = Some(1);
+
+/// (args after `run`, environment, exit code, what stderr must say)
+#[rustfmt::skip]
+const BAD_VALUES: [(&[&str], Vars, Option<i32>, &str); 11] = [
+    (&["--write-qps=0"], &[], USAGE, r#"invalid rate "0": must be a number above 0"#),
+    (&["--write-qps=-5"], &[], USAGE, r#"invalid rate "-5": must be a number above 0"#),
+    (&["--write-qps=NaN"], &[], USAGE, r#"invalid rate "NaN": must be a number above 0"#),
+    (&[], &[("ROSTER_WRITE_QPS", "0")], USAGE, r#"invalid rate "0": must be a number above 0"#),
+    (&["--write-burst=0"], &[], USAGE, "--write-burst"),
+    (&["--batch-window=-1s"], &[], USAGE, r#"invalid duration "-1s": must not be negative"#),
+    (&["--lease-duration=0s"], &[], USAGE, r#"invalid duration "0s": must be more than 0"#),
+    (&["--dns-failure-grace=5 minutes please"], &[], USAGE, "expected e.g. 250ms, 30s, 1m30s, 1.5h"),
+    (&["--log-level=roster=loud"], &[], FAILED,
+     r#"invalid log filter "roster=loud" from --log-level or ROSTER_LOG"#),
+    (&[], &[("ROSTER_LOG", "info,roster=[")], FAILED,
+     r#"invalid log filter "info,roster=[" from --log-level or ROSTER_LOG"#),
+    (&[], &[("RUST_LOG", "roster=loud")], FAILED, r#"invalid log filter "roster=loud" from RUST_LOG"#),
+];
+
 #[test]
 fn bad_values_stop_roster_with_a_clear_message() {
-    // (args after `run`, environment, exit code, what stderr must say)
-    let usage = Some(2);
-    let cases: [(&[&str], Vars, Option<i32>, &str); 11] = [
-        (
-            &["--write-qps=0"],
-            &[],
-            usage,
-            "invalid rate \"0\": must be a number above 0",
-        ),
-        (
-            &["--write-qps=-5"],
-            &[],
-            usage,
-            "invalid rate \"-5\": must be a number above 0",
-        ),
-        (
-            &["--write-qps=NaN"],
-            &[],
-            usage,
-            "invalid rate \"NaN\": must be a number above 0",
-        ),
-        (
-            &[],
-            &[("ROSTER_WRITE_QPS", "0")],
-            usage,
-            "invalid rate \"0\": must be a number above 0",
-        ),
-        (&["--write-burst=0"], &[], usage, "--write-burst"),
-        (
-            &["--batch-window=-1s"],
-            &[],
-            usage,
-            "invalid duration \"-1s\": must not be negative",
-        ),
-        (
-            &["--lease-duration=0s"],
-            &[],
-            usage,
-            "invalid duration \"0s\": must be more than 0",
-        ),
-        (
-            &["--dns-failure-grace=5 minutes please"],
-            &[],
-            usage,
-            "expected e.g. 250ms, 30s, 1m30s, 1.5h",
-        ),
-        (
-            &["--log-level=roster=loud"],
-            &[],
-            Some(1),
-            "invalid log filter \"roster=loud\" from --log-level or ROSTER_LOG",
-        ),
-        (
-            &[],
-            &[("ROSTER_LOG", "info,roster=[")],
-            Some(1),
-            "invalid log filter \"info,roster=[\" from --log-level or ROSTER_LOG",
-        ),
-        (
-            &[],
-            &[("RUST_LOG", "roster=loud")],
-            Some(1),
-            "invalid log filter \"roster=loud\" from RUST_LOG",
-        ),
-    ];
     let mut failures = Vec::new();
-    for (args, env, code, says) in cases {
+    for (args, env, code, says) in BAD_VALUES {
         let argv: Vec<&str> = ["run", NO_CLUSTER].iter().chain(args).copied().collect();
         let (got, stderr) = roster(&argv, env);
         if got != code || !stderr.contains(says) {
@@ -132,7 +89,7 @@ fn good_values_get_as_far_as_the_kubeconfig() {
     for (args, env) in runs {
         let argv: Vec<&str> = ["run", NO_CLUSTER].iter().chain(args).copied().collect();
         let (code, stderr) = roster(&argv, env);
-        assert_eq!(code, Some(1), "{args:?} {env:?}: {stderr}");
+        assert_eq!(code, FAILED, "{args:?} {env:?}: {stderr}");
         assert!(
             stderr.contains("roster-cli-test.kubeconfig"),
             "{args:?} {env:?}: {stderr}"
