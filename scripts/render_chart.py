@@ -204,6 +204,39 @@ def uncovered_values(values: Any, schema: dict[str, Any], root: dict[str, Any], 
     return missing
 
 
+def value_paths(values: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the values (maps are descended; a map whose keys are free, like labels, is one value)."""
+    if not isinstance(values, dict) or not values:
+        return [prefix.rstrip(".")]
+    paths = []
+    for key, value in values.items():
+        free = key in {"labels", "annotations", "podAnnotations", "podLabels", "nodeSelector", "affinity",
+                       "resources", "podSecurityContext", "securityContext", "global"}
+        paths += [f"{prefix}{key}"] if free else value_paths(value, f"{prefix}{key}.")
+    return paths
+
+
+def documented_values(readme: str) -> set[str]:
+    """Values named in the first column of the README's values table: `a.b`, and `.c` for a sibling of `a.b`."""
+    names: set[str] = set()
+    section = readme.split("## Values", 1)[1].split("\n## ", 1)[0]
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        parent = ""
+        for token in re.findall(r"`([^`]+)`", line.split("|")[1]):
+            name = parent + token if token.startswith(".") else token
+            names.add(name.replace("..", "."))
+            parent = name.rsplit(".", 1)[0] if "." in name else ""
+    return names
+
+
+def undocumented_values(values: dict[str, Any]) -> list[str]:
+    readme = (CHART / "README.md").read_text()
+    documented = documented_values(readme)
+    return [path for path in value_paths(values) if path not in documented]
+
+
 # Values the chart must refuse, and the message that says why.
 BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"controller": {"services": "everything"}}, "'/controller/services'"),
@@ -214,6 +247,12 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"log": {"format": "xml"}}, "'/log/format'"),
     ({"resources": {"limits": {"memory": "lots"}}}, "'/resources/limits/memory'"),
     ({"podDisruptionBudget": {"minAvailable": "half"}}, "'/podDisruptionBudget/minAvailable'"),
+    ({"image": {"digest": "latest"}}, "'/image/digest'"),
+    ({"extraArgs": ["workers=3"]}, "'/extraArgs/0'"),
+    ({"controller": {"podCIDRs": ["pods"]}}, "'/controller/podCIDRs/0'"),
+    ({"backendSets": {"dnsMaxTTL": "5 minutes"}}, "'/backendSets/dnsMaxTTL'"),
+    ({"fullnameOverride": "Roster_Main"}, "'/fullnameOverride'"),
+    ({"controller": {"writeQPS": 0}}, "'/controller/writeQPS'"),
 ]
 
 
@@ -247,6 +286,12 @@ def container_args(docs: list[dict[str, Any]]) -> list[str]:
     return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
+def bound_cluster_role(kinds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The ClusterRole roster's ClusterRoleBinding grants (the chart also renders roles for BackendSet users)."""
+    name = kinds["ClusterRoleBinding"][0]["roleRef"]["name"]
+    return next(role for role in kinds["ClusterRole"] if role["metadata"]["name"] == name)
+
+
 def check_rendered(value_set: str, docs: list[dict[str, Any]], old_docs: list[dict[str, Any]]) -> list[str]:
     failures = []
     kinds = by_kind(docs)
@@ -268,10 +313,11 @@ def check_rendered(value_set: str, docs: list[dict[str, Any]], old_docs: list[di
     if old_pdb != {"policy/v1beta1"}:
         failures.append(f"{value_set}: PodDisruptionBudget {old_pdb} on {OLD_KUBE}, expected policy/v1beta1")
     args = container_args(docs)
-    want = ["run", "--leader-elect=true"]
+    want = ["run", "--leader-elect=true", "--backendsets=true"]
     if value_set == "all-on":
         want += ["--services=all", "--namespace=apps", "--probe-deny-cidrs=10.0.0.0/8",
-                 "--probe-deny-cidrs=fd00::/8", "--log-format=json", "--batch-window=200ms"]
+                 "--probe-deny-cidrs=fd00::/8", "--service-cidr=10.96.0.0/12", "--pod-cidr=10.244.0.0/16",
+                 "--dns-failure-grace=1.5h", "--log-format=json", "--batch-window=200ms", "--workers=12"]
     else:
         want += ["--services=annotated", "--log-format=json"]
     failures += [f"{value_set}: the Deployment lacks {arg} in {args}" for arg in want if arg not in args]
@@ -282,7 +328,7 @@ def check_rendered(value_set: str, docs: list[dict[str, Any]], old_docs: list[di
         namespaced = [d for d in kinds["Role"] if d["metadata"]["namespace"] == "apps"]
         if not namespaced:
             failures.append("all-on: controller.namespace=apps grants no Role in namespace apps")
-        cluster_resources = {r for rule in kinds["ClusterRole"][0]["rules"] for r in rule["resources"]}
+        cluster_resources = {r for rule in bound_cluster_role(kinds)["rules"] for r in rule["resources"]}
         if cluster_resources != {"nodes"}:
             failures.append(f"all-on: a namespace-restricted ClusterRole grants {cluster_resources}, not only nodes")
     return failures
@@ -302,6 +348,7 @@ def check(args: argparse.Namespace) -> int:
     with helm.Chart.load(CHART) as chart:
         schema = chart.schema or {}
         failures += [f"values.schema.json does not describe {p}" for p in uncovered_values(chart.values, schema, schema)]
+        failures += [f"README.md's values table lacks {p}" for p in undocumented_values(chart.values)]
         try:
             chart.validate_schema({})
             failures += check_rejections(chart)

@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// A flag given twice takes its last value, as Go's flag package and kubectl do: the chart's `extraArgs`
+/// come after the flags it renders and so override them.
 #[derive(Parser, Debug)]
 #[command(
     name = "roster",
     version,
-    about = "Keeps every Service's Endpoints and EndpointSlices right"
+    about = "Keeps every Service's Endpoints and EndpointSlices right",
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -85,11 +88,12 @@ pub struct ControllerArgs {
     /// Coalesce pod changes of a Service for at most this long before writing (0: write at once).
     #[arg(long, env = "ROSTER_BATCH_WINDOW", default_value = "0s", value_parser = parse_duration)]
     pub batch_window: Duration,
-    /// Sustained API writes per second.
-    #[arg(long, env = "ROSTER_WRITE_QPS", default_value_t = 20.0)]
+    /// Sustained API writes per second (a positive number, fractions allowed).
+    #[arg(long, env = "ROSTER_WRITE_QPS", default_value = "20", value_parser = parse_write_qps)]
     pub write_qps: f64,
-    /// Burst of API writes above the sustained rate.
-    #[arg(long, env = "ROSTER_WRITE_BURST", default_value_t = 30)]
+    /// Burst of API writes above the sustained rate (at least 1).
+    #[arg(long, env = "ROSTER_WRITE_BURST", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub write_burst: u32,
     /// Largest number of endpoints in one EndpointSlice (1..=1000).
     #[arg(long, env = "ROSTER_MAX_ENDPOINTS_PER_SLICE", default_value_t = 100,
@@ -129,10 +133,13 @@ pub struct AdminArgs {
     pub admin_addr: SocketAddr,
 }
 
+/// Leader election is on by default: a second replica, or a rolling update's new pod beside the old one,
+/// must never write beside the first. A single process that wants no Lease (a laptop, a test) says
+/// `--leader-elect=false`.
 #[derive(Args, Debug, Clone)]
 pub struct LeaseArgs {
-    /// Elect a leader through a Lease; only the leader writes.
-    #[arg(long, env = "ROSTER_LEADER_ELECT", default_value_t = false, action = clap::ArgAction::Set)]
+    /// Elect a leader through a Lease; only the leader writes. Turn off only where one process runs.
+    #[arg(long, env = "ROSTER_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
     /// Name of the Lease.
     #[arg(long, env = "ROSTER_LEASE_NAME", default_value = "roster")]
@@ -141,7 +148,7 @@ pub struct LeaseArgs {
     #[arg(long, env = "ROSTER_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
     /// How long a Lease stays valid after its last renewal.
-    #[arg(long, env = "ROSTER_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "ROSTER_LEASE_DURATION", default_value = "15s", value_parser = parse_positive_duration)]
     pub lease_duration: Duration,
     /// Identity of this replica (default: POD_NAME, then the host name).
     #[arg(long, env = "ROSTER_IDENTITY")]
@@ -159,33 +166,58 @@ pub struct LogArgs {
     /// Log format.
     #[arg(long, env = "ROSTER_LOG_FORMAT", value_enum, default_value = "plain")]
     pub log_format: LogFormat,
-    /// Log filter in tracing's EnvFilter syntax.
-    #[arg(long, env = "ROSTER_LOG", default_value = "info")]
-    pub log_level: String,
+    /// Log filter in tracing's EnvFilter syntax, e.g. `info,roster=debug` (default: RUST_LOG, then info).
+    #[arg(long, env = "ROSTER_LOG")]
+    pub log_level: Option<String>,
 }
 
-/// Durations such as `500ms`, `2s`, `1m`, `1h` (a bare number means seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration '{s}': expected e.g. 500ms, 2s, 1m"))?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => {
-            return Err(format!(
-                "invalid duration unit '{unit}' in '{s}': use ms, s, m or h"
-            ));
+impl LogArgs {
+    /// The log filter and where it came from: the flag (or ROSTER_LOG), then RUST_LOG, then `info`.
+    pub fn filter(&self) -> (&'static str, String) {
+        if let Some(level) = &self.log_level {
+            return ("--log-level or ROSTER_LOG", level.clone());
         }
+        match std::env::var("RUST_LOG") {
+            Ok(level) if !level.trim().is_empty() => ("RUST_LOG", level),
+            _ => ("the default", "info".to_owned()),
+        }
+    }
+}
+
+/// A duration as Go writes them, which is how Kubernetes tools take them: `250ms`, `1m30s`, `1h2m3.5s`,
+/// `1.5h` (also `ns`, `us`; ISO 8601 `PT1M30S`). A bare number means seconds. Negative durations are refused.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let invalid = || format!("invalid duration {text:?}: expected e.g. 250ms, 30s, 1m30s, 1.5h");
+    let signed = match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() => {
+            jiff::SignedDuration::try_from_secs_f64(secs).map_err(|_| invalid())?
+        }
+        Ok(_) => return Err(invalid()),
+        Err(_) => text.parse::<jiff::SignedDuration>().map_err(|_| invalid())?,
     };
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from(signed).map_err(|_| format!("invalid duration {text:?}: must not be negative"))
+}
+
+/// [`parse_duration`], and more than zero.
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err(format!("invalid duration {text:?}: must be more than 0")),
+        duration => Ok(duration),
+    }
+}
+
+/// `--write-qps`: a finite number above zero (0, a negative number or NaN would stall or break the budget).
+pub fn parse_write_qps(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(qps) if qps.is_finite() && qps > 0.0 => Ok(qps),
+        Ok(_) => Err(format!(
+            "invalid rate {text:?}: must be a number above 0, e.g. 20 or 0.5"
+        )),
+        Err(_) => Err(format!(
+            "invalid rate {text:?}: expected a number, e.g. 20 or 0.5"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -193,20 +225,118 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("3d").is_err());
+    fn durations_parse_as_go_writes_them() {
+        let ms = Duration::from_millis;
+        let cases = [
+            ("500ms", ms(500)),
+            ("250ms", ms(250)),
+            ("2", ms(2_000)),
+            ("0.5", ms(500)),
+            ("0", Duration::ZERO),
+            ("0s", Duration::ZERO),
+            ("2s", ms(2_000)),
+            ("1m", ms(60_000)),
+            ("1m30s", ms(90_000)),
+            ("1h2m3.5s", ms(3_723_500)),
+            ("1.5h", ms(5_400_000)),
+            ("1h", ms(3_600_000)),
+            ("1500us", ms(1) + Duration::from_micros(500)),
+            ("2000000ns", ms(2)),
+            (" 15s ", ms(15_000)),
+            ("PT1M30S", ms(90_000)),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_duration(text), Ok(want), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_durations_say_why() {
+        for text in ["fast", "3x", "1m30", "s", "", "NaN", "inf", "1e400"] {
+            let err = parse_duration(text).unwrap_err();
+            assert!(
+                err.contains("expected e.g. 250ms, 30s, 1m30s, 1.5h"),
+                "{text}: {err}"
+            );
+        }
+        for text in ["-5s", "-1", "-1m30s"] {
+            assert_eq!(
+                parse_duration(text),
+                Err(format!("invalid duration {text:?}: must not be negative"))
+            );
+        }
+        assert_eq!(parse_positive_duration("10s"), Ok(Duration::from_secs(10)));
+        assert!(
+            parse_positive_duration("0s")
+                .unwrap_err()
+                .contains("must be more than 0")
+        );
+    }
+
+    #[test]
+    fn write_qps_is_a_positive_number() {
+        assert_eq!(parse_write_qps("20"), Ok(20.0));
+        assert_eq!(parse_write_qps("0.5"), Ok(0.5));
+        for text in ["0", "-1", "NaN", "inf", "-inf", "0.0"] {
+            assert!(
+                parse_write_qps(text)
+                    .unwrap_err()
+                    .contains("must be a number above 0"),
+                "{text}"
+            );
+        }
+        assert!(parse_write_qps("fast").unwrap_err().contains("expected a number"));
+    }
+
+    #[test]
+    fn every_numeric_flag_refuses_nonsense() {
+        let refused: [&[&str]; 9] = [
+            &["--write-qps", "0"],
+            &["--write-qps=-3"],
+            &["--write-qps", "NaN"],
+            &["--write-burst", "0"],
+            &["--workers", "0"],
+            &["--batch-window", "-1s"],
+            &["--lease-duration", "0s"],
+            &["--probe-concurrency", "0"],
+            &["--dns-min-ttl", "soon"],
+        ];
+        for args in refused {
+            let argv = ["roster", "run"].into_iter().chain(args.iter().copied());
+            assert!(Cli::try_parse_from(argv).is_err(), "{args:?}");
+        }
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let argv = ["roster", "run"].into_iter().chain(args.iter().copied());
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Run(run) => run,
+            #[allow(unreachable_patterns)]
+            _ => panic!("expected run"),
+        }
+    }
+
+    #[test]
+    fn the_last_of_a_repeated_flag_wins() {
+        let run = run_args(&[
+            "--workers=3",
+            "--leader-elect=false",
+            "--workers=7",
+            "--leader-elect=true",
+        ]);
+        assert_eq!(run.controller.workers, 7);
+        assert!(run.lease.leader_elect);
+    }
+
+    #[test]
+    fn leader_election_is_on_unless_turned_off() {
+        assert!(run_args(&[]).lease.leader_elect);
+        assert!(!run_args(&["--leader-elect=false"]).lease.leader_elect);
     }
 
     #[test]
     fn run_defaults_are_safe_beside_builtin_controllers() {
-        let cli = Cli::try_parse_from(["roster", "run"]).unwrap();
-        let Command::Run(run) = cli.command else {
-            panic!("expected run")
-        };
+        let run = run_args(&[]);
         assert_eq!(run.controller.services, ServicesMode::Annotated);
         assert_eq!(run.controller.max_endpoints_per_slice, 100);
         assert!(run.controller.endpoints && run.controller.endpointslices);

@@ -7,11 +7,13 @@ use roster::args::{Cli, Command, LogArgs, LogFormat};
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-fn init_logging(log: &LogArgs) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&log.log_level).unwrap_or_else(|err| {
-        eprintln!("invalid --log-level '{}': {err}; using info", log.log_level);
-        tracing_subscriber::EnvFilter::new("info")
-    });
+/// Logging to stderr with the filter of [`LogArgs::filter`]; a filter that does not parse stops roster
+/// rather than logging at some other level than asked.
+fn init_logging(log: &LogArgs) -> anyhow::Result<()> {
+    let (source, text) = log.filter();
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .parse(&text)
+        .map_err(|err| anyhow::anyhow!("invalid log filter {text:?} from {source}: {err}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -20,19 +22,20 @@ fn init_logging(log: &LogArgs) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Plain => builder.init(),
     }
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => {
-            init_logging(&args.log);
+            init_logging(&args.log)?;
             let client = roster::run::client(args.kubeconfig.as_deref()).await?;
             roster::run::run(client, args, roster::run::shutdown_signal(), None).await
         }
         #[cfg(feature = "dev")]
         Command::Dev(args) => {
-            init_logging(&args.log);
+            init_logging(&args.log)?;
             roster::dev::run(args).await
         }
     }

@@ -1,5 +1,8 @@
 //! Generated files must match the Rust types: crds/ and the chart's copy.
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
 #[test]
 fn crds_match_the_rust_types() {
     for (file, yaml) in roster::backendset::crd_files().unwrap() {
@@ -15,4 +18,16 @@ fn crds_match_the_rust_types() {
             );
         }
     }
+}
+
+/// The YAML writer loses nothing: what a YAML reader (kubectl, Helm) gets back is the CRD of the Rust types.
+#[test]
+fn the_crd_yaml_reads_back_as_the_rust_types() {
+    let files = roster::backendset::crd_files().unwrap();
+    let (_, yaml) = files
+        .iter()
+        .find(|(file, _)| *file == "backendsets.roster.dev.yaml")
+        .expect("the BackendSet CRD file");
+    let read: CustomResourceDefinition = serde_saphyr::from_str(yaml).expect("CRD YAML");
+    assert_eq!(read, roster::backendset::BackendSet::crd());
 }

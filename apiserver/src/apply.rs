@@ -191,7 +191,7 @@ fn manager_name(m: &Manager) -> &str {
 }
 
 fn decode_applied(rt: &ResourceType, name: &str, body: &[u8]) -> Result<Value, StatusError> {
-    let mut applied: Value = serde_yaml::from_slice(body)
+    let mut applied: Value = serde_saphyr::from_slice(body)
         .map_err(|e| StatusError::bad_request(format!("error decoding YAML: {e}")))?;
     let Some(obj) = applied.as_object_mut() else {
         return Err(StatusError::bad_request("an apply patch must be an object"));

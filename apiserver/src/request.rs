@@ -93,7 +93,7 @@ pub(crate) fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, Sta
         )));
     }
     if content_type.contains("yaml") {
-        return serde_yaml::from_slice(body)
+        return serde_saphyr::from_slice(body)
             .map_err(|e| StatusError::bad_request(format!("error decoding YAML: {e}")));
     }
     serde_json::from_slice(body)

@@ -30,7 +30,7 @@ pub fn write(path: &Path, server: &str, token: Option<&str>) -> std::io::Result<
 
 /// A `kube::Config` equivalent to the kubeconfig `render` writes.
 pub async fn config(server: &str, token: Option<&str>) -> anyhow::Result<kube::Config> {
-    let kubeconfig: Kubeconfig = serde_yaml::from_str(&render(server, token))?;
+    let kubeconfig: Kubeconfig = serde_saphyr::from_str(&render(server, token))?;
     let options = KubeConfigOptions::default();
     Ok(kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?)
 }

@@ -26,6 +26,10 @@ pub struct BackendArgs {
     /// The cluster's Service CIDR, added to the probe deny list.
     #[arg(long, env = "ROSTER_SERVICE_CIDR", value_delimiter = ',', value_parser = parse_cidr)]
     pub service_cidr: Vec<IpNet>,
+    /// The cluster's pod CIDR, added to the probe deny list: a BackendSet must not publish pods behind a
+    /// Service whose selector does not choose them, nor probe them from roster's network position.
+    #[arg(long, env = "ROSTER_POD_CIDR", value_delimiter = ',', value_parser = parse_cidr)]
+    pub pod_cidr: Vec<IpNet>,
     /// BackendSet probes in flight at once, over all BackendSets.
     #[arg(long, env = "ROSTER_PROBE_CONCURRENCY", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -49,6 +53,7 @@ impl Default for BackendArgs {
         BackendArgs {
             probe_deny_cidrs: Vec::new(),
             service_cidr: Vec::new(),
+            pod_cidr: Vec::new(),
             probe_concurrency: 64,
             dns_server: None,
             dns_min_ttl: Duration::from_secs(5),
@@ -59,13 +64,19 @@ impl Default for BackendArgs {
 }
 
 impl BackendArgs {
-    /// The complete deny list: the built-in networks, `--probe-deny-cidrs`, then `--service-cidr`.
+    /// The complete deny list: the built-in networks, `--probe-deny-cidrs`, `--service-cidr`, then
+    /// `--pod-cidr`.
     pub fn deny_list(&self) -> Vec<IpNet> {
         let mut nets: Vec<IpNet> = ALWAYS_DENIED
             .iter()
             .map(|cidr| cidr.parse().expect("static CIDR"))
             .collect();
-        for net in self.probe_deny_cidrs.iter().chain(&self.service_cidr) {
+        let flags = self
+            .probe_deny_cidrs
+            .iter()
+            .chain(&self.service_cidr)
+            .chain(&self.pod_cidr);
+        for net in flags {
             if !nets.contains(net) {
                 nets.push(*net);
             }
@@ -171,6 +182,30 @@ mod tests {
             ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8", "10.96.0.0/12"],
             "flags after the built-ins, host bits cleared"
         );
+    }
+
+    #[test]
+    fn the_pod_cidr_joins_the_deny_list() {
+        let args = parse(&[
+            "--service-cidr",
+            "10.96.0.0/12",
+            "--pod-cidr",
+            "10.244.0.0/16,fd00:10:244::/56",
+            "--pod-cidr",
+            "10.96.0.0/12",
+        ])
+        .unwrap();
+        let deny: Vec<String> = args.deny_list().iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            deny[5..],
+            ["10.96.0.0/12", "10.244.0.0/16", "fd00:10:244::/56"],
+            "after the Service CIDR, each network once"
+        );
+        let list = super::super::deny::DenyList::new(args.deny_list());
+        assert!(list.denies("10.244.3.7".parse().unwrap()).is_some());
+        assert!(list.denies("fd00:10:244::5".parse().unwrap()).is_some());
+        assert_eq!(list.denies("10.245.0.1".parse().unwrap()), None);
+        assert!(parse(&["--pod-cidr", "10.244.0.0/33"]).is_err());
     }
 
     #[test]

@@ -90,10 +90,11 @@ async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `roster run --services=all` with the dev command's admin address.
+/// `roster run --services=all` with the dev command's admin address, and no leader election (one replica).
 fn controller_args(args: &DevArgs) -> anyhow::Result<crate::args::RunArgs> {
     let admin = args.admin_addr.to_string();
-    let cli = Cli::try_parse_from(["roster", "run", "--services", "all", "--admin-addr", &admin])?;
+    let argv = ["roster", "run", "--services", "all", "--leader-elect=false", "--admin-addr", &admin];
+    let cli = Cli::try_parse_from(argv)?;
     match cli.command {
         Command::Run(run) => Ok(run),
         _ => unreachable!("parsed a run command"),

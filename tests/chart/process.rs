@@ -34,45 +34,45 @@ pub fn token_kubeconfig(dir: &Path, name: &str, server: &str, token: &str) -> Pa
     path
 }
 
-/// The chart's args with the admin server moved to a free loopback port; flags this binary does not have
-/// yet are dropped with a note (see `unknown_flags`).
+/// The chart's args with the admin server moved to a free loopback port. Every flag must be one `roster run`
+/// has: the chart would crash-loop on any other.
 pub fn local_args(chart_args: &[String], admin: SocketAddr) -> Vec<String> {
     let unknown = unknown_flags(chart_args);
-    for flag in &unknown {
-        eprintln!("NOTE: `roster run` has no {flag} yet; running without it (the chart passes it)");
-    }
+    assert!(
+        unknown.is_empty(),
+        "the chart passes flags `roster run` does not have: {unknown:?}"
+    );
     chart_args
         .iter()
         .filter(|a| !a.starts_with("--admin-addr"))
-        .filter(|a| !unknown.iter().any(|f| a.starts_with(f.as_str())))
         .cloned()
         .chain([format!("--admin-addr={admin}")])
         .collect()
 }
 
-/// Long flags in `args` that `roster run` does not define. Only BackendSet flags may be missing, and only
-/// until src/backendset/args.rs is flattened into `roster run` (then this returns nothing and every chart flag
-/// is passed); any other unknown flag fails the test: the chart would crash-loop on it.
+/// Long flags in `args` that `roster run` does not define: the chart would crash-loop on any of them.
 pub fn unknown_flags(args: &[String]) -> Vec<String> {
-    use clap::CommandFactory;
-    let cli = roster::args::Cli::command();
-    let run = cli.find_subcommand("run").expect("roster run");
-    let known: Vec<&str> = run.get_arguments().filter_map(|a| a.get_long()).collect();
-    let pending = ["--probe-deny-cidrs"];
-    let mut unknown = Vec::new();
-    for arg in args.iter().filter(|a| a.starts_with("--")) {
-        let flag = arg.split('=').next().unwrap_or(arg);
-        if !known.contains(&&flag[2..]) {
-            assert!(
-                pending.contains(&flag),
-                "the chart passes {flag}, which `roster run` does not accept"
-            );
-            unknown.push(flag.to_string());
-        }
-    }
+    let known = run_flags();
+    let mut unknown: Vec<String> = args
+        .iter()
+        .filter(|a| a.starts_with("--"))
+        .map(|a| a.split('=').next().unwrap_or(a).to_string())
+        .filter(|flag| !known.contains(&flag[2..].to_string()))
+        .collect();
     unknown.sort();
     unknown.dedup();
     unknown
+}
+
+/// Every long flag of `roster run`, as clap defines them.
+pub fn run_flags() -> Vec<String> {
+    use clap::CommandFactory;
+    let cli = roster::args::Cli::command();
+    let run = cli.find_subcommand("run").expect("roster run");
+    run.get_arguments()
+        .filter_map(|a| a.get_long())
+        .map(str::to_string)
+        .collect()
 }
 
 /// roster as a separate process with its own kubeconfig; SIGKILLed on drop.

@@ -69,6 +69,12 @@ impl<'a> Render<'a> {
 
     /// Renders into `out` (DIR/manifest.yaml and friends) and returns the rendered objects, CRDs first.
     pub fn run(&self, out: &Path) -> Vec<Value> {
+        self.try_run(out)
+            .unwrap_or_else(|err| panic!("rendering the chart ({}) failed:\n{err}", self.set))
+    }
+
+    /// [`Render::run`], or Helm's refusal (a values schema error, a `fail` in a template).
+    pub fn try_run(&self, out: &Path) -> Result<Vec<Value>, String> {
         let mut cmd = Command::new("python3");
         cmd.arg(Path::new(REPO).join("scripts/render_chart.py"))
             .args(["render", "--set", self.set, "--release", self.release])
@@ -84,22 +90,18 @@ impl<'a> Render<'a> {
             cmd.args(["--kube-version", v]);
         }
         let output = cmd.output().expect("running scripts/render_chart.py");
-        assert!(
-            output.status.success(),
-            "rendering the chart ({}) failed:\n{}",
-            self.set,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        parse_manifests(&std::fs::read_to_string(out.join("manifest.yaml")).expect("manifest.yaml"))
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+        let manifest = std::fs::read_to_string(out.join("manifest.yaml")).expect("manifest.yaml");
+        Ok(parse_manifests(&manifest))
     }
 }
 
 /// Every YAML document of a multi-document manifest, as JSON values.
 pub fn parse_manifests(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
-        .map(|doc| serde::Deserialize::deserialize(doc).expect("rendered YAML"))
-        .filter(|v: &Value| !v.is_null())
-        .collect()
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text).expect("rendered YAML");
+    docs.into_iter().filter(|v| !v.is_null()).collect()
 }
 
 pub fn kind(doc: &Value) -> &str {
@@ -121,7 +123,7 @@ pub fn container_args(docs: &[Value]) -> Vec<String> {
 pub fn write_manifest(path: &Path, docs: &[&Value]) -> PathBuf {
     let text: String = docs
         .iter()
-        .map(|d| format!("---\n{}", serde_yaml::to_string(d).expect("YAML")))
+        .map(|d| format!("---\n{}", serde_saphyr::to_string(d).expect("YAML")))
         .collect();
     std::fs::write(path, text).expect("writing a manifest");
     path.to_owned()

@@ -264,7 +264,7 @@ fn answer(request: &Message, names: &HashMap<String, Answer>, ttl: u32) -> Messa
 pub async fn register_crd(env: &TestEnv) {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/backendsets.roster.dev.yaml");
     let crd: CustomResourceDefinition =
-        serde_yaml::from_str(&std::fs::read_to_string(path).expect("crds/ file")).expect("CRD YAML");
+        serde_saphyr::from_str(&std::fs::read_to_string(path).expect("crds/ file")).expect("CRD YAML");
     let api = Api::<CustomResourceDefinition>::all(env.client());
     match api.create(&PostParams::default(), &crd).await {
         Ok(_) => {}

@@ -27,9 +27,11 @@ pub struct Roster {
 impl Roster {
     /// Starts `roster run` with `args` (after `run`), scoped to `namespace`, admin server on a free port.
     pub async fn start(env: &TestEnv, namespace: &str, args: &[&str]) -> Roster {
+        // One process per test, no Lease (a test's own --leader-elect comes later and wins).
         let mut argv = vec![
             "roster",
             "run",
+            "--leader-elect=false",
             "--namespace",
             namespace,
             "--admin-addr",
@@ -278,6 +280,7 @@ impl RosterProcess {
             .args(["run", "--kubeconfig"])
             .arg(env.kubeconfig())
             .args([
+                "--leader-elect=false",
                 "--namespace",
                 namespace,
                 "--admin-addr",

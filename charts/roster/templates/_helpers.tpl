@@ -1,13 +1,34 @@
+{{/* The chart's name, or nameOverride. */}}
 {{- define "roster.name" -}}
-{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/*
+The release's full name: fullnameOverride, else the release name (when it already holds the chart's name),
+else <release>-<name>; at most 63 characters, the longest Kubernetes name label.
+*/}}
 {{- define "roster.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The full name with a suffix ("metrics" gives <fullname>-metrics), the full name shortened so that the whole
+stays within 63 characters for every release name Helm accepts. Call with (list . "suffix").
+*/}}
+{{- define "roster.suffixedName" -}}
+{{- $root := index . 0 -}}
+{{- $suffix := index . 1 -}}
+{{- $base := include "roster.fullname" $root | trunc (int (sub 62 (len $suffix))) | trimSuffix "-" -}}
+{{- printf "%s-%s" $base $suffix -}}
 {{- end -}}
 
 {{- define "roster.labels" -}}
@@ -85,4 +106,57 @@ manages every namespace, a Role in that namespace when controller.namespace rest
 - apiGroups: [roster.dev]
   resources: [backendsets/finalizers]
   verbs: [update]
+{{- end -}}
+
+{{/* The image: repository@digest when a digest is given (the tag is then only informative), else repository:tag. */}}
+{{- define "roster.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The networks BackendSet probes and backends never reach, beyond the built-in loopback and link-local ones:
+controller.probeDenyCIDRs, the Service CIDRs and the pod CIDRs, each with its own flag.
+*/}}
+{{- define "roster.denyArgs" -}}
+{{- range .Values.controller.probeDenyCIDRs }}
+- --probe-deny-cidrs={{ . }}
+{{- end }}
+{{- range .Values.controller.serviceCIDRs }}
+- --service-cidr={{ . }}
+{{- end }}
+{{- range .Values.controller.podCIDRs }}
+- --pod-cidr={{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* The BackendSet controller's flags. */}}
+{{- define "roster.backendSetArgs" -}}
+- --backendsets={{ .Values.backendSets.enabled }}
+- --probe-concurrency={{ .Values.backendSets.probeConcurrency }}
+{{- with .Values.backendSets.dnsServer }}
+- --dns-server={{ . }}
+{{- end }}
+- --dns-min-ttl={{ .Values.backendSets.dnsMinTTL }}
+- --dns-max-ttl={{ .Values.backendSets.dnsMaxTTL }}
+- --dns-failure-grace={{ .Values.backendSets.dnsFailureGrace }}
+{{- end -}}
+
+{{/*
+topologySpreadConstraints as given; one without a labelSelector gets the pods' selector labels, which are
+the chart's to know.
+*/}}
+{{- define "roster.topologySpreadConstraints" -}}
+{{- $constraints := list -}}
+{{- range .Values.topologySpreadConstraints -}}
+{{- $constraint := deepCopy . -}}
+{{- if not (hasKey $constraint "labelSelector") -}}
+{{- $_ := set $constraint "labelSelector" (dict "matchLabels" (include "roster.selectorLabels" $ | fromYaml)) -}}
+{{- end -}}
+{{- $constraints = append $constraints $constraint -}}
+{{- end -}}
+{{- with $constraints }}{{ toYaml . }}{{ end -}}
 {{- end -}}
