@@ -30,8 +30,8 @@ use tokio::sync::OnceCell;
 
 pub use facade::Facade;
 pub use kubelet::Kubelet;
-pub use roster_apiserver::{self as memory, MemoryApiServer, MemoryOptions, kubectl_cache_dir};
 pub use real::{PeerApiServer, RealApiServer};
+pub use roster_apiserver::{self as memory, MemoryApiServer, MemoryOptions, kubectl_cache_dir};
 
 /// Which API server a [`TestEnv`] talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -160,7 +160,11 @@ impl TestEnv {
     }
 
     /// Clients and the kubeconfig get the facade's URL when there is a facade, else kube-apiserver's.
-    async fn on_real(backend: Backend, facade: Option<Arc<Facade>>, apiserver_url: &str) -> anyhow::Result<TestEnv> {
+    async fn on_real(
+        backend: Backend,
+        facade: Option<Arc<Facade>>,
+        apiserver_url: &str,
+    ) -> anyhow::Result<TestEnv> {
         let url = facade.as_ref().map_or(apiserver_url.to_string(), |f| f.url());
         let dir = tempfile::tempdir()?;
         let kubeconfig = dir.path().join("kubeconfig");

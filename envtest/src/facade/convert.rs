@@ -160,7 +160,11 @@ fn endpoint_to_v1beta1(ep: &mut Map<String, Value>, index: usize) -> Result<(), 
         topology.insert(ZONE.into(), zone);
     }
     if let Some(node_name) = node_name
-        && topology.get(HOSTNAME).and_then(Value::as_str).unwrap_or("").is_empty()
+        && topology
+            .get(HOSTNAME)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
     {
         topology.insert(HOSTNAME.into(), node_name);
     }

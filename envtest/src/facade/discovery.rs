@@ -84,7 +84,11 @@ mod tests {
         assert_eq!(doc["groups"][1]["preferredVersion"]["version"], "v1");
         assert_eq!(doc["groups"][0]["versions"].as_array().unwrap().len(), 1);
         Doc::Groups.rewrite(&mut doc);
-        assert_eq!(doc["groups"][1]["versions"].as_array().unwrap().len(), 2, "idempotent");
+        assert_eq!(
+            doc["groups"][1]["versions"].as_array().unwrap().len(),
+            2,
+            "idempotent"
+        );
     }
 
     #[test]

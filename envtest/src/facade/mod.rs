@@ -131,7 +131,12 @@ fn run(
     runtime.shutdown_background();
 }
 
-async fn serve(listener: TcpListener, acceptor: TlsAcceptor, upstream: Arc<Upstream>, mut stopped: oneshot::Receiver<()>) {
+async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    upstream: Arc<Upstream>,
+    mut stopped: oneshot::Receiver<()>,
+) {
     loop {
         let (stream, _) = tokio::select! {
             _ = &mut stopped => return,
@@ -145,12 +150,17 @@ async fn serve(listener: TcpListener, acceptor: TlsAcceptor, upstream: Arc<Upstr
         };
         let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
         tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(stream).await else { return };
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
+            };
             let service = service_fn(move |req| {
                 let upstream = upstream.clone();
                 async move { Ok::<_, std::convert::Infallible>(upstream.handle(req).await) }
             });
-            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(tls), service).await {
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), service)
+                .await
+            {
                 tracing::debug!(error = %e, "facade: connection ended");
             }
         });
@@ -163,7 +173,8 @@ fn tls_acceptor(cert_dir: &Path) -> anyhow::Result<TlsAcceptor> {
     let certs = CertificateDer::pem_file_iter(&cert_file)
         .with_context(|| format!("reading {}", cert_file.display()))?
         .collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(cert_dir.join("apiserver.key")).context("reading apiserver.key")?;
+    let key =
+        PrivateKeyDer::from_pem_file(cert_dir.join("apiserver.key")).context("reading apiserver.key")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

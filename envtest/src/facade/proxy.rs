@@ -82,7 +82,10 @@ impl Upstream {
                 let upstream_path = format!("/apis/{V1BETA1}/{rest}");
                 self.slice(&req, &upstream_path).await
             }
-            _ => match self.send(&req.method, &uri(&req.path, &req.query), &req.headers, req.body).await {
+            _ => match self
+                .send(&req.method, &uri(&req.path, &req.query), &req.headers, req.body)
+                .await
+            {
                 Ok(res) => streamed(res),
                 Err(unreachable) => unreachable,
             },
@@ -116,7 +119,10 @@ impl Upstream {
         // Plain JSON, whatever the caller prefers: 1.20 answers an aggregated-discovery request with the
         // plain document anyway, and a compressed or protobuf one could not be rewritten.
         let headers = json_headers(&req.headers, JSON);
-        let res = match self.send(&Method::GET, &doc.upstream_path(), &headers, Bytes::new()).await {
+        let res = match self
+            .send(&Method::GET, &doc.upstream_path(), &headers, Bytes::new())
+            .await
+        {
             Ok(res) => res,
             Err(unreachable) => return unreachable,
         };
@@ -136,10 +142,12 @@ impl Upstream {
         match req.method {
             Method::POST | Method::PUT => self.write(req, &uri, headers).await,
             Method::PATCH => self.patch(req, upstream_path, &uri, headers).await,
-            Method::GET if is_watch(req) => match self.send(&req.method, &uri, &headers, Bytes::new()).await {
-                Ok(res) => watch_converted(res),
-                Err(unreachable) => unreachable,
-            },
+            Method::GET if is_watch(req) => {
+                match self.send(&req.method, &uri, &headers, Bytes::new()).await {
+                    Ok(res) => watch_converted(res),
+                    Err(unreachable) => unreachable,
+                }
+            }
             _ => match self.send(&req.method, &uri, &headers, req.body.clone()).await {
                 Ok(res) => converted(res).await,
                 Err(unreachable) => unreachable,
@@ -151,7 +159,9 @@ impl Upstream {
     async fn write(&self, req: &Buffered, uri: &str, headers: HeaderMap) -> Response<Body> {
         let Ok(mut slice) = decode_json_body(req) else {
             // Not JSON: kube-apiserver gives the decoding error a v1 server would.
-            return self.forward_converted(&req.method, uri, &headers, req.body.clone()).await;
+            return self
+                .forward_converted(&req.method, uri, &headers, req.body.clone())
+                .await;
         };
         if let Err(causes) = convert::to_v1beta1(&mut slice) {
             let name = slice["metadata"]["name"]
@@ -165,20 +175,34 @@ impl Upstream {
             .await
     }
 
-    async fn forward_converted(&self, method: &Method, uri: &str, headers: &HeaderMap, body: Bytes) -> Response<Body> {
+    async fn forward_converted(
+        &self,
+        method: &Method,
+        uri: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Response<Body> {
         match self.send(method, uri, headers, body).await {
             Ok(res) => converted(res).await,
             Err(unreachable) => unreachable,
         }
     }
 
-    async fn patch(&self, req: &Buffered, upstream_path: &str, uri: &str, headers: HeaderMap) -> Response<Body> {
+    async fn patch(
+        &self,
+        req: &Buffered,
+        upstream_path: &str,
+        uri: &str,
+        headers: HeaderMap,
+    ) -> Response<Body> {
         let media = media_type(&req.headers);
         let name = req.path.rsplit('/').next().unwrap_or_default();
         match media.as_str() {
             "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
                 let Ok(mut patch) = serde_json::from_slice::<Value>(&req.body) else {
-                    return self.forward_converted(&req.method, uri, &headers, req.body.clone()).await;
+                    return self
+                        .forward_converted(&req.method, uri, &headers, req.body.clone())
+                        .await;
                 };
                 // Both versions' slices differ only inside `endpoints`, an atomic list a merge or strategic
                 // merge patch replaces whole: translating the patch is exact, and the server applies it.
@@ -195,14 +219,23 @@ impl Upstream {
                                recorded against v1beta1 fields); use a merge, JSON or strategic merge patch";
                 reply(&status::unsupported_media_type(message))
             }
-            _ => self.forward_converted(&req.method, uri, &headers, req.body.clone()).await,
+            _ => {
+                self.forward_converted(&req.method, uri, &headers, req.body.clone())
+                    .await
+            }
         }
     }
 
     /// A JSON patch addresses v1 field paths, which v1beta1 does not have: the facade reads the slice,
     /// patches its v1 form and writes it back with the resourceVersion it read, retrying on a conflict
     /// unless the patch itself set the resourceVersion.
-    async fn json_patch(&self, req: &Buffered, upstream_path: &str, uri: &str, headers: HeaderMap) -> Response<Body> {
+    async fn json_patch(
+        &self,
+        req: &Buffered,
+        upstream_path: &str,
+        uri: &str,
+        headers: HeaderMap,
+    ) -> Response<Body> {
         let ops: json_patch::Patch = match serde_json::from_slice(&req.body) {
             Ok(ops) => ops,
             Err(e) => return reply(&status::bad_request(&e.to_string())),
@@ -210,7 +243,10 @@ impl Upstream {
         let mut put_headers = headers.clone();
         put_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
         for attempt in 1..=JSON_PATCH_ATTEMPTS {
-            let read = match self.send(&Method::GET, upstream_path, &headers, Bytes::new()).await {
+            let read = match self
+                .send(&Method::GET, upstream_path, &headers, Bytes::new())
+                .await
+            {
                 Ok(res) if res.status().is_success() => res,
                 Ok(failed) => return converted(failed).await,
                 Err(unreachable) => return unreachable,
@@ -223,7 +259,10 @@ impl Upstream {
                 Ok(patched) => patched,
                 Err(failed) => return failed,
             };
-            let res = match self.send(&Method::PUT, uri, &put_headers, to_bytes(&patched)).await {
+            let res = match self
+                .send(&Method::PUT, uri, &put_headers, to_bytes(&patched))
+                .await
+            {
                 Ok(res) => res,
                 Err(unreachable) => return unreachable,
             };
@@ -320,9 +359,11 @@ fn json_headers(headers: &HeaderMap, accept: &str) -> HeaderMap {
 }
 
 fn is_watch(req: &Buffered) -> bool {
-    let flag = req.query.iter().flat_map(|q| q.split('&')).any(|pair| {
-        matches!(pair, "watch=true" | "watch=1" | "watch=True")
-    });
+    let flag = req
+        .query
+        .iter()
+        .flat_map(|q| q.split('&'))
+        .any(|pair| matches!(pair, "watch=true" | "watch=1" | "watch=True"));
     flag || req.path.starts_with(&format!("/apis/{V1}/watch/"))
 }
 
@@ -375,7 +416,11 @@ async fn rewritten(res: Response<kube::client::Body>, edit: impl FnOnce(&mut Val
     strip_hop_by_hop(&mut parts.headers);
     let bytes = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(e) => return reply(&status::unavailable(&format!("reading kube-apiserver's answer: {e}"))),
+        Err(e) => {
+            return reply(&status::unavailable(&format!(
+                "reading kube-apiserver's answer: {e}"
+            )));
+        }
     };
     let bytes = match serde_json::from_slice::<Value>(&bytes) {
         Ok(mut value) => {
@@ -393,30 +438,33 @@ fn watch_converted(res: Response<kube::client::Body>) -> Response<Body> {
     let (mut parts, body) = res.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::CONTENT_LENGTH);
-    let lines = futures::stream::unfold((body, Vec::new(), false), |(mut body, mut buf, done)| async move {
-        if done {
-            return None;
-        }
-        loop {
-            match body.frame().await {
-                Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else { continue };
-                    buf.extend_from_slice(&data);
-                    let out = complete_lines(&mut buf);
-                    if !out.is_empty() {
-                        return Some((Ok(Frame::data(out)), (body, buf, false)));
+    let lines = futures::stream::unfold(
+        (body, Vec::new(), false),
+        |(mut body, mut buf, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        let Ok(data) = frame.into_data() else { continue };
+                        buf.extend_from_slice(&data);
+                        let out = complete_lines(&mut buf);
+                        if !out.is_empty() {
+                            return Some((Ok(Frame::data(out)), (body, buf, false)));
+                        }
+                    }
+                    Some(Err(e)) => return Some((Err(Box::new(e) as BoxError), (body, buf, true))),
+                    None if buf.iter().all(u8::is_ascii_whitespace) => return None,
+                    None => {
+                        buf.push(b'\n');
+                        let out = complete_lines(&mut buf);
+                        return Some((Ok(Frame::data(out)), (body, buf, true)));
                     }
                 }
-                Some(Err(e)) => return Some((Err(Box::new(e) as BoxError), (body, buf, true))),
-                None if buf.iter().all(u8::is_ascii_whitespace) => return None,
-                None => {
-                    buf.push(b'\n');
-                    let out = complete_lines(&mut buf);
-                    return Some((Ok(Frame::data(out)), (body, buf, true)));
-                }
             }
-        }
-    });
+        },
+    );
     Response::from_parts(parts, StreamBody::new(lines).boxed_unsync())
 }
 
