@@ -227,7 +227,13 @@ impl Published {
 /// The findings of both comparisons: Endpoints, then EndpointSlices.
 fn compare(scenario: &Scenario, u: &Published, r: &Published, tally: &mut normalize::Tally) -> Vec<String> {
     let mut diffs = normalize::compare(scenario, &u.endpoints, &r.endpoints, tally);
-    let upstream_slices = slices::by_service(&u.slices, &u.endpoints, normalize::Side::Upstream, scenario, tally);
+    let upstream_slices = slices::by_service(
+        &u.slices,
+        &u.endpoints,
+        normalize::Side::Upstream,
+        scenario,
+        tally,
+    );
     let roster_slices = slices::by_service(&r.slices, &r.endpoints, normalize::Side::Roster, scenario, tally);
     diffs.extend(slices::compare(scenario, &upstream_slices, &roster_slices, tally));
     diffs
@@ -243,11 +249,17 @@ async fn converge(
     round: usize,
 ) -> (Published, Published) {
     let deadline = Instant::now() + CONVERGE_TIMEOUT;
-    let mut last = (Published::read(upstream_env).await, Published::read(roster_env).await);
+    let mut last = (
+        Published::read(upstream_env).await,
+        Published::read(roster_env).await,
+    );
     let mut stable_since = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = (Published::read(upstream_env).await, Published::read(roster_env).await);
+        let now = (
+            Published::read(upstream_env).await,
+            Published::read(roster_env).await,
+        );
         let idle = (upstream.queue_empty().await, roster_queue_empty(roster).await);
         let moved = (
             now.0.versions() != last.0.versions(),

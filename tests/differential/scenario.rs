@@ -26,10 +26,22 @@ pub enum Op {
     /// Hand-made Endpoints of a selectorless Service.
     CreateEndpoints(Value),
     CreatePod(Value),
-    PodStatus { pod: String, status: Value },
-    PodLabels { pod: String, labels: Value },
-    PatchService { svc: String, patch: Value },
-    DeletePod { pod: String, force: bool },
+    PodStatus {
+        pod: String,
+        status: Value,
+    },
+    PodLabels {
+        pod: String,
+        labels: Value,
+    },
+    PatchService {
+        svc: String,
+        patch: Value,
+    },
+    DeletePod {
+        pod: String,
+        force: bool,
+    },
     DeleteService(String),
 }
 
@@ -194,7 +206,8 @@ impl Scenario {
         } else {
             BTreeMap::new()
         };
-        let hand_made = (selector.is_none() && kind != SvcKind::ExternalName).then(|| self.hand_made_endpoints(&name));
+        let hand_made =
+            (selector.is_none() && kind != SvcKind::ExternalName).then(|| self.hand_made_endpoints(&name));
         self.services.push(SvcModel {
             name: name.clone(),
             kind,

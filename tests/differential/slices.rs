@@ -78,10 +78,15 @@ pub fn by_service(
         let labels = slice.metadata.labels.clone().unwrap_or_default();
         let service = labels.get(SERVICE_NAME).cloned().unwrap_or_default();
         let maker = maker(side, labels.get(MANAGED_BY).map_or("", String::as_str));
-        let has_ports = scenario
-            .services
-            .iter()
-            .any(|s| s.name == service && s.exists && s.has_ports);
+        let model = scenario.services.iter().find(|s| s.name == service && s.exists);
+        let has_ports = model.is_some_and(|s| s.has_ports);
+        if side == Side::Upstream && maker == Maker::Mirroring && model.is_some_and(|s| s.selector.is_some())
+        {
+            // F3 (#91072): a selectorless Service that gains a selector keeps its mirrored slices upstream;
+            // roster removes the slices it mirrored, as it removes its objects when a selector goes away.
+            *tally.entry("F3 selector added (mirrored slices)").or_default() += slice.endpoints.len();
+            continue;
+        }
         let mut ports: Vec<Port> = slice.ports.iter().flatten().map(port).collect();
         ports.sort();
         if side == Side::Upstream && maker == Maker::Service && ports.is_empty() && has_ports {
@@ -101,7 +106,9 @@ pub fn by_service(
             {
                 // F31 (1.20.2 only): its mirroring controller marks an Endpoints' notReadyAddresses ready
                 // (kubernetes#102683, fixed in later patch releases); roster mirrors them as not ready.
-                *tally.entry("F31 mirrored notReadyAddresses (1.20.2)").or_default() += 1;
+                *tally
+                    .entry("F31 mirrored notReadyAddresses (1.20.2)")
+                    .or_default() += 1;
                 entry.conditions.0 = Some(false);
             }
             if side == Side::Upstream && is_target_in(entry.target.as_ref(), &terminal) {
@@ -208,7 +215,11 @@ fn render<'a>(entries: impl Iterator<Item = &'a Entry>) -> String {
             .map(|p| {
                 let name = p.name.as_deref().unwrap_or("");
                 let proto = p.protocol.as_deref().unwrap_or("");
-                let app = p.app_protocol.as_deref().map(|a| format!(" ({a})")).unwrap_or_default();
+                let app = p
+                    .app_protocol
+                    .as_deref()
+                    .map(|a| format!(" ({a})"))
+                    .unwrap_or_default();
                 format!("{name}:{}/{proto}{app}", p.port.unwrap_or(0))
             })
             .collect();
