@@ -257,7 +257,7 @@ impl Upstream {
             };
             let (patched, pinned) = match patched_slice(slice, &ops, &read_rv, req) {
                 Ok(patched) => patched,
-                Err(failed) => return failed,
+                Err(refused) => return reply(&refused),
             };
             let res = match self
                 .send(&Method::PUT, uri, &put_headers, to_bytes(&patched))
@@ -290,20 +290,21 @@ async fn read_slice(res: Response<kube::client::Body>) -> Result<(Value, String)
     Ok((slice, rv))
 }
 
-/// The JSON patch applied to the v1 `slice`, as v1beta1, and whether the patch pinned a resourceVersion.
+/// The JSON patch applied to the v1 `slice`, as v1beta1, and whether the patch pinned a resourceVersion;
+/// or the Status refusing it.
 fn patched_slice(
     mut slice: Value,
     ops: &json_patch::Patch,
     read_rv: &str,
     req: &Buffered,
-) -> Result<(Value, bool), Response<Body>> {
+) -> Result<(Value, bool), Value> {
     let name = req.path.rsplit('/').next().unwrap_or_default();
     if let Err(e) = json_patch::patch(&mut slice, ops) {
         let message = format!("the server rejected our request due to an error in our request: {e}");
-        return Err(reply(&status::failure(422, "Invalid", &message, None)));
+        return Err(status::failure(422, "Invalid", &message, None));
     }
     if let Err(causes) = convert::to_v1beta1(&mut slice) {
-        return Err(reply(&status::invalid_slice(name, &causes)));
+        return Err(status::invalid_slice(name, &causes));
     }
     let rv = &mut slice["metadata"]["resourceVersion"];
     let pinned = rv.as_str().is_some_and(|v| v != read_rv);
@@ -510,7 +511,7 @@ mod tests {
         let line: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(line["object"]["apiVersion"], V1);
         assert_eq!(line["object"]["endpoints"][0]["zone"], "z");
-        assert_eq!(buf, event[..20].as_bytes(), "the partial line waits for its end");
+        assert_eq!(buf, &event.as_bytes()[..20], "the partial line waits for its end");
         assert!(complete_lines(&mut buf).is_empty());
     }
 }
