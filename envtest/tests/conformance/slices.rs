@@ -28,6 +28,7 @@ pub fn cases() -> Vec<Case> {
         endpointslice_v1_list_paging_and_field_selector => Needs::EndpointSliceV1,
         endpointslice_v1_delete_and_deletecollection => Needs::EndpointSliceV1,
         endpointslice_v1_kubectl_table => Needs::EndpointSliceV1,
+        endpointslice_v1_kubectl_apply => Needs::EndpointSliceV1,
         facade_stores_v1_fields_as_v1beta1_topology => Needs::Facade,
         facade_refuses_hints_with_422 => Needs::Facade,
     ]
@@ -368,6 +369,24 @@ async fn endpointslice_v1_kubectl_table(cx: Ctx) -> anyhow::Result<()> {
         "kubectl picks the preferred version"
     );
     check_eq!(object["endpoints"][0]["zone"], json!("z"));
+    Ok(())
+}
+
+/// kubectl's client-side apply: a GET, then a create, then a strategic merge patch of the change.
+async fn endpointslice_v1_kubectl_apply(cx: Ctx) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("slice.json");
+    let path = file.to_str().unwrap_or_default().to_string();
+    let endpoint =
+        |zone: &str| json!({"addresses": ["10.0.0.1"], "conditions": {"ready": true}, "zone": zone});
+    std::fs::write(&file, slice("s", "svc", json!([endpoint("z1")])).to_string())?;
+    let out = cx.env.kubectl_run(&["-n", &cx.ns, "apply", "-f", &path])?;
+    check_eq!(out.trim(), "endpointslice.discovery.k8s.io/s created");
+    std::fs::write(&file, slice("s", "svc", json!([endpoint("z2")])).to_string())?;
+    let out = cx.env.kubectl_run(&["-n", &cx.ns, "apply", "-f", &path])?;
+    check_eq!(out.trim(), "endpointslice.discovery.k8s.io/s configured");
+    let read = cx.get(&format!("{}/s", slices(&cx))).await?.ok()?;
+    check_eq!(read["endpoints"], json!([endpoint("z2")]));
     Ok(())
 }
 
