@@ -21,7 +21,7 @@ const V1BETA1: &str = "discovery.k8s.io/v1beta1";
 
 pub fn cases() -> Vec<Case> {
     cases![
-        endpointslice_v1_discovery,
+        endpointslice_v1_discovery => Needs::EndpointSliceV1,
         endpointslice_v1_topology_and_conditions_round_trip => Needs::EndpointSliceV1,
         endpointslice_v1_every_write_verb_keeps_v1_fields => Needs::EndpointSliceV1,
         endpointslice_v1_watch_with_label_selector_and_bookmark => Needs::EndpointSliceV1,
