@@ -4,8 +4,9 @@
 //! * the real kube-apiserver v1.20.2 accepts every rendered object (`kubectl apply --dry-run=server`), with the
 //!   PodDisruptionBudget API the chart picked from the server's discovered APIs (policy/v1beta1 on 1.20);
 //! * roster, run with the chart's args and a token of the chart's ServiceAccount through a full scenario,
-//!   is refused nothing (zero 403 in the audit log) and uses every verb granted; without one rule, the check
-//!   sees 403s;
+//!   is refused nothing (zero 403 in the audit log) and uses every verb granted, EndpointSlices included
+//!   (roster writes discovery.k8s.io/v1 through the test environment's facade, and kube-apiserver audits
+//!   them as v1beta1); without one rule, the check sees 403s;
 //! * every metric the chart's Grafana dashboard queries is exported by a running roster.
 //!
 //! Skipped (reason printed) without helm-python-sdk, kubectl or KUBEBUILDER_ASSETS; failed instead in CI.
