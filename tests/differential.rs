@@ -1,20 +1,26 @@
-//! Differential correctness check against the upstream Go controller: the same randomized scenario
+//! Differential correctness check against the upstream Go controllers: the same randomized scenario
 //! (Services with selectors, named and multiple ports, headless, publishNotReadyAddresses, ExternalName and
-//! selectorless ones; pods ready, not ready, terminating, failed, succeeded, without an IP; label, selector
-//! and port changes; deletions) is applied to two real kube-apiservers v1.20.2, one managed by
-//! kube-controller-manager (`--controllers=endpoint`), one by roster (`--services all`). After each round,
-//! once both sides are quiet, every Service's Endpoints must be equal after normalising what legitimately
-//! differs; `differential/normalize.rs` names each documented divergence it removes.
+//! selectorless ones with hand-made Endpoints; pods ready, not ready, terminating, failed, succeeded,
+//! without an IP; label, selector and port changes; deletions) is applied to two real kube-apiservers
+//! v1.20.2, one managed by kube-controller-manager (`--controllers=endpoint,endpointslice,
+//! endpointslicemirroring`, with 1.20's EndpointSlice feature gates), one by roster (`--services all`).
+//! After each round, once both sides are quiet, every Service's Endpoints must be equal, and so must its
+//! EndpointSlices, compared as sets of endpoints per Service and address family; `differential/normalize.rs`
+//! and `differential/slices.rs` name each documented divergence they remove. Both sides are read through
+//! the test environment's facade: roster writes discovery.k8s.io/v1 through it, kube-controller-manager
+//! 1.20 v1beta1 (passed through).
 //!
-//! `ROSTER_DIFF_SEED` (default 42) picks the scenario, `ROSTER_DIFF_SIZE` (default 1) scales it and
-//! `ROSTER_DIFF_ROUNDS` (default 3) sets the rounds. Skipped (reason printed) without kube-apiserver, etcd
-//! and kube-controller-manager in KUBEBUILDER_ASSETS (`scripts/envtest-assets --with-controller-manager`);
-//! failed instead when `CI` is set.
+//! `ROSTER_DIFF_SEED` (default 42, the seed CI runs) picks the scenario, `ROSTER_DIFF_SIZE` (default 1)
+//! scales it and `ROSTER_DIFF_ROUNDS` (default 3) sets the rounds. Skipped (reason printed) without
+//! kube-apiserver, etcd and kube-controller-manager in KUBEBUILDER_ASSETS (`scripts/envtest-assets
+//! --with-controller-manager`); failed instead when `CI` is set.
 
 #[path = "differential/normalize.rs"]
 mod normalize;
 #[path = "differential/scenario.rs"]
 mod scenario;
+#[path = "differential/slices.rs"]
+mod slices;
 mod support;
 
 use std::collections::BTreeMap;
@@ -25,14 +31,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Endpoints, Namespace};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, PostParams};
-use roster_envtest::{RealApiServer, TestEnv};
+use roster_envtest::{RealApiServer, TestEnv, real::FEATURE_GATES};
 use serde_json::json;
 
 use scenario::{NODES, Op, Scenario};
 use support::{RosterProcess, admin_get};
 
 const NAMESPACE: &str = "diff";
+/// kube-controller-manager's controllers under comparison, with the names of their work queues.
+const CONTROLLERS: [(&str, &str); 3] = [
+    ("endpoint", "endpoint"),
+    ("endpointslice", "endpoint_slice"),
+    ("endpointslicemirroring", "endpoint_slice_mirroring"),
+];
 /// How long both sides must stay unchanged, with empty work queues, to count as converged.
 const QUIET: Duration = Duration::from_millis(4000);
 /// Only bounds a hang: on a loaded machine (CI beside other runs) settling has taken over 45 s.
@@ -76,14 +89,14 @@ async fn roster_and_upstream_publish_the_same_endpoints() {
         }
         log.extend(ops);
         let (mut u, mut r) = converge(&upstream, &roster, &upstream_env, &roster_env, round).await;
-        let mut diffs = normalize::compare(&scenario, &u, &r, &mut tally);
+        let mut diffs = compare(&scenario, &u, &r, &mut tally);
         if !diffs.is_empty() {
             // F35: kube-controller-manager 1.20 can compare against a stale informer copy of its own last
             // write and skip a needed update for good (kubernetes#125638, fixed later by #125675). A restart re-lists
             // and syncs every Service; what it repairs was upstream's lost update, not a disagreement.
             upstream.restart().await;
             (u, r) = converge(&upstream, &roster, &upstream_env, &roster_env, round).await;
-            let after = normalize::compare(&scenario, &u, &r, &mut tally);
+            let after = compare(&scenario, &u, &r, &mut tally);
             for lost in diffs.iter().filter(|d| !after.contains(d)) {
                 eprintln!(
                     "differential: round {round}: upstream lost an update (F35), repaired by its restart:\n{lost}"
@@ -95,10 +108,13 @@ async fn roster_and_upstream_publish_the_same_endpoints() {
             findings.push(format!("round {round}: {diff}"));
         }
         eprintln!(
-            "differential: round {round}: {} operations so far, {} Endpoints upstream, {} roster, {} findings",
+            "differential: round {round}: {} operations so far, {} Endpoints and {} slices upstream, {} and {} \
+             roster, {} findings",
             log.len(),
-            u.len(),
-            r.len(),
+            u.endpoints.len(),
+            u.slices.len(),
+            r.endpoints.len(),
+            r.slices.len(),
             findings.len()
         );
     }
@@ -173,25 +189,81 @@ async fn apply_both(op: &Op, upstream: &TestEnv, roster: &TestEnv) {
     }
 }
 
-/// Waits until both sides' Endpoints stay unchanged for [`QUIET`] with both work queues empty, and returns
-/// them by name.
+/// What one side published: its Endpoints by name, and its EndpointSlices (read as v1).
+struct Published {
+    endpoints: BTreeMap<String, Endpoints>,
+    slices: Vec<EndpointSlice>,
+}
+
+impl Published {
+    async fn read(env: &TestEnv) -> Published {
+        let endpoints = Api::<Endpoints>::namespaced(env.client(), NAMESPACE)
+            .list(&ListParams::default())
+            .await
+            .expect("list endpoints")
+            .items
+            .into_iter()
+            .map(|e| (e.metadata.name.clone().unwrap_or_default(), e))
+            .collect();
+        let slices = Api::<EndpointSlice>::namespaced(env.client(), NAMESPACE)
+            .list(&ListParams::default())
+            .await
+            .expect("list endpointslices")
+            .items;
+        Published { endpoints, slices }
+    }
+
+    /// Every object's name and resourceVersion: unchanged versions mean nothing was written.
+    fn versions(&self) -> Vec<(String, Option<String>)> {
+        let endpoints = self.endpoints.values().map(|e| &e.metadata);
+        let slices = self.slices.iter().map(|s| &s.metadata);
+        endpoints
+            .chain(slices)
+            .map(|m| (m.name.clone().unwrap_or_default(), m.resource_version.clone()))
+            .collect()
+    }
+}
+
+/// The findings of both comparisons: Endpoints, then EndpointSlices.
+fn compare(scenario: &Scenario, u: &Published, r: &Published, tally: &mut normalize::Tally) -> Vec<String> {
+    let mut diffs = normalize::compare(scenario, &u.endpoints, &r.endpoints, tally);
+    let upstream_slices = slices::by_service(
+        &u.slices,
+        &u.endpoints,
+        normalize::Side::Upstream,
+        scenario,
+        tally,
+    );
+    let roster_slices = slices::by_service(&r.slices, &r.endpoints, normalize::Side::Roster, scenario, tally);
+    diffs.extend(slices::compare(scenario, &upstream_slices, &roster_slices, tally));
+    diffs
+}
+
+/// Waits until both sides' Endpoints and slices stay unchanged for [`QUIET`] with every work queue empty,
+/// and returns them.
 async fn converge(
     upstream: &Upstream,
     roster: &RosterProcess,
     upstream_env: &TestEnv,
     roster_env: &TestEnv,
     round: usize,
-) -> (BTreeMap<String, Endpoints>, BTreeMap<String, Endpoints>) {
+) -> (Published, Published) {
     let deadline = Instant::now() + CONVERGE_TIMEOUT;
-    let mut last = (list(upstream_env).await, list(roster_env).await);
+    let mut last = (
+        Published::read(upstream_env).await,
+        Published::read(roster_env).await,
+    );
     let mut stable_since = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = (list(upstream_env).await, list(roster_env).await);
+        let now = (
+            Published::read(upstream_env).await,
+            Published::read(roster_env).await,
+        );
         let idle = (upstream.queue_empty().await, roster_queue_empty(roster).await);
         let moved = (
-            versions(&now.0) != versions(&last.0),
-            versions(&now.1) != versions(&last.1),
+            now.0.versions() != last.0.versions(),
+            now.1.versions() != last.1.versions(),
         );
         if moved.0 || moved.1 || !idle.0 || !idle.1 {
             stable_since = Instant::now();
@@ -203,7 +275,7 @@ async fn converge(
         assert!(
             Instant::now() < deadline,
             "round {round}: the controllers did not settle within {CONVERGE_TIMEOUT:?} (last look: queues empty \
-             upstream {}, roster {}; Endpoints changing upstream {}, roster {})\nkube-controller-manager:\n{}",
+             upstream {}, roster {}; objects changing upstream {}, roster {})\nkube-controller-manager:\n{}",
             idle.0,
             idle.1,
             moved.0,
@@ -213,30 +285,14 @@ async fn converge(
     }
 }
 
-async fn list(env: &TestEnv) -> BTreeMap<String, Endpoints> {
-    Api::<Endpoints>::namespaced(env.client(), NAMESPACE)
-        .list(&ListParams::default())
-        .await
-        .expect("list endpoints")
-        .items
-        .into_iter()
-        .map(|e| (e.metadata.name.clone().unwrap_or_default(), e))
-        .collect()
-}
-
-fn versions(eps: &BTreeMap<String, Endpoints>) -> Vec<(&String, Option<&String>)> {
-    eps.iter()
-        .map(|(n, e)| (n, e.metadata.resource_version.as_ref()))
-        .collect()
-}
-
 async fn roster_queue_empty(roster: &RosterProcess) -> bool {
     let metrics = roster.metrics().await;
     metrics.lines().any(|l| l.trim() == "roster_queue_depth 0")
 }
 
-/// kube-controller-manager 1.20.2 running only the endpoint controller, with its deprecated insecure port
-/// open for `/metrics` (work queue depth) and no secure port (so it needs no delegated authentication).
+/// kube-controller-manager 1.20.2 running only the Endpoints, EndpointSlice and EndpointSlice mirroring
+/// controllers, with its deprecated insecure port open for `/metrics` (work queue depths) and no secure port
+/// (so it needs no delegated authentication).
 struct Upstream {
     child: Child,
     kcm: PathBuf,
@@ -278,7 +334,8 @@ impl Upstream {
         let child = Command::new(kcm)
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .args([
-                "--controllers=endpoint",
+                &format!("--controllers={}", CONTROLLERS.map(|(name, _)| name).join(",")),
+                &format!("--feature-gates={FEATURE_GATES}"),
                 "--leader-elect=false",
                 "--use-service-account-credentials=false",
                 "--secure-port=0",
@@ -296,9 +353,10 @@ impl Upstream {
 
     async fn wait_synced(&self) {
         support::eventually("kube-controller-manager synced its caches", || async {
-            std::fs::read_to_string(&self.log)
-                .unwrap_or_default()
-                .contains("Caches are synced for endpoint")
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            CONTROLLERS
+                .iter()
+                .all(|(_, queue)| log.contains(&format!("Caches are synced for {queue} ")))
         })
         .await;
     }
@@ -312,8 +370,10 @@ impl Upstream {
                 .find_map(|l| l.strip_prefix(name))
                 .and_then(|v| v.trim().parse::<f64>().ok())
         };
-        value("workqueue_depth{name=\"endpoint\"}") == Some(0.0)
-            && value("workqueue_unfinished_work_seconds{name=\"endpoint\"}") == Some(0.0)
+        CONTROLLERS.iter().all(|(_, queue)| {
+            value(&format!("workqueue_depth{{name=\"{queue}\"}}")) == Some(0.0)
+                && value(&format!("workqueue_unfinished_work_seconds{{name=\"{queue}\"}}")) == Some(0.0)
+        })
     }
 
     fn log_tail(&self, lines: usize) -> String {

@@ -2,7 +2,9 @@
 //!
 //! * [`Tier::Real`]: `etcd` + `kube-apiserver` from `KUBEBUILDER_ASSETS` (Go envtest's convention; the
 //!   project's `scripts/envtest-assets` builds v1.20.2 from Debian's source package). One server is shared by
-//!   all tests of a test binary; tests isolate themselves with their own namespaces.
+//!   all tests of a test binary; tests isolate themselves with their own namespaces. Clients reach it
+//!   through the [`facade`], which adds `discovery.k8s.io/v1` EndpointSlices over 1.20's v1beta1
+//!   (`ROSTER_FACADE=off` hands out kube-apiserver's own URL instead).
 //! * [`Tier::Memory`]: roster's in-memory API server ([`memory::MemoryApiServer`]), one per environment, with
 //!   fault injection and request counters, serving what 1.20 lacks (discovery.k8s.io/v1 EndpointSlices,
 //!   streaming lists).
@@ -10,6 +12,7 @@
 //! The tier comes from `ROSTER_TESTENV=memory|real|auto` (auto, the default: real when `KUBEBUILDER_ASSETS`
 //! is set).
 
+pub mod facade;
 pub mod fixtures;
 pub mod http;
 pub mod kubeconfig;
@@ -25,6 +28,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
 use tokio::sync::OnceCell;
 
+pub use facade::Facade;
 pub use kubelet::Kubelet;
 pub use real::{PeerApiServer, RealApiServer};
 pub use roster_apiserver::{self as memory, MemoryApiServer, MemoryOptions, kubectl_cache_dir};
@@ -83,12 +87,14 @@ enum Backend {
 /// A running API server with an admin client and a kubeconfig file kubectl can use.
 pub struct TestEnv {
     backend: Backend,
+    /// The v1 EndpointSlice facade in front of a real server, which clients and kubeconfigs are given.
+    facade: Option<Arc<Facade>>,
     client: kube::Client,
     kubeconfig: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-static SHARED_REAL: OnceCell<Arc<RealApiServer>> = OnceCell::const_new();
+static SHARED_REAL: OnceCell<(Arc<RealApiServer>, Option<Arc<Facade>>)> = OnceCell::const_new();
 
 impl TestEnv {
     /// Starts the tier `ROSTER_TESTENV` asks for.
@@ -100,7 +106,11 @@ impl TestEnv {
     pub async fn start_tier(tier: Tier) -> anyhow::Result<TestEnv> {
         match tier {
             Tier::Memory => TestEnv::memory(MemoryOptions::default()).await,
-            Tier::Real => TestEnv::with_real(shared_real().await?).await,
+            Tier::Real => {
+                let (server, facade) = shared_real().await?;
+                let url = server.url();
+                TestEnv::on_real(Backend::Real(server), facade, &url).await
+            }
         }
     }
 
@@ -113,16 +123,19 @@ impl TestEnv {
         let client = kube::Client::try_from(kubeconfig::config(&server.url(), None).await?)?;
         Ok(TestEnv {
             backend: Backend::Memory(server),
+            facade: None,
             client,
             kubeconfig,
             _dir: dir,
         })
     }
 
-    /// An environment on a real API server the caller started (for tests that restart or own it).
+    /// An environment on a real API server the caller started (for tests that restart or own it), behind a
+    /// facade of its own.
     pub async fn with_real(server: Arc<RealApiServer>) -> anyhow::Result<TestEnv> {
         let url = server.url();
-        TestEnv::on_real(Backend::Real(server), &url).await
+        let facade = facade_for(&server)?;
+        TestEnv::on_real(Backend::Real(server), facade, &url).await
     }
 
     /// A real API server (etcd + kube-apiserver from `KUBEBUILDER_ASSETS`) for this environment alone, so a
@@ -133,24 +146,33 @@ impl TestEnv {
             .context("the real tier needs KUBEBUILDER_ASSETS with kube-apiserver and etcd")?;
         let server = RealApiServer::start(&assets, &[]).await?;
         let url = server.url();
+        let facade = facade_for(&server)?;
         let server = Arc::new(tokio::sync::Mutex::new(server));
         TestEnv::on_real(
             Backend::DedicatedReal {
                 server,
                 url: url.clone(),
             },
+            facade,
             &url,
         )
         .await
     }
 
-    async fn on_real(backend: Backend, url: &str) -> anyhow::Result<TestEnv> {
+    /// Clients and the kubeconfig get the facade's URL when there is a facade, else kube-apiserver's.
+    async fn on_real(
+        backend: Backend,
+        facade: Option<Arc<Facade>>,
+        apiserver_url: &str,
+    ) -> anyhow::Result<TestEnv> {
+        let url = facade.as_ref().map_or(apiserver_url.to_string(), |f| f.url());
         let dir = tempfile::tempdir()?;
         let kubeconfig = dir.path().join("kubeconfig");
-        kubeconfig::write(&kubeconfig, url, Some(real::ADMIN_TOKEN))?;
-        let client = kube::Client::try_from(kubeconfig::admin_config(url).await?)?;
+        kubeconfig::write(&kubeconfig, &url, Some(real::ADMIN_TOKEN))?;
+        let client = kube::Client::try_from(kubeconfig::admin_config(&url).await?)?;
         Ok(TestEnv {
             backend,
+            facade,
             client,
             kubeconfig,
             _dir: dir,
@@ -172,12 +194,35 @@ impl TestEnv {
         &self.kubeconfig
     }
 
+    /// The URL clients are given: the in-memory server, or the real tier's facade (when it runs).
     pub fn url(&self) -> String {
+        match &self.facade {
+            Some(facade) => facade.url(),
+            None => self.apiserver_url(),
+        }
+    }
+
+    /// The API server itself, never the facade: on the real tier, kube-apiserver 1.20 (v1beta1 slices only).
+    pub fn apiserver_url(&self) -> String {
         match &self.backend {
             Backend::Memory(m) => m.url(),
             Backend::Real(r) => r.url(),
             Backend::DedicatedReal { url, .. } => url.clone(),
         }
+    }
+
+    /// An admin client of [`TestEnv::apiserver_url`], bypassing the facade.
+    pub async fn apiserver_client(&self) -> anyhow::Result<kube::Client> {
+        let config = match self.tier() {
+            Tier::Memory => kubeconfig::config(&self.apiserver_url(), None).await?,
+            Tier::Real => kubeconfig::admin_config(&self.apiserver_url()).await?,
+        };
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// The real tier's v1 EndpointSlice facade, when it runs.
+    pub fn facade(&self) -> Option<&Facade> {
+        self.facade.as_deref()
     }
 
     /// The in-memory server's hooks (fault injection, counters, compaction); `None` on the real tier.
@@ -205,9 +250,10 @@ impl TestEnv {
         }
     }
 
-    /// Whether the server serves `discovery.k8s.io/v1` (1.20 serves only v1beta1).
+    /// Whether [`TestEnv::url`] serves `discovery.k8s.io/v1`: the in-memory server does, and the real tier
+    /// does through its facade (1.20 itself serves only v1beta1).
     pub fn serves_endpointslices_v1(&self) -> bool {
-        self.tier() == Tier::Memory
+        self.tier() == Tier::Memory || self.facade.is_some()
     }
 
     /// A `kubectl` command bound to this environment's kubeconfig and discovery cache.
@@ -247,14 +293,24 @@ impl TestEnv {
     }
 }
 
-async fn shared_real() -> anyhow::Result<Arc<RealApiServer>> {
-    let server = SHARED_REAL
+async fn shared_real() -> anyhow::Result<(Arc<RealApiServer>, Option<Arc<Facade>>)> {
+    let shared = SHARED_REAL
         .get_or_try_init(|| async {
             let assets = RealApiServer::assets_from_env().context(
                 "the real tier needs KUBEBUILDER_ASSETS with kube-apiserver and etcd (run scripts/envtest-assets)",
             )?;
-            RealApiServer::start(&assets, &[]).await.map(Arc::new)
+            let server = RealApiServer::start(&assets, &[]).await?;
+            let facade = facade_for(&server)?;
+            anyhow::Ok((Arc::new(server), facade))
         })
         .await?;
-    Ok(server.clone())
+    Ok(shared.clone())
+}
+
+/// A facade in front of `server`, unless `ROSTER_FACADE=off` asks for kube-apiserver itself.
+fn facade_for(server: &RealApiServer) -> anyhow::Result<Option<Arc<Facade>>> {
+    if !Facade::wanted()? {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(Facade::start(&server.url(), &server.cert_dir())?)))
 }

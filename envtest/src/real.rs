@@ -1,8 +1,9 @@
 //! The real tier: `etcd` + `kube-apiserver` from `KUBEBUILDER_ASSETS`, as Go's envtest runs them.
 //!
 //! Processes are started on free loopback ports with a temporary data directory (on tmpfs when there is one),
-//! token authentication, RBAC, a service CIDR and the ServiceAccount admission plugin off. A watchdog shell
-//! kills them when the test process goes away, so a crashed or aborted test leaves nothing running.
+//! token authentication, RBAC, a service CIDR, the ServiceAccount admission plugin off and the EndpointSlice
+//! feature gates the v1 facade needs ([`FEATURE_GATES`]). A watchdog shell kills them when the test process
+//! goes away, so a crashed or aborted test leaves nothing running.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,10 @@ use anyhow::{Context, bail};
 pub const ADMIN_TOKEN: &str = "roster-envtest-admin";
 /// Service CIDR of the real tier (large enough for the benchmark populations).
 pub const SERVICE_CIDR: &str = "10.96.0.0/12";
+/// 1.20's alpha gates that make discovery.k8s.io/v1beta1 keep what v1 has: the serving and terminating
+/// conditions and `nodeName` (the facade serves v1 from them; kube-controller-manager needs the same gates
+/// to write them).
+pub const FEATURE_GATES: &str = "EndpointSliceTerminatingCondition=true,EndpointSliceNodeName=true";
 
 /// A running etcd + kube-apiserver pair.
 pub struct RealApiServer {
@@ -62,6 +67,11 @@ impl RealApiServer {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Where kube-apiserver keeps its self-signed serving certificate (`apiserver.crt`, `apiserver.key`).
+    pub fn cert_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
     }
 
     pub fn apiserver_pid(&self) -> u32 {
@@ -152,6 +162,7 @@ impl RealApiServer {
             format!("--audit-log-path={}", p(&format!("audit{suffix}.log"))),
             format!("--audit-policy-file={}", write_audit_policy(d)?),
             "--audit-log-format=json".into(),
+            format!("--feature-gates={FEATURE_GATES}"),
         ];
         spawn_logged(
             &self.assets.join("kube-apiserver"),

@@ -3,8 +3,10 @@
 //! in-memory server; where the real 1.20.2 server differs from the written spec, the case follows the real
 //! server (and says so in a comment).
 //!
-//! Trials are named `<tier>::<case>`. Cases the real tier cannot serve (EndpointSlice v1, streaming lists,
-//! in-memory hooks) are listed as ignored there, with the reason printed. Each case runs on its own tokio
+//! Trials are named `<tier>::<case>`. Cases a tier cannot serve (on the real tier streaming lists and
+//! in-memory hooks; on the memory tier the facade's own cases) are listed as ignored there, with the reason
+//! printed, and the closing summary counts each tier's skips by reason. On the real tier every request goes
+//! through the v1 EndpointSlice facade (`ROSTER_FACADE=off` bypasses it, and skips the v1 slice cases). Each case runs on its own tokio
 //! runtime in its own namespace; the real tier's server is shared by the whole process.
 //!
 //! ```text
@@ -23,6 +25,8 @@ mod kubectl;
 mod list;
 #[path = "conformance/patch.rs"]
 mod patch;
+#[path = "conformance/slices.rs"]
+mod slices;
 #[path = "conformance/streaming.rs"]
 mod streaming;
 #[path = "conformance/types.rs"]
@@ -58,6 +62,7 @@ fn all_cases() -> Vec<Case> {
         writes::cases(),
         patch::cases(),
         types::cases(),
+        slices::cases(),
         crd::cases(),
         kubectl::cases(),
     ]
@@ -66,12 +71,12 @@ fn all_cases() -> Vec<Case> {
     .collect()
 }
 
-/// Per tier: cases that ran, passed, and were skipped.
+/// Per tier: cases that ran, passed, and were skipped (by reason).
 #[derive(Default)]
 struct Tally {
     run: usize,
     passed: usize,
-    skipped: usize,
+    skipped: BTreeMap<String, usize>,
 }
 
 type Tallies = Arc<Mutex<BTreeMap<String, Tally>>>;
@@ -88,12 +93,9 @@ fn main() {
             if let Some(reason) = case.needs.skip_reason(tier) {
                 if selected(&args, &name) {
                     println!("{name} skipped: {reason}");
-                    tallies
-                        .lock()
-                        .unwrap()
-                        .entry(tier.to_string())
-                        .or_default()
-                        .skipped += 1;
+                    let mut tallies = tallies.lock().unwrap();
+                    let tally = tallies.entry(tier.to_string()).or_default();
+                    *tally.skipped.entry(reason).or_default() += 1;
                 }
                 trials.push(Trial::test(name, || Ok(())).with_ignored_flag(true));
                 continue;
@@ -112,10 +114,14 @@ fn main() {
     let conclusion = libtest_mimic::run(&args, trials);
     for (tier, t) in tallies.lock().unwrap().iter() {
         let failed = t.run - t.passed;
+        let skipped: usize = t.skipped.values().sum();
         println!(
-            "conformance tier={tier}: {} run ({} passed, {failed} failed), {} skipped",
-            t.run, t.passed, t.skipped
+            "conformance tier={tier}: {} run ({} passed, {failed} failed), {skipped} skipped",
+            t.run, t.passed
         );
+        for (reason, count) in &t.skipped {
+            println!("conformance tier={tier}:   {count} skipped: {reason}");
+        }
     }
     conclusion.exit()
 }

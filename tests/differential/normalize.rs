@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, Endpoints};
+use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, Endpoints, ObjectReference};
 
 use crate::scenario::{Scenario, SvcKind};
 
@@ -118,12 +118,7 @@ fn subset(s: &k8s_openapi::api::core::v1::EndpointSubset, side: Side, tally: &mu
 }
 
 fn address(a: &EndpointAddress, side: Side, tally: &mut Tally) -> Address {
-    let ip = match side {
-        // F16: roster writes IPs in canonical text; 1.20 (like later releases, for Endpoints) copies the
-        // pod's string as it is.
-        Side::Upstream => a.ip.parse::<IpAddr>().map_or(a.ip.clone(), |ip| ip.to_string()),
-        Side::Roster => a.ip.clone(),
-    };
+    let ip = ip_text(&a.ip, side);
     let node_name = match (side, a.node_name.as_deref()) {
         // F13: upstream writes `nodeName: ""` for a pod without a Node, roster leaves it out. (On 1.20 the API
         // server rejects the empty name, so upstream cannot publish such a pod at all; the scenario gives every
@@ -147,16 +142,48 @@ fn address(a: &EndpointAddress, side: Side, tally: &mut Tally) -> Address {
         ip,
         hostname: a.hostname.clone(),
         node_name,
-        // F15: kind, namespace and name must agree; 1.20 also copies the pod's resourceVersion (later
-        // releases do not, and roster does not), and uids are per server.
-        target: a.target_ref.as_ref().map(|t| {
-            format!(
-                "{}/{}/{}",
-                t.kind.as_deref().unwrap_or(""),
-                t.namespace.as_deref().unwrap_or(""),
-                t.name.as_deref().unwrap_or("")
-            )
-        }),
+        target: a.target_ref.as_ref().map(target),
+    }
+}
+
+/// F16: roster writes IPs in canonical text; 1.20 (like later releases, for Endpoints) copies the pod's
+/// string as it is.
+pub fn ip_text(ip: &str, side: Side) -> String {
+    match side {
+        Side::Upstream => ip.parse::<IpAddr>().map_or(ip.to_string(), |ip| ip.to_string()),
+        Side::Roster => ip.to_string(),
+    }
+}
+
+/// F15: kind, namespace and name must agree; 1.20 also copies the pod's resourceVersion (later releases do
+/// not, and roster does not), and uids are per server.
+pub fn target(t: &ObjectReference) -> String {
+    format!(
+        "{}/{}/{}",
+        t.kind.as_deref().unwrap_or(""),
+        t.namespace.as_deref().unwrap_or(""),
+        t.name.as_deref().unwrap_or("")
+    )
+}
+
+/// Whether `target` (as [`target`] writes it) is one of `pods`.
+pub fn is_target_in(target: Option<&String>, pods: &BTreeSet<String>) -> bool {
+    target
+        .and_then(|t| t.rsplit('/').next())
+        .is_some_and(|name| pods.contains(name))
+}
+
+/// The README row under which a Service must have no objects of roster's at all, while upstream may keep
+/// some: F2 (ExternalName) and F3 (selector removed).
+pub fn documented_absence(scenario: &Scenario, name: &str) -> Option<&'static str> {
+    match scenario.services.iter().find(|s| s.name == name && s.exists) {
+        // F2: upstream (1.20, before kubernetes#114814) publishes Endpoints for an ExternalName Service
+        // with a selector; roster publishes none.
+        Some(s) if s.kind == SvcKind::ExternalName => Some("F2 ExternalName"),
+        // F3: when a Service loses its selector upstream leaves its Endpoints as they were (#91072);
+        // roster removes the ones it made.
+        Some(s) if s.selector.is_none() && s.lost_selector => Some("F3 selector removed"),
+        _ => None,
     }
 }
 
@@ -170,10 +197,7 @@ fn port(p: &EndpointPort) -> Port {
 }
 
 fn is_pod_in(a: &Address, pods: &BTreeSet<String>) -> bool {
-    a.target
-        .as_ref()
-        .and_then(|t| t.rsplit('/').next())
-        .is_some_and(|name| pods.contains(name))
+    is_target_in(a.target.as_ref(), pods)
 }
 
 /// The canonical grouping again after addresses were removed: ports that now serve identical addresses
@@ -229,18 +253,8 @@ pub fn compare(
     let names: BTreeSet<&String> = upstream.keys().chain(roster.keys()).collect();
     let mut out = Vec::new();
     for name in names {
-        let svc = scenario.services.iter().find(|s| &s.name == name && s.exists);
         let (u, r) = (upstream.get(name), roster.get(name));
-        let ignored = match svc {
-            // F2: upstream (1.20, before kubernetes#114814) publishes Endpoints for an ExternalName Service
-            // with a selector; roster publishes none.
-            Some(s) if s.kind == SvcKind::ExternalName => Some("F2 ExternalName"),
-            // F3: when a Service loses its selector upstream leaves its Endpoints as they were (#91072);
-            // roster removes the ones it made.
-            Some(s) if s.selector.is_none() && s.lost_selector => Some("F3 selector removed"),
-            _ => None,
-        };
-        if let Some(row) = ignored {
+        if let Some(row) = documented_absence(scenario, name) {
             if u.is_some() {
                 *tally.entry(row).or_default() += 1;
             }

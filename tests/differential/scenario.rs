@@ -2,11 +2,12 @@
 //! operations, each applied identically to both API servers.
 //!
 //! The generator keeps a model of what it created, so the comparison knows which pods are terminal, which
-//! Services are ExternalName and which lost their selector (the documented divergences).
+//! Services are ExternalName and which lost their selector (the documented divergences). Selectorless
+//! Services come with hand-made Endpoints, which the mirroring controllers turn into slices.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -22,11 +23,25 @@ const TIERS: [&str; 2] = ["backend", "frontend"];
 #[derive(Clone, Debug)]
 pub enum Op {
     CreateService(Value),
+    /// Hand-made Endpoints of a selectorless Service.
+    CreateEndpoints(Value),
     CreatePod(Value),
-    PodStatus { pod: String, status: Value },
-    PodLabels { pod: String, labels: Value },
-    PatchService { svc: String, patch: Value },
-    DeletePod { pod: String, force: bool },
+    PodStatus {
+        pod: String,
+        status: Value,
+    },
+    PodLabels {
+        pod: String,
+        labels: Value,
+    },
+    PatchService {
+        svc: String,
+        patch: Value,
+    },
+    DeletePod {
+        pod: String,
+        force: bool,
+    },
     DeleteService(String),
 }
 
@@ -37,6 +52,10 @@ impl Op {
         let pp = PatchParams::default();
         match self {
             Op::CreateService(v) => svcs.create(&PostParams::default(), &typed(v)).await.map(drop),
+            Op::CreateEndpoints(v) => Api::<Endpoints>::namespaced(client.clone(), ns)
+                .create(&PostParams::default(), &typed(v))
+                .await
+                .map(drop),
             Op::CreatePod(v) => pods.create(&PostParams::default(), &typed(v)).await.map(drop),
             Op::PodStatus { pod, status } => pods
                 .patch_status(pod, &pp, &Patch::Merge(json!({ "status": status })))
@@ -79,6 +98,8 @@ pub struct SvcModel {
     /// The Service had a selector at some point and lost it (README row F3).
     pub lost_selector: bool,
     pub exists: bool,
+    /// The Service has ports (a headless one may have none: README row F20).
+    pub has_ports: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,11 +152,11 @@ impl Scenario {
     pub fn populate(&mut self) -> Vec<Op> {
         let mut ops = Vec::new();
         for variant in 0..VARIANTS {
-            ops.push(self.new_service(variant));
+            ops.extend(self.new_service(variant));
         }
         for _ in 0..self.size.saturating_sub(1) * 4 {
             let variant = self.rng.random_range(0..VARIANTS);
-            ops.push(self.new_service(variant));
+            ops.extend(self.new_service(variant));
         }
         for _ in 0..3 {
             ops.extend(self.new_pod(true));
@@ -170,12 +191,13 @@ impl Scenario {
             91..=94 => self.delete_service(),
             _ => {
                 let variant = self.rng.random_range(0..VARIANTS);
-                vec![self.new_service(variant)]
+                self.new_service(variant)
             }
         }
     }
 
-    fn new_service(&mut self, variant: usize) -> Op {
+    /// A Service of `variant`, and hand-made Endpoints when it has no selector.
+    fn new_service(&mut self, variant: usize) -> Vec<Op> {
         let name = format!("{}-{}", VARIANT_NAMES[variant], self.services.len());
         let app = *APPS.choose(&mut self.rng).expect("apps");
         let (kind, selector, spec) = service_variant(variant, app);
@@ -184,14 +206,32 @@ impl Scenario {
         } else {
             BTreeMap::new()
         };
+        let hand_made =
+            (selector.is_none() && kind != SvcKind::ExternalName).then(|| self.hand_made_endpoints(&name));
         self.services.push(SvcModel {
             name: name.clone(),
             kind,
             selector,
             lost_selector: false,
             exists: true,
+            has_ports: spec["ports"].as_array().is_some_and(|p| !p.is_empty()),
         });
-        Op::CreateService(json!({"metadata": {"name": name, "labels": labels}, "spec": spec}))
+        let service = Op::CreateService(json!({"metadata": {"name": name, "labels": labels}, "spec": spec}));
+        [service].into_iter().chain(hand_made).collect()
+    }
+
+    /// Endpoints as an operator writes them for a selectorless Service: ready and not-ready addresses, a
+    /// hostname, a nodeName, a second family (the mirroring controllers make one slice set per family). The
+    /// IPv6 address is in canonical text: nobody rewrites hand-made Endpoints, so F16 has nothing to do here.
+    fn hand_made_endpoints(&mut self, name: &str) -> Op {
+        let (a, b) = (self.next_ip(false), self.next_ip(false));
+        let mut ready = vec![json!({"ip": a, "hostname": "hand-made", "nodeName": NODES[0]})];
+        if self.rng.random_bool(0.5) {
+            let v6: std::net::Ipv6Addr = self.next_ip(true).parse().expect("an IPv6 address");
+            ready.push(json!({"ip": v6.to_string()}));
+        }
+        let subset = json!({"addresses": ready, "notReadyAddresses": [{"ip": b}], "ports": [{"port": 80, "protocol": "TCP"}]});
+        Op::CreateEndpoints(json!({"metadata": {"name": name}, "subsets": [subset]}))
     }
 
     /// A pod in a random state (creation, then the kubelet's status, then maybe a graceful delete).

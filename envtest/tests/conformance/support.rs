@@ -27,8 +27,10 @@ pub struct Case {
 #[derive(Clone, Copy)]
 pub enum Needs {
     Any,
-    /// discovery.k8s.io/v1 EndpointSlices (memory only: 1.20 serves v1beta1).
+    /// discovery.k8s.io/v1 EndpointSlices: 1.20 serves v1beta1, the real tier's facade adds v1.
     EndpointSliceV1,
+    /// The real tier's facade itself: the v1beta1 objects behind v1, and what 1.20 cannot hold.
+    Facade,
     /// Streaming lists, `sendInitialEvents` (memory only).
     StreamingList,
     /// A test hook only the in-memory server has; the reason says why the real tier cannot stand in.
@@ -37,9 +39,16 @@ pub enum Needs {
 
 impl Needs {
     pub fn skip_reason(self, tier: Tier) -> Option<String> {
+        let facade = roster_envtest::Facade::wanted().unwrap_or(true);
         match (self, tier) {
-            (_, Tier::Memory) | (Needs::Any, _) => None,
-            (Needs::EndpointSliceV1, Tier::Real) => Some("1.20 has no discovery.k8s.io/v1".into()),
+            (Needs::Any, _) => None,
+            (Needs::Facade, Tier::Memory) => {
+                Some("the in-memory server serves v1 itself: no v1beta1 behind it, hints kept".into())
+            }
+            (Needs::EndpointSliceV1 | Needs::Facade, Tier::Real) if !facade => {
+                Some("ROSTER_FACADE=off, and 1.20 itself has no discovery.k8s.io/v1".into())
+            }
+            (_, Tier::Memory) | (Needs::EndpointSliceV1 | Needs::Facade, Tier::Real) => None,
             (Needs::StreamingList, Tier::Real) => {
                 Some("1.20 has no streaming lists (sendInitialEvents)".into())
             }
