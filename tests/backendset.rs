@@ -26,9 +26,8 @@ async fn setup(tier: Tier, prefix: &str, needs_addresses: bool) -> Option<(TestE
     if needs_addresses && !test_addresses() {
         return None;
     }
-    let env = TestEnv::start_tier(tier).await.expect("test environment");
+    let World { env, ns } = World::builder(tier, prefix).build().await;
     register_crd(&env).await;
-    let ns = env.create_namespace(prefix).await.expect("namespace");
     Some((env, ns))
 }
 
@@ -96,22 +95,9 @@ async fn wait_published(h: &Harness, ns: &str, name: &str, want: &[(&str, bool)]
 
 /// Waits until the Endpoints of Service `name` hold exactly `want` as (ip, ready).
 async fn wait_endpoints(env: &TestEnv, ns: &str, name: &str, want: &[(&str, bool)]) {
-    let ready: Vec<String> = want
-        .iter()
-        .filter(|(_, r)| *r)
-        .map(|(ip, _)| ip.to_string())
-        .collect();
-    let not_ready: Vec<String> = want
-        .iter()
-        .filter(|(_, r)| !*r)
-        .map(|(ip, _)| ip.to_string())
-        .collect();
-    eventually(&format!("Endpoints {ns}/{name} hold {want:?}"), || async {
-        endpoints(env, ns, name)
-            .await
-            .is_some_and(|ep| endpoint_ips(&ep) == (ready.clone(), not_ready.clone()))
-    })
-    .await;
+    let (ready, not_ready): (Vec<(&str, bool)>, Vec<_>) = want.iter().partition(|(_, r)| *r);
+    let ips = |of: &[(&str, bool)]| of.iter().map(|(ip, _)| ip.to_string()).collect::<Vec<_>>();
+    wait_endpoint_ips(env, ns, name, &ips(&ready), &ips(&not_ready)).await;
 }
 
 /// Waits until the Endpoints of Service `name` are published from (owned by) BackendSet `backendset`.
@@ -800,12 +786,8 @@ async fn e2e_endpoints_follow_backendset(tier: Tier) {
         "readinessProbe": tcp_probe(json!("pg"), 1, 2)
     });
     let bs = create_backendset(&env, &ns, "db", spec).await;
-    let ep = eventually_some("Endpoints from the BackendSet", || async {
-        endpoints(&env, &ns, "db")
-            .await
-            .filter(|ep| endpoint_ips(ep) == (vec![LIVE_IP.to_owned()], vec![OTHER_IP.to_owned()]))
-    })
-    .await;
+    // From the BackendSet: the live backend ready, the other one (nothing listens there) not.
+    let ep = wait_endpoint_ips(&env, &ns, "db", &[LIVE_IP], &[OTHER_IP]).await;
     let subset = &ep.subsets.as_ref().unwrap()[0];
     assert_eq!(
         subset.ports.as_ref().unwrap()[0].port,
@@ -843,10 +825,8 @@ async fn e2e_endpoints_follow_backendset(tier: Tier) {
     }
 
     live.stop();
-    eventually_some("the dead backend leaves addresses", || async {
-        endpoints(&env, &ns, "db")
-            .await
-            .filter(|ep| endpoint_ips(ep).0.is_empty() && endpoint_ips(ep).1.len() == 2)
+    wait_endpoints_where(&env, &ns, "db", "the dead backend leaves addresses", |ips| {
+        ips.0.is_empty() && ips.1.len() == 2
     })
     .await;
 
@@ -867,14 +847,4 @@ async fn e2e_endpoints_follow_backendset(tier: Tier) {
     roster.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn e2e_endpoints_follow_backendset_memory() {
-    e2e_endpoints_follow_backendset(Tier::Memory).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn e2e_endpoints_follow_backendset_real() {
-    if tier_available(Tier::Real) {
-        e2e_endpoints_follow_backendset(Tier::Real).await
-    }
-}
+on_both_tiers!(e2e_endpoints_follow_backendset);

@@ -20,63 +20,9 @@ use roster_envtest::{TestEnv, Tier, fixtures};
 use serde_json::json;
 use support::*;
 
-/// How many requests the test sends at once while building a world.
-const CONCURRENCY: usize = 16;
-
-struct PodPlan {
-    name: String,
-    labels: Vec<(String, String)>,
-    ips: Vec<String>,
-    ready: bool,
-}
-
-impl PodPlan {
-    fn new(name: String, app: &str, ip: String, ready: bool) -> PodPlan {
-        PodPlan {
-            name,
-            labels: vec![("app".into(), app.into())],
-            ips: vec![ip],
-            ready,
-        }
-    }
-}
-
-/// Creates the pods (in-process, through the server's create logic: half the requests of a big world) and
-/// starts them through the API (IPs, phase Running, Ready), `CONCURRENCY` at a time.
-async fn spawn_pods(env: &TestEnv, ns: &str, plans: Vec<PodPlan>) {
-    let server = env
-        .memory_server()
-        .expect("the load tests run on the in-memory tier");
-    let collection = format!("/api/v1/namespaces/{ns}/pods");
-    let kubelet = env.kubelet();
-    for plan in &plans {
-        let labels: Vec<(&str, &str)> = plan
-            .labels
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let pod = fixtures::pod(&plan.name, &labels, "n1", &[("http", 8080)]);
-        server
-            .create_object(&collection, serde_json::to_value(pod).unwrap())
-            .unwrap();
-    }
-    futures::stream::iter(plans)
-        .map(|plan| {
-            let kubelet = kubelet.clone();
-            async move {
-                let ips: Vec<&str> = plan.ips.iter().map(String::as_str).collect();
-                kubelet.start_pod(ns, &plan.name, &ips, plan.ready).await.unwrap();
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<()>>()
-        .await;
-}
-
 async fn memory_world(prefix: &str) -> (TestEnv, String) {
-    let env = TestEnv::start_tier(Tier::Memory).await.unwrap();
-    let ns = env.create_namespace(prefix).await.unwrap();
-    env.kubelet().create_node("n1", Some("zone-a")).await.unwrap();
+    let world = World::builder(Tier::Memory, prefix).node("n1", Some("zone-a"));
+    let World { env, ns } = world.build().await;
     (env, ns)
 }
 
@@ -87,6 +33,13 @@ async fn service(env: &TestEnv, ns: &str, name: &str, app: &str) {
         &fixtures::service(name, &[("app", app)], &[("http", 80, "8080")]),
     )
     .await;
+}
+
+/// A pod of the Services above: labelled `app`, container port `http` 8080.
+fn app_pod(name: String, app: &str, ip: String, ready: bool) -> PodPlan {
+    PodPlan::new(name, &[("app", app)], ip)
+        .port("http", 8080)
+        .ready(ready)
 }
 
 /// Every Endpoints of the namespace by name, as (ready IPs, not-ready IPs).
@@ -145,10 +98,10 @@ async fn readiness_storm_keeps_the_queue_bounded_and_starves_no_service() {
     service(&env, &ns, "quiet", "quiet").await;
     let plans = (0..SERVICES)
         .flat_map(|s| {
-            (0..PODS).map(move |p| PodPlan::new(format!("s{s}-{p}"), &format!("s{s}"), storm_ip(s, p), true))
+            (0..PODS).map(move |p| app_pod(format!("s{s}-{p}"), &format!("s{s}"), storm_ip(s, p), true))
         })
         .collect();
-    spawn_pods(&env, &ns, plans).await;
+    start_pods_in_bulk(&env, &ns, plans).await;
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
     let converged = |want: Want| {
         let env = &env;
@@ -225,10 +178,10 @@ async fn readiness_storm_keeps_the_queue_bounded_and_starves_no_service() {
         }
     });
     first_round_rx.await.unwrap();
-    spawn_pods(
+    start_pods_in_bulk(
         &env,
         &ns,
-        vec![PodPlan::new("quiet-0".into(), "quiet", "10.8.200.1".into(), true)],
+        vec![app_pod("quiet-0".into(), "quiet", "10.8.200.1".into(), true)],
     )
     .await;
     eventually("the quiet Service converges during the storm", || async {
@@ -278,8 +231,7 @@ async fn readiness_storm_keeps_the_queue_bounded_and_starves_no_service() {
     );
     let counts = env.memory_server().unwrap().request_counts();
     assert!(counts.writes("endpoints") > 0);
-    assert_eq!(counts.noop_writes("endpoints"), 0, "no-op Endpoints writes");
-    assert_eq!(counts.noop_writes("endpointslices"), 0, "no-op slice writes");
+    assert_no_noop_writes(&counts);
     roster.stop().await;
 }
 
@@ -303,10 +255,10 @@ async fn pod_churn_storm_converges_and_leaves_nothing_behind() {
         for p in 0..PODS {
             let name = format!("c{s}-{p}");
             model.insert(name.clone(), (s, ip(s, p, 0), true, false));
-            plans.push(PodPlan::new(name, &format!("c{s}"), ip(s, p, 0), true));
+            plans.push(app_pod(name, &format!("c{s}"), ip(s, p, 0), true));
         }
     }
-    spawn_pods(&env, &ns, plans).await;
+    start_pods_in_bulk(&env, &ns, plans).await;
 
     // Even pods are deleted; half of those for good, the others stay terminating.
     let kubelet = env.kubelet();
@@ -339,12 +291,12 @@ async fn pod_churn_storm_converges_and_leaves_nothing_behind() {
                 name.rsplit('-').next().unwrap().parse::<usize>().unwrap(),
             );
             *entry = (s, ip(s, p, 1), false, false);
-            reborn.push(PodPlan::new(name, &format!("c{s}"), ip(s, p, 1), false));
+            reborn.push(app_pod(name, &format!("c{s}"), ip(s, p, 1), false));
         } else {
             entry.3 = true;
         }
     }
-    spawn_pods(&env, &ns, reborn).await;
+    start_pods_in_bulk(&env, &ns, reborn).await;
     // Pod 1 of every Service moves to the next Service.
     let pods = Api::<Pod>::namespaced(env.client(), &ns);
     for s in 0..SERVICES {
@@ -402,8 +354,7 @@ async fn pod_churn_storm_converges_and_leaves_nothing_behind() {
     })
     .await;
     let counts = env.memory_server().unwrap().request_counts();
-    assert_eq!(counts.noop_writes("endpoints"), 0, "no-op Endpoints writes");
-    assert_eq!(counts.noop_writes("endpointslices"), 0, "no-op slice writes");
+    assert_no_noop_writes(&counts);
     roster.stop().await;
 }
 
@@ -420,7 +371,7 @@ async fn service_turnover_leaves_no_unconfirmed_writes_behind() {
     for s in 0..SERVICES {
         service(&env, &ns, &format!("t{s}"), &format!("t{s}")).await;
         for p in 0..2 {
-            plans.push(PodPlan::new(
+            plans.push(app_pod(
                 format!("t{s}-{p}"),
                 &format!("t{s}"),
                 format!("10.8.{s}.{}", p + 1),
@@ -428,7 +379,7 @@ async fn service_turnover_leaves_no_unconfirmed_writes_behind() {
             ));
         }
     }
-    spawn_pods(&env, &ns, plans).await;
+    start_pods_in_bulk(&env, &ns, plans).await;
     eventually("every Service has its Endpoints", || async {
         all_endpoints(&env, &ns)
             .await
@@ -485,28 +436,13 @@ async fn a_service_over_10000_endpoints_is_truncated_in_endpoints_and_whole_in_s
     service(&env, &ns, "big", "big").await;
     let ip = |i: usize| format!("10.10.{}.{}", i / 250, i % 250 + 1);
     let plans = (0..PODS)
-        .map(|i| PodPlan::new(format!("b{i:05}"), "big", ip(i), i % 10 != 0))
+        .map(|i| app_pod(format!("b{i:05}"), "big", ip(i), i % 10 != 0))
         .collect();
-    spawn_pods(&env, &ns, plans).await;
+    start_pods_in_bulk(&env, &ns, plans).await;
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
-    let ep = eventually_some("the Endpoints truncated to 1000", || async {
-        endpoints(&env, &ns, "big").await.filter(|e| {
-            let (ready, not_ready) = endpoint_ips(e);
-            ready.len() + not_ready.len() == 1000
-        })
-    })
-    .await;
-    let annotations = ep.metadata.annotations.clone().unwrap_or_default();
-    assert_eq!(
-        annotations
-            .get("endpoints.kubernetes.io/over-capacity")
-            .map(String::as_str),
-        Some("truncated")
-    );
-    assert!(
-        endpoint_ips(&ep).1.is_empty(),
-        "over 1000 ready addresses: not-ready ones are dropped first"
-    );
+    let (ready, not_ready): (Vec<usize>, Vec<usize>) = (0..PODS).partition(|i| i % 10 != 0);
+    let ips_of = |pods: Vec<usize>| pods.into_iter().map(ip).collect::<Vec<_>>();
+    wait_truncated(&env, &ns, "big", &ips_of(ready), &ips_of(not_ready)).await;
     let want_total = PODS;
     let slices = eventually_some("slices hold every pod", || async {
         let s = slices(&env, &ns, "big").await;
@@ -535,7 +471,7 @@ async fn a_service_over_10000_endpoints_is_truncated_in_endpoints_and_whole_in_s
             .any(|e| e.0 == ip(last) && e.1)
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    settled(&roster, 1).await;
     let counts = server.request_counts();
     assert_eq!(
         counts.writes("endpoints"),
@@ -589,20 +525,12 @@ async fn huge_label_sets_select_correctly_and_irrelevant_label_churn_writes_noth
     let ip = |i: usize| format!("10.11.0.{}", i + 1);
     let plans = (0..PODS)
         .map(|i| {
-            let mut labels: Vec<(String, String)> = (0..200)
-                .map(|l| (format!("example.com/l-{l:03}"), "v".to_owned()))
-                .collect();
-            labels.push(("app".into(), "huge".into()));
-            labels.push(("shard".into(), (i % 5).to_string()));
-            PodPlan {
-                name: format!("h{i:02}"),
-                labels,
-                ips: vec![ip(i)],
-                ready: true,
-            }
+            let pod = app_pod(format!("h{i:02}"), "huge", ip(i), true);
+            let labelled = (0..200).fold(pod, |pod, l| pod.label(&format!("example.com/l-{l:03}"), "v"));
+            labelled.label("shard", &(i % 5).to_string())
         })
         .collect();
-    spawn_pods(&env, &ns, plans).await;
+    start_pods_in_bulk(&env, &ns, plans).await;
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
     let all: Vec<String> = {
         let mut v: Vec<String> = (0..PODS).map(ip).collect();
@@ -689,13 +617,12 @@ async fn ipv6_only_and_dual_stack_pods_on_single_stack_and_dual_stack_services()
     }))
     .unwrap();
     create(&env, &ns, &dual).await;
-    let plan = |name: &str, ips: &[&str]| PodPlan {
-        name: name.into(),
-        labels: vec![("app".into(), "mixed".into())],
-        ips: ips.iter().map(|s| s.to_string()).collect(),
-        ready: true,
+    let plan = |name: &str, ips: &[&str]| {
+        PodPlan::new(name, &[("app", "mixed")], ips[0])
+            .ips(ips)
+            .port("http", 8080)
     };
-    spawn_pods(
+    start_pods_in_bulk(
         &env,
         &ns,
         vec![
@@ -761,16 +688,9 @@ async fn annotated_selectors_matching_everything_or_nothing() {
     ] {
         create(&env, &ns, &annotated(name, selector)).await;
     }
-    let plan = |name: &str, labels: &[(&str, &str)], ip: &str| PodPlan {
-        name: name.into(),
-        labels: labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ips: vec![ip.into()],
-        ready: true,
-    };
-    spawn_pods(
+    let plan =
+        |name: &str, labels: &[(&str, &str)], ip: &str| PodPlan::new(name, labels, ip).port("http", 8080);
+    start_pods_in_bulk(
         &env,
         &ns,
         vec![
@@ -835,14 +755,6 @@ async fn annotated_selectors_matching_everything_or_nothing() {
     roster.stop().await;
 }
 
-fn writes(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("roster_api_writes_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Three replicas with leader election; the leader is SIGKILLed in the middle of a readiness storm. Another
 /// replica takes over once the Lease expires, the changes made meanwhile are all published, and the replica
 /// that never led wrote nothing.
@@ -856,24 +768,14 @@ async fn leader_killed_during_a_readiness_storm_hands_over_and_followers_never_w
     }
     let ip = |s: usize, p: usize| format!("10.13.{s}.{}", p + 1);
     let plans = (0..SERVICES)
-        .flat_map(|s| {
-            (0..PODS).map(move |p| PodPlan::new(format!("f{s}-{p}"), &format!("f{s}"), ip(s, p), true))
-        })
+        .flat_map(|s| (0..PODS).map(move |p| app_pod(format!("f{s}-{p}"), &format!("f{s}"), ip(s, p), true)))
         .collect();
-    spawn_pods(&env, &ns, plans).await;
-    let flags = [
-        "--services",
-        "all",
-        "--leader-elect",
-        "true",
-        "--lease-namespace",
-        "default",
-        "--lease-duration",
-        "3s",
-    ];
+    start_pods_in_bulk(&env, &ns, plans).await;
     let mut replicas = Vec::new();
     for id in ["a", "b", "c"] {
-        replicas.push(RosterProcess::start(&env, &ns, &[&flags[..], &["--identity", id]].concat()).await);
+        replicas.push(
+            RosterProcess::start(&env, &ns, &[&LEADER_ELECTION[..], &["--identity", id]].concat()).await,
+        );
     }
     let leader_index = eventually_some("exactly one leader", || async {
         let mut leaders = Vec::new();
@@ -950,10 +852,13 @@ async fn leader_killed_during_a_readiness_storm_hands_over_and_followers_never_w
 
     let leader = &replicas[new_leader];
     let follower = &replicas[1 - new_leader];
-    assert!(writes(&leader.metrics().await) > 0.0, "the new leader wrote");
+    eventually("the new leader wrote", || async {
+        api_writes(&leader.metrics().await) > 0.0
+    })
+    .await;
     assert_eq!(metric(&follower.metrics().await, "roster_leader"), 0.0);
     assert_eq!(
-        writes(&follower.metrics().await),
+        api_writes(&follower.metrics().await),
         0.0,
         "a replica that never led wrote"
     );

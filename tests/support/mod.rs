@@ -2,6 +2,12 @@
 //! and run each test on every available tier.
 #![allow(dead_code)]
 
+mod endpoints;
+mod world;
+
+pub use endpoints::*;
+pub use world::*;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,11 +17,25 @@ use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, PostParams};
 use roster::args::{Cli, Command};
+use roster_envtest::memory::RequestCounts;
 use roster_envtest::{TestEnv, Tier};
 use tokio::sync::oneshot;
 
 /// How long a condition may take to hold before a test fails.
 pub const CONVERGE: Duration = Duration::from_secs(30);
+
+/// roster's flags for leader election over a Lease in `default` that expires 3 s after the last renewal
+/// (add `--identity` to tell replicas apart).
+pub const LEADER_ELECTION: [&str; 8] = [
+    "--services",
+    "all",
+    "--leader-elect",
+    "true",
+    "--lease-namespace",
+    "default",
+    "--lease-duration",
+    "3s",
+];
 
 /// A roster running in this process; stopped (gracefully) on `stop` or drop.
 pub struct Roster {
@@ -107,6 +127,25 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The sum of every sample whose name (with labels) starts with `prefix`, in Prometheus text.
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Every write roster made to the API server, of any resource and verb.
+pub fn api_writes(metrics: &str) -> f64 {
+    metric_sum(metrics, "roster_api_writes_total")
+}
+
+/// The in-memory server counted no write that left an Endpoints or EndpointSlice unchanged.
+pub fn assert_no_noop_writes(counts: &RequestCounts) {
+    assert_eq!(counts.noop_writes("endpoints"), 0, "no-op Endpoints writes");
+    assert_eq!(counts.noop_writes("endpointslices"), 0, "no-op slice writes");
+}
+
 /// Waits until `roster` has reconciled at least `services` keys successfully and its queue is empty, then
 /// lets in-flight watch events land. Counts only ever grow, so a poll cannot miss the moment.
 pub async fn settled(roster: &Roster, services: u64) {
@@ -149,6 +188,28 @@ where
         assert!(
             tokio::time::Instant::now() < deadline,
             "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `get` until its value satisfies `holds`, and returns that value; on timeout the failure shows the
+/// last value seen.
+pub async fn eventually_value<T, F, Fut>(what: &str, mut get: F, holds: impl Fn(&T) -> bool) -> T
+where
+    T: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    loop {
+        let value = get().await;
+        if holds(&value) {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}; last seen: {value:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
