@@ -34,7 +34,7 @@ async fn converged_world(env: &TestEnv, ns: &str) {
     let pod = |i: usize| {
         PodPlan::new(format!("web-{i}"), WEB, format!("10.2.0.{}", 10 + i))
             .port("http", 80)
-            .ready(i % 3 != 0)
+            .ready(!i.is_multiple_of(3))
     };
     start_pods(env, ns, (0..6).map(pod)).await;
 }

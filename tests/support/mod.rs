@@ -5,7 +5,10 @@
 mod endpoints;
 mod world;
 
+// Re-exported for every test target, each of which uses only some of them.
+#[allow(unused_imports)]
 pub use endpoints::*;
+#[allow(unused_imports)]
 pub use world::*;
 
 use std::future::Future;
