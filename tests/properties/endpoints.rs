@@ -100,23 +100,6 @@ fn simple_pods(ready: &[bool]) -> Vec<(String, PodSpec)> {
         .collect()
 }
 
-fn one_port_service() -> SvcSpec {
-    SvcSpec {
-        ports: vec![PortSpec {
-            name: "",
-            port: 80,
-            protocol: None,
-            target: Target::Number(8080),
-            app_protocol: None,
-        }],
-        headless: false,
-        families: vec![Family::V4],
-        v6_cluster_ip: false,
-        pnra: false,
-        annotated_mode: false,
-    }
-}
-
 proptest! {
     #![proptest_config(config(8))]
 
