@@ -56,13 +56,6 @@ async fn create_backendset(env: &TestEnv, ns: &str, name: &str, spec: serde_json
     create(env, ns, &bs).await
 }
 
-async fn patch_backendset(env: &TestEnv, ns: &str, name: &str, patch: serde_json::Value) {
-    Api::<BackendSet>::namespaced(env.client(), ns)
-        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .expect("patch BackendSet");
-}
-
 fn tcp_probe(port: serde_json::Value, success: u32, failure: u32) -> serde_json::Value {
     json!({"tcpSocket": {"port": port}, "periodSeconds": 1, "timeoutSeconds": 1,
            "successThreshold": success, "failureThreshold": failure})
@@ -636,7 +629,7 @@ async fn spec_changes_take_effect_without_restart(tier: Tier) {
     create_backendset(&env, &ns, "db", spec).await;
     wait_published(&h, &ns, "db", &[(LIVE_IP, false)]).await;
 
-    patch_backendset(
+    merge_patch::<BackendSet>(
         &env,
         &ns,
         "db",
@@ -645,7 +638,7 @@ async fn spec_changes_take_effect_without_restart(tier: Tier) {
     .await;
     wait_published(&h, &ns, "db", &[(LIVE_IP, true)]).await;
 
-    patch_backendset(
+    merge_patch::<BackendSet>(
         &env,
         &ns,
         "db",
@@ -655,7 +648,7 @@ async fn spec_changes_take_effect_without_restart(tier: Tier) {
     let view = wait_published(&h, &ns, "db", &[(LIVE_IP, true), (OTHER_IP, false)]).await;
     assert_eq!(view.addresses[1].zone.as_deref(), Some("zone-b"));
 
-    patch_backendset(&env, &ns, "db", json!({"spec": {"readinessProbe": null}})).await;
+    merge_patch::<BackendSet>(&env, &ns, "db", json!({"spec": {"readinessProbe": null}})).await;
     wait_published(&h, &ns, "db", &[(LIVE_IP, true), (OTHER_IP, true)]).await;
     let bs = wait_backendset(&env, &ns, "db", "AllReady for the last generation", |bs| {
         let observed = bs.status.as_ref().and_then(|s| s.observed_generation);
@@ -685,11 +678,7 @@ async fn deleting_a_backendset_unpublishes_it(tier: Tier) {
         .unwrap();
     eventually("the view is gone", || async { h.view(&ns, "db").is_none() }).await;
     assert!(h.bound_services(&ns).is_empty());
-    eventually(
-        "roster's Endpoints of the unbound Service are cleaned up",
-        || async { endpoints(&env, &ns, "db").await.is_none() },
-    )
-    .await;
+    wait_endpoints_gone(&env, &ns, "db", "roster cleans up an unbound Service").await;
     h.stop().await;
 }
 
@@ -834,16 +823,7 @@ async fn e2e_endpoints_follow_backendset(tier: Tier) {
         .delete("db", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("Endpoints removed with the BackendSet", || async {
-        endpoints(&env, &ns, "db").await.is_none()
-    })
-    .await;
-    if env.serves_endpointslices_v1() {
-        eventually("slices removed", || async {
-            slices(&env, &ns, "db").await.is_empty()
-        })
-        .await;
-    }
+    wait_unpublished(&env, &ns, "db", "the BackendSet was deleted").await;
     roster.stop().await;
 }
 

@@ -19,6 +19,11 @@ async fn world(prefix: &str, mode: &str) -> (TestEnv, String, Roster) {
     (env, ns, roster)
 }
 
+/// The healthy Service beside the bad input.
+fn good_service() -> Service {
+    fixtures::service("good", GOOD, &[("http", 80, "http")])
+}
+
 async fn good_pod(env: &TestEnv, ns: &str, name: &str, ip: &str) {
     start_pods(env, ns, [PodPlan::new(name, GOOD, ip).port("http", 80)]).await;
 }
@@ -30,12 +35,7 @@ fn json_obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unresolvable_named_port_and_empty_selector_match() {
     let (env, ns, roster) = world("ports", "all").await;
-    create(
-        &env,
-        &ns,
-        &fixtures::service("good", GOOD, &[("http", 80, "http")]),
-    )
-    .await;
+    create(&env, &ns, &good_service()).await;
     create(
         &env,
         &ns,
@@ -88,12 +88,7 @@ async fn many_ports_and_duplicate_pod_ips() {
         json!({"metadata": {"name": "wide"}, "spec": {"selector": {"app": "good"}, "ports": ports}}),
     );
     create(&env, &ns, &svc).await;
-    create(
-        &env,
-        &ns,
-        &fixtures::service("good", GOOD, &[("http", 80, "http")]),
-    )
-    .await;
+    create(&env, &ns, &good_service()).await;
     good_pod(&env, &ns, "g1", "10.5.0.7").await;
     good_pod(&env, &ns, "g2", "10.5.0.7").await; // two pods claim one IP
     wait_ready_ips(&env, &ns, "good", &["10.5.0.7"]).await;
@@ -149,12 +144,7 @@ async fn invalid_annotated_selector_gets_a_warning_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_owned_by_others_are_never_modified() {
     let (env, ns, roster) = world("others", "all").await;
-    create(
-        &env,
-        &ns,
-        &fixtures::service("good", GOOD, &[("http", 80, "http")]),
-    )
-    .await;
+    create(&env, &ns, &good_service()).await;
     let foreign: EndpointSlice = json_obj(json!({
         "metadata": {"name": "good-foreign", "labels": {"kubernetes.io/service-name": "good",
             "endpointslice.kubernetes.io/managed-by": "someone-else"}},

@@ -3,7 +3,6 @@
 mod support;
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
-use kube::api::{Api, Patch, PatchParams};
 use roster_envtest::{TestEnv, Tier, fixtures};
 use serde_json::json;
 use support::*;
@@ -75,32 +74,19 @@ async fn selector_and_type_changes_clean_up(tier: Tier) {
     create(&env, &ns, &fixtures::service("web", WEB, &[("http", 8080, "80")])).await;
     let ips = start_web_pods(&env, &ns, 2, true).await;
     wait_endpoint_ips(&env, &ns, "web", &[&ips[0], &ips[1]], &[]).await;
-    let services = Api::<Service>::namespaced(env.client(), &ns);
 
     let relabel = json!({"metadata": {"labels": {"app": "other"}}});
-    Api::<Pod>::namespaced(env.client(), &ns)
-        .patch("web-1", &PatchParams::default(), &Patch::Merge(relabel))
-        .await
-        .unwrap();
+    merge_patch::<Pod>(&env, &ns, "web-1", relabel).await;
     wait_endpoint_ips(&env, &ns, "web", &[&ips[0]], &[]).await;
 
     let to_other = json!({"spec": {"selector": {"app": "other"}}});
-    services
-        .patch("web", &PatchParams::default(), &Patch::Merge(to_other))
-        .await
-        .unwrap();
+    merge_patch::<Service>(&env, &ns, "web", to_other).await;
     wait_endpoint_ips(&env, &ns, "web", &[&ips[1]], &[]).await;
 
     // Removing the selector: roster removes the Endpoints it made (upstream leaves them stale, #91072).
     let selectorless = json!({"spec": {"selector": null}});
-    services
-        .patch("web", &PatchParams::default(), &Patch::Merge(selectorless))
-        .await
-        .unwrap();
-    eventually("Endpoints removed after the selector was removed", || async {
-        endpoints(&env, &ns, "web").await.is_none()
-    })
-    .await;
+    merge_patch::<Service>(&env, &ns, "web", selectorless).await;
+    wait_endpoints_gone(&env, &ns, "web", "the selector was removed").await;
     roster.stop().await;
 }
 
@@ -111,15 +97,8 @@ async fn external_name_gets_no_endpoints(tier: Tier) {
     let ips = start_web_pods(&env, &ns, 1, true).await;
     wait_endpoint_ips(&env, &ns, "db", &[&ips[0]], &[]).await;
     let to_external = json!({"spec": {"type": "ExternalName", "externalName": "db.example.com", "clusterIP": "", "clusterIPs": null}});
-    let services = Api::<Service>::namespaced(env.client(), &ns);
-    services
-        .patch("db", &PatchParams::default(), &Patch::Merge(to_external))
-        .await
-        .unwrap();
-    eventually("stale Endpoints of an ExternalName Service removed", || async {
-        endpoints(&env, &ns, "db").await.is_none()
-    })
-    .await;
+    merge_patch::<Service>(&env, &ns, "db", to_external).await;
+    wait_endpoints_gone(&env, &ns, "db", "an ExternalName Service has none").await;
     roster.stop().await;
 }
 
@@ -138,13 +117,7 @@ async fn hand_made_endpoints_are_never_touched(tier: Tier) {
     .unwrap();
     let created = create(&env, &ns, &manual).await;
     if env.serves_endpointslices_v1() {
-        let mirrored = eventually_some("mirrored EndpointSlice", || async {
-            slices(&env, &ns, "my-service")
-                .await
-                .into_iter()
-                .find(|s| !s.endpoints.is_empty())
-        })
-        .await;
+        let mirrored = wait_filled_slice(&env, &ns, "my-service").await;
         assert_eq!(mirrored.endpoints[0].addresses, vec!["192.0.2.42".to_string()]);
         assert_eq!(
             mirrored.metadata.labels.as_ref().unwrap()["owner"],

@@ -5,7 +5,7 @@ mod support;
 
 use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use roster_envtest::memory::{Fault, FaultAction, Verb};
 use roster_envtest::{TestEnv, Tier, fixtures};
 use serde_json::json;
@@ -86,10 +86,7 @@ async fn a_second_writer_editing_rosters_endpoints_is_repaired() {
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
     wait_ready_pods(&env, &ns, &[0, 1]).await;
     let bogus = json!({"subsets": [{"addresses": [{"ip": "192.0.2.99"}], "ports": [{"name": "http", "port": 8080}]}]});
-    Api::<Endpoints>::namespaced(env.client(), &ns)
-        .patch("api", &PatchParams::default(), &Patch::Merge(bogus))
-        .await
-        .unwrap();
+    merge_patch::<Endpoints>(&env, &ns, "api", bogus).await;
     wait_ready_pods(&env, &ns, &[0, 1]).await;
     roster.stop().await;
 }
@@ -160,23 +157,17 @@ async fn restart_into_a_wrong_world_makes_exactly_the_needed_writes() {
         endpoints(&env, &ns, "other").await.is_some()
     })
     .await;
-    let api_slices = eventually_some("api slice", || async {
-        slices(&env, &ns, "api")
-            .await
-            .into_iter()
-            .find(|s| !s.endpoints.is_empty())
-    })
-    .await;
+    let api_slices = wait_filled_slice(&env, &ns, "api").await;
     first.stop().await;
 
     // Break the world while roster is down: stale Endpoints, a duplicated slice, a missing Endpoints.
-    let eps = Api::<Endpoints>::namespaced(env.client(), &ns);
     let stale =
         json!({"subsets": [{"addresses": [{"ip": api_ip(0)}], "ports": [{"name": "http", "port": 8080}]}]});
-    eps.patch("api", &PatchParams::default(), &Patch::Merge(stale))
+    merge_patch::<Endpoints>(&env, &ns, "api", stale).await;
+    Api::<Endpoints>::namespaced(env.client(), &ns)
+        .delete("other", &Default::default())
         .await
         .unwrap();
-    eps.delete("other", &Default::default()).await.unwrap();
     let mut dup: EndpointSlice = api_slices.clone();
     dup.metadata = kube::api::ObjectMeta {
         generate_name: Some("api-".into()),

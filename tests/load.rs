@@ -15,24 +15,26 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use roster_envtest::{TestEnv, Tier, fixtures};
 use serde_json::json;
 use support::*;
 
-async fn memory_world(prefix: &str) -> (TestEnv, String) {
+/// Node `n1` in zone-a and `services`, on the in-memory tier.
+async fn memory_world(prefix: &str, services: impl IntoIterator<Item = Service>) -> (TestEnv, String) {
     let world = World::builder(Tier::Memory, prefix).node("n1", Some("zone-a"));
-    let World { env, ns } = world.build().await;
+    let World { env, ns } = world.services(services).build().await;
     (env, ns)
 }
 
-async fn service(env: &TestEnv, ns: &str, name: &str, app: &str) {
-    create(
-        env,
-        ns,
-        &fixtures::service(name, &[("app", app)], &[("http", 80, "8080")]),
-    )
-    .await;
+/// A Service selecting `app=<app>`, port 80 to container port 8080.
+fn app_service(name: &str, app: &str) -> Service {
+    fixtures::service(name, &[("app", app)], &[("http", 80, "8080")])
+}
+
+/// Services `<prefix><s>` selecting `app=<prefix><s>`, for `s` in `0..count`.
+fn app_services(prefix: &str, count: usize) -> impl Iterator<Item = Service> {
+    (0..count).map(move |s| app_service(&format!("{prefix}{s}"), &format!("{prefix}{s}")))
 }
 
 /// A pod of the Services above: labelled `app`, container port `http` 8080.
@@ -91,11 +93,8 @@ async fn readiness_storm_keeps_the_queue_bounded_and_starves_no_service() {
     const PODS: usize = 10;
     const ROUNDS: usize = 10;
     const STORM_LIMIT: Duration = Duration::from_secs(120);
-    let (env, ns) = memory_world("storm").await;
-    for s in 0..SERVICES {
-        service(&env, &ns, &format!("s{s}"), &format!("s{s}")).await;
-    }
-    service(&env, &ns, "quiet", "quiet").await;
+    let services = app_services("s", SERVICES).chain([app_service("quiet", "quiet")]);
+    let (env, ns) = memory_world("storm", services).await;
     let plans = (0..SERVICES)
         .flat_map(|s| {
             (0..PODS).map(move |p| app_pod(format!("s{s}-{p}"), &format!("s{s}"), storm_ip(s, p), true))
@@ -242,10 +241,7 @@ async fn readiness_storm_keeps_the_queue_bounded_and_starves_no_service() {
 async fn pod_churn_storm_converges_and_leaves_nothing_behind() {
     const SERVICES: usize = 20;
     const PODS: usize = 10;
-    let (env, ns) = memory_world("churn").await;
-    for s in 0..SERVICES {
-        service(&env, &ns, &format!("c{s}"), &format!("c{s}")).await;
-    }
+    let (env, ns) = memory_world("churn", app_services("c", SERVICES)).await;
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
     let ip = |s: usize, p: usize, generation: usize| format!("10.9.{s}.{}", p + 1 + 100 * generation);
     // name → (service, ip, ready, terminating)
@@ -298,14 +294,11 @@ async fn pod_churn_storm_converges_and_leaves_nothing_behind() {
     }
     start_pods_in_bulk(&env, &ns, reborn).await;
     // Pod 1 of every Service moves to the next Service.
-    let pods = Api::<Pod>::namespaced(env.client(), &ns);
     for s in 0..SERVICES {
         let name = format!("c{s}-1");
         let target = (s + 1) % SERVICES;
         let patch = json!({"metadata": {"labels": {"app": format!("c{target}")}}});
-        pods.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .unwrap();
+        merge_patch::<Pod>(&env, &ns, &name, patch).await;
         model.get_mut(&name).unwrap().0 = target;
     }
     // The reborn pods become ready.
@@ -365,11 +358,11 @@ async fn pod_churn_storm_converges_and_leaves_nothing_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_turnover_leaves_no_unconfirmed_writes_behind() {
     const SERVICES: usize = 30;
-    let (env, ns) = memory_world("turnover").await;
+    let (env, ns) = memory_world("turnover", []).await;
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
     let mut plans = Vec::new();
     for s in 0..SERVICES {
-        service(&env, &ns, &format!("t{s}"), &format!("t{s}")).await;
+        create(&env, &ns, &app_service(&format!("t{s}"), &format!("t{s}"))).await;
         for p in 0..2 {
             plans.push(app_pod(
                 format!("t{s}-{p}"),
@@ -432,8 +425,7 @@ async fn service_turnover_leaves_no_unconfirmed_writes_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_over_10000_endpoints_is_truncated_in_endpoints_and_whole_in_slices() {
     const PODS: usize = 10_050;
-    let (env, ns) = memory_world("big").await;
-    service(&env, &ns, "big", "big").await;
+    let (env, ns) = memory_world("big", [app_service("big", "big")]).await;
     let ip = |i: usize| format!("10.10.{}.{}", i / 250, i % 250 + 1);
     let plans = (0..PODS)
         .map(|i| app_pod(format!("b{i:05}"), "big", ip(i), i % 10 != 0))
@@ -491,37 +483,21 @@ async fn slices_now(env: &TestEnv, ns: &str) -> Vec<EndpointSlice> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_label_sets_select_correctly_and_irrelevant_label_churn_writes_nothing() {
     const PODS: usize = 50;
-    let (env, ns) = memory_world("labels").await;
-    create(
-        &env,
-        &ns,
-        &fixtures::service("huge", &[("app", "huge")], &[("http", 80, "8080")]),
-    )
-    .await;
-    create(
-        &env,
-        &ns,
-        &fixtures::service(
+    let deep_selector = [
+        ("app", "huge"),
+        ("example.com/l-000", "v"),
+        ("example.com/l-199", "v"),
+    ];
+    let services = [
+        app_service("huge", "huge"),
+        fixtures::service(
             "shard-2",
             &[("app", "huge"), ("shard", "2")],
             &[("http", 80, "8080")],
         ),
-    )
-    .await;
-    create(
-        &env,
-        &ns,
-        &fixtures::service(
-            "deep",
-            &[
-                ("app", "huge"),
-                ("example.com/l-000", "v"),
-                ("example.com/l-199", "v"),
-            ],
-            &[("http", 80, "8080")],
-        ),
-    )
-    .await;
+        fixtures::service("deep", &deep_selector, &[("http", 80, "8080")]),
+    ];
+    let (env, ns) = memory_world("labels", services).await;
     let ip = |i: usize| format!("10.11.0.{}", i + 1);
     let plans = (0..PODS)
         .map(|i| {
@@ -557,18 +533,15 @@ async fn huge_label_sets_select_correctly_and_irrelevant_label_churn_writes_noth
     let server = env.memory_server().unwrap();
     server.reset_request_counts();
     let before = metric(&roster.metrics().await, "roster_watch_events_total{kind=\"pod\"}");
-    let pods = Api::<Pod>::namespaced(env.client(), &ns);
     for i in 0..PODS {
         let patch = json!({"metadata": {"labels": {"example.com/l-100": "w"}}});
-        pods.patch(&format!("h{i:02}"), &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .unwrap();
+        merge_patch::<Pod>(&env, &ns, &format!("h{i:02}"), patch).await;
     }
     eventually("roster saw every label change", || async {
         metric(&roster.metrics().await, "roster_watch_events_total{kind=\"pod\"}") >= before + PODS as f64
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    settled(&roster, 3).await;
     let counts = server.request_counts();
     assert_eq!(
         counts.writes("endpoints"),
@@ -584,14 +557,10 @@ async fn huge_label_sets_select_correctly_and_irrelevant_label_churn_writes_noth
     // Shard 0 joins shard 2; pod h00 loses a label "deep" selects.
     for i in (0..PODS).filter(|i| i % 5 == 0) {
         let patch = json!({"metadata": {"labels": {"shard": "2"}}});
-        pods.patch(&format!("h{i:02}"), &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .unwrap();
+        merge_patch::<Pod>(&env, &ns, &format!("h{i:02}"), patch).await;
     }
     let patch = json!({"metadata": {"labels": {"example.com/l-199": null}}});
-    pods.patch("h00", &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .unwrap();
+    merge_patch::<Pod>(&env, &ns, "h00", patch).await;
     let mut shards_0_and_2 = [shard(0), shard(2)].concat();
     shards_0_and_2.sort();
     let deep: Vec<String> = all.iter().filter(|i| **i != ip(0)).cloned().collect();
@@ -608,15 +577,13 @@ async fn huge_label_sets_select_correctly_and_irrelevant_label_churn_writes_noth
 /// family in its Endpoints and one slice set per family.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_only_and_dual_stack_pods_on_single_stack_and_dual_stack_services() {
-    let (env, ns) = memory_world("families").await;
-    service(&env, &ns, "v4", "mixed").await;
     let dual: Service = serde_json::from_value(json!({
         "metadata": {"name": "dual"},
         "spec": {"clusterIP": "None", "ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "RequireDualStack",
                  "selector": {"app": "mixed"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
     }))
     .unwrap();
-    create(&env, &ns, &dual).await;
+    let (env, ns) = memory_world("families", [app_service("v4", "mixed"), dual]).await;
     let plan = |name: &str, ips: &[&str]| {
         PodPlan::new(name, &[("app", "mixed")], ips[0])
             .ips(ips)
@@ -671,7 +638,7 @@ async fn ipv6_only_and_dual_stack_pods_on_single_stack_and_dual_stack_services()
 /// InvalidSelector Event and counted, and publishes nothing. A healthy Service beside them converges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn annotated_selectors_matching_everything_or_nothing() {
-    let (env, ns) = memory_world("everything").await;
+    let (env, ns) = memory_world("everything", []).await;
     let roster = Roster::start(&env, &ns, &["--services", "annotated"]).await;
     let annotated = |name: &str, selector: &str| -> Service {
         serde_json::from_value(json!({
@@ -762,10 +729,7 @@ async fn annotated_selectors_matching_everything_or_nothing() {
 async fn leader_killed_during_a_readiness_storm_hands_over_and_followers_never_write() {
     const SERVICES: usize = 20;
     const PODS: usize = 5;
-    let (env, ns) = memory_world("failover").await;
-    for s in 0..SERVICES {
-        service(&env, &ns, &format!("f{s}"), &format!("f{s}")).await;
-    }
+    let (env, ns) = memory_world("failover", app_services("f", SERVICES)).await;
     let ip = |s: usize, p: usize| format!("10.13.{s}.{}", p + 1);
     let plans = (0..SERVICES)
         .flat_map(|s| (0..PODS).map(move |p| app_pod(format!("f{s}-{p}"), &format!("f{s}"), ip(s, p), true)))

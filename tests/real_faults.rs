@@ -195,16 +195,7 @@ async fn a_service_deleted_while_roster_is_down_is_cleaned_up_at_restart(tier: T
     }
 
     let second = Roster::start(&env, &ns, &["--services", "all"]).await;
-    eventually("roster removed the deleted Service's Endpoints", || async {
-        endpoints(&env, &ns, "api").await.is_none()
-    })
-    .await;
-    if env.serves_endpointslices_v1() {
-        eventually("roster removed the deleted Service's slices", || async {
-            slices(&env, &ns, "api").await.is_empty()
-        })
-        .await;
-    }
+    wait_unpublished(&env, &ns, "api", "roster removes a deleted Service's objects").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rv = |e: Option<Endpoints>| e.and_then(|e| e.metadata.resource_version);
     assert_eq!(

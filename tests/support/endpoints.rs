@@ -1,12 +1,13 @@
-//! What tests wait for and assert on Endpoints: the ready and not-ready addresses, and truncation over
-//! capacity.
+//! What tests wait for and assert on Endpoints and EndpointSlices: the ready and not-ready addresses, their
+//! removal, and truncation over capacity.
 
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Endpoints;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use roster_envtest::TestEnv;
 
-use super::{endpoint_ips, endpoints, eventually_some};
+use super::{endpoint_ips, endpoints, eventually, eventually_some, slices};
 
 /// The most addresses an Endpoints object holds; beyond that it is truncated.
 pub const MAX_ENDPOINTS_ADDRESSES: usize = 1000;
@@ -51,6 +52,35 @@ pub async fn wait_ready_ips<S: AsRef<str>>(env: &TestEnv, ns: &str, name: &str, 
     let want = texts(ready);
     let what = format!("ready {want:?}");
     wait_endpoints_where(env, ns, name, &what, |ips| ips.0 == want).await
+}
+
+/// Waits until the Endpoints `name` are gone (`why` says what removes them).
+pub async fn wait_endpoints_gone(env: &TestEnv, ns: &str, name: &str, why: &str) {
+    eventually(&format!("Endpoints {ns}/{name} gone: {why}"), || async {
+        endpoints(env, ns, name).await.is_none()
+    })
+    .await;
+}
+
+/// Waits until the Endpoints of Service `name` are gone, and its EndpointSlices where the server serves
+/// them (`why` says what removes them).
+pub async fn wait_unpublished(env: &TestEnv, ns: &str, name: &str, why: &str) {
+    wait_endpoints_gone(env, ns, name, why).await;
+    if env.serves_endpointslices_v1() {
+        eventually(&format!("slices of {ns}/{name} gone: {why}"), || async {
+            slices(env, ns, name).await.is_empty()
+        })
+        .await;
+    }
+}
+
+/// Waits for an EndpointSlice of Service `name` that holds an endpoint, and returns it.
+pub async fn wait_filled_slice(env: &TestEnv, ns: &str, name: &str) -> EndpointSlice {
+    eventually_some(&format!("a slice of {ns}/{name} with endpoints"), || async {
+        let all = slices(env, ns, name).await;
+        all.into_iter().find(|s| !s.endpoints.is_empty())
+    })
+    .await
 }
 
 fn texts<S: AsRef<str>>(ips: &[S]) -> Vec<String> {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use clap::Parser;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use roster::args::{Cli, Command};
 use roster_envtest::memory::RequestCounts;
 use roster_envtest::{TestEnv, Tier};
@@ -260,6 +260,20 @@ where
         .create(&PostParams::default(), obj)
         .await
         .expect("create")
+}
+
+/// Applies a JSON merge patch to the object `name`.
+pub async fn merge_patch<K>(env: &TestEnv, ns: &str, name: &str, patch: serde_json::Value) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(env.client(), ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap_or_else(|err| panic!("patching {name}: {err}"))
 }
 
 pub async fn endpoints(env: &TestEnv, ns: &str, name: &str) -> Option<Endpoints> {

@@ -59,6 +59,11 @@ impl WorldBuilder {
         self
     }
 
+    pub fn services(mut self, services: impl IntoIterator<Item = Service>) -> Self {
+        self.services.extend(services);
+        self
+    }
+
     pub fn pods(mut self, pods: impl IntoIterator<Item = PodPlan>) -> Self {
         self.pods.extend(pods);
         self
