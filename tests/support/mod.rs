@@ -162,57 +162,57 @@ pub async fn settled(roster: &Roster, services: u64) {
 }
 
 /// Polls `cond` until it holds, failing the test after [`CONVERGE`].
-pub async fn eventually<F, Fut>(what: &str, mut cond: F)
+pub async fn eventually<F, Fut>(what: &str, cond: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + CONVERGE;
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll(what, cond, |held| if held { Ok(()) } else { Err(String::new()) }).await
 }
 
 /// Polls until `get` returns `Some`, and returns it.
-pub async fn eventually_some<T, F, Fut>(what: &str, mut get: F) -> T
+pub async fn eventually_some<T, F, Fut>(what: &str, get: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + CONVERGE;
-    loop {
-        if let Some(v) = get().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll(what, get, |value| value.ok_or_else(String::new)).await
 }
 
 /// Polls `get` until its value satisfies `holds`, and returns that value; on timeout the failure shows the
 /// last value seen.
-pub async fn eventually_value<T, F, Fut>(what: &str, mut get: F, holds: impl Fn(&T) -> bool) -> T
+pub async fn eventually_value<T, F, Fut>(what: &str, get: F, holds: impl Fn(&T) -> bool) -> T
 where
     T: std::fmt::Debug,
     F: FnMut() -> Fut,
     Fut: Future<Output = T>,
 {
+    let take = |value: T| {
+        if holds(&value) {
+            Ok(value)
+        } else {
+            Err(format!("; last seen: {value:?}"))
+        }
+    };
+    poll(what, get, take).await
+}
+
+/// Polls `get` until `take` accepts its value, failing the test after [`CONVERGE`] with what `take` said
+/// of the last value it refused.
+async fn poll<T, R, F, Fut>(what: &str, mut get: F, take: impl Fn(T) -> Result<R, String>) -> R
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+{
     let deadline = tokio::time::Instant::now() + CONVERGE;
     loop {
-        let value = get().await;
-        if holds(&value) {
-            return value;
-        }
+        let refused = match take(get().await) {
+            Ok(accepted) => return accepted,
+            Err(refused) => refused,
+        };
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}; last seen: {value:?}"
+            "timed out waiting for: {what}{refused}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
