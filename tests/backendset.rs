@@ -26,9 +26,8 @@ async fn setup(tier: Tier, prefix: &str, needs_addresses: bool) -> Option<(TestE
     if needs_addresses && !test_addresses() {
         return None;
     }
-    let env = TestEnv::start_tier(tier).await.expect("test environment");
+    let World { env, ns } = World::builder(tier, prefix).build().await;
     register_crd(&env).await;
-    let ns = env.create_namespace(prefix).await.expect("namespace");
     Some((env, ns))
 }
 
@@ -71,13 +70,6 @@ async fn refused_backendset(env: &TestEnv, ns: &str, name: &str, spec: serde_jso
     }
 }
 
-async fn patch_backendset(env: &TestEnv, ns: &str, name: &str, patch: serde_json::Value) {
-    Api::<BackendSet>::namespaced(env.client(), ns)
-        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .expect("patch BackendSet");
-}
-
 fn tcp_probe(port: serde_json::Value, success: u32, failure: u32) -> serde_json::Value {
     json!({"tcpSocket": {"port": port}, "periodSeconds": 1, "timeoutSeconds": 1,
            "successThreshold": success, "failureThreshold": failure})
@@ -110,22 +102,9 @@ async fn wait_published(h: &Harness, ns: &str, name: &str, want: &[(&str, bool)]
 
 /// Waits until the Endpoints of Service `name` hold exactly `want` as (ip, ready).
 async fn wait_endpoints(env: &TestEnv, ns: &str, name: &str, want: &[(&str, bool)]) {
-    let ready: Vec<String> = want
-        .iter()
-        .filter(|(_, r)| *r)
-        .map(|(ip, _)| ip.to_string())
-        .collect();
-    let not_ready: Vec<String> = want
-        .iter()
-        .filter(|(_, r)| !*r)
-        .map(|(ip, _)| ip.to_string())
-        .collect();
-    eventually(&format!("Endpoints {ns}/{name} hold {want:?}"), || async {
-        endpoints(env, ns, name)
-            .await
-            .is_some_and(|ep| endpoint_ips(&ep) == (ready.clone(), not_ready.clone()))
-    })
-    .await;
+    let (ready, not_ready): (Vec<(&str, bool)>, Vec<_>) = want.iter().partition(|(_, r)| *r);
+    let ips = |of: &[(&str, bool)]| of.iter().map(|(ip, _)| ip.to_string()).collect::<Vec<_>>();
+    wait_endpoint_ips(env, ns, name, &ips(&ready), &ips(&not_ready)).await;
 }
 
 /// Waits until the Endpoints of Service `name` are published from (owned by) BackendSet `backendset`.
@@ -542,11 +521,10 @@ async fn denied_addresses_are_reported_and_never_probed(tier: Tier) {
     })
     .await;
     assert_eq!(denied.accepted(), 0, "no probe reached the denied address");
-    assert!(
-        h.probes("denied") >= 4,
-        "denied addresses are counted: {}",
-        h.probes("denied")
-    );
+    eventually("the denied addresses are counted", || async {
+        h.probes("denied") >= 4
+    })
+    .await;
     h.stop().await;
 }
 
@@ -666,7 +644,7 @@ async fn spec_changes_take_effect_without_restart(tier: Tier) {
     create_backendset(&env, &ns, "db", spec).await;
     wait_published(&h, &ns, "db", &[(LIVE_IP, false)]).await;
 
-    patch_backendset(
+    merge_patch::<BackendSet>(
         &env,
         &ns,
         "db",
@@ -675,7 +653,7 @@ async fn spec_changes_take_effect_without_restart(tier: Tier) {
     .await;
     wait_published(&h, &ns, "db", &[(LIVE_IP, true)]).await;
 
-    patch_backendset(
+    merge_patch::<BackendSet>(
         &env,
         &ns,
         "db",
@@ -685,7 +663,7 @@ async fn spec_changes_take_effect_without_restart(tier: Tier) {
     let view = wait_published(&h, &ns, "db", &[(LIVE_IP, true), (OTHER_IP, false)]).await;
     assert_eq!(view.addresses[1].zone.as_deref(), Some("zone-b"));
 
-    patch_backendset(&env, &ns, "db", json!({"spec": {"readinessProbe": null}})).await;
+    merge_patch::<BackendSet>(&env, &ns, "db", json!({"spec": {"readinessProbe": null}})).await;
     wait_published(&h, &ns, "db", &[(LIVE_IP, true), (OTHER_IP, true)]).await;
     let bs = wait_backendset(&env, &ns, "db", "AllReady for the last generation", |bs| {
         let observed = bs.status.as_ref().and_then(|s| s.observed_generation);
@@ -715,11 +693,7 @@ async fn deleting_a_backendset_unpublishes_it(tier: Tier) {
         .unwrap();
     eventually("the view is gone", || async { h.view(&ns, "db").is_none() }).await;
     assert!(h.bound_services(&ns).is_empty());
-    eventually(
-        "roster's Endpoints of the unbound Service are cleaned up",
-        || async { endpoints(&env, &ns, "db").await.is_none() },
-    )
-    .await;
+    wait_endpoints_gone(&env, &ns, "db", "roster cleans up an unbound Service").await;
     h.stop().await;
 }
 
@@ -816,12 +790,8 @@ async fn e2e_endpoints_follow_backendset(tier: Tier) {
         "readinessProbe": tcp_probe(json!("pg"), 1, 2)
     });
     let bs = create_backendset(&env, &ns, "db", spec).await;
-    let ep = eventually_some("Endpoints from the BackendSet", || async {
-        endpoints(&env, &ns, "db")
-            .await
-            .filter(|ep| endpoint_ips(ep) == (vec![LIVE_IP.to_owned()], vec![OTHER_IP.to_owned()]))
-    })
-    .await;
+    // From the BackendSet: the live backend ready, the other one (nothing listens there) not.
+    let ep = wait_endpoint_ips(&env, &ns, "db", &[LIVE_IP], &[OTHER_IP]).await;
     let subset = &ep.subsets.as_ref().unwrap()[0];
     assert_eq!(
         subset.ports.as_ref().unwrap()[0].port,
@@ -859,10 +829,8 @@ async fn e2e_endpoints_follow_backendset(tier: Tier) {
     }
 
     live.stop();
-    eventually_some("the dead backend leaves addresses", || async {
-        endpoints(&env, &ns, "db")
-            .await
-            .filter(|ep| endpoint_ips(ep).0.is_empty() && endpoint_ips(ep).1.len() == 2)
+    wait_endpoints_where(&env, &ns, "db", "the dead backend leaves addresses", |ips| {
+        ips.0.is_empty() && ips.1.len() == 2
     })
     .await;
 
@@ -870,27 +838,8 @@ async fn e2e_endpoints_follow_backendset(tier: Tier) {
         .delete("db", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("Endpoints removed with the BackendSet", || async {
-        endpoints(&env, &ns, "db").await.is_none()
-    })
-    .await;
-    if env.serves_endpointslices_v1() {
-        eventually("slices removed", || async {
-            slices(&env, &ns, "db").await.is_empty()
-        })
-        .await;
-    }
+    wait_unpublished(&env, &ns, "db", "the BackendSet was deleted").await;
     roster.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn e2e_endpoints_follow_backendset_memory() {
-    e2e_endpoints_follow_backendset(Tier::Memory).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn e2e_endpoints_follow_backendset_real() {
-    if tier_available(Tier::Real) {
-        e2e_endpoints_follow_backendset(Tier::Real).await
-    }
-}
+on_both_tiers!(e2e_endpoints_follow_backendset);

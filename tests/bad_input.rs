@@ -13,41 +13,29 @@ use support::*;
 const GOOD: &[(&str, &str)] = &[("app", "good")];
 
 async fn world(prefix: &str, mode: &str) -> (TestEnv, String, Roster) {
-    let env = TestEnv::start_tier(Tier::Memory).await.unwrap();
-    let ns = env.create_namespace(prefix).await.unwrap();
-    env.kubelet().create_node("n1", None).await.unwrap();
+    let world = World::builder(Tier::Memory, prefix).node("n1", None);
+    let World { env, ns } = world.build().await;
     let roster = Roster::start(&env, &ns, &["--services", mode]).await;
     (env, ns, roster)
 }
 
+/// The healthy Service beside the bad input.
+fn good_service() -> Service {
+    fixtures::service("good", GOOD, &[("http", 80, "http")])
+}
+
 async fn good_pod(env: &TestEnv, ns: &str, name: &str, ip: &str) {
-    create(env, ns, &fixtures::pod(name, GOOD, "n1", &[("http", 80)])).await;
-    env.kubelet().start_pod(ns, name, &[ip], true).await.unwrap();
+    start_pods(env, ns, [PodPlan::new(name, GOOD, ip).port("http", 80)]).await;
 }
 
 fn json_obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
     serde_json::from_value(v).unwrap()
 }
 
-async fn healthy_service_converges(env: &TestEnv, ns: &str, name: &str, ips: &[&str]) {
-    let want: Vec<String> = ips.iter().map(|s| s.to_string()).collect();
-    eventually(&format!("{name} converges beside bad input"), || async {
-        endpoints(env, ns, name)
-            .await
-            .is_some_and(|e| endpoint_ips(&e).0 == want)
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unresolvable_named_port_and_empty_selector_match() {
     let (env, ns, roster) = world("ports", "all").await;
-    create(
-        &env,
-        &ns,
-        &fixtures::service("good", GOOD, &[("http", 80, "http")]),
-    )
-    .await;
+    create(&env, &ns, &good_service()).await;
     create(
         &env,
         &ns,
@@ -61,7 +49,7 @@ async fn unresolvable_named_port_and_empty_selector_match() {
     )
     .await;
     good_pod(&env, &ns, "g1", "10.5.0.1").await;
-    healthy_service_converges(&env, &ns, "good", &["10.5.0.1"]).await;
+    wait_ready_ips(&env, &ns, "good", &["10.5.0.1"]).await;
     let noport = eventually_some("noport Endpoints", || async {
         endpoints(&env, &ns, "noport").await
     })
@@ -77,7 +65,11 @@ async fn unresolvable_named_port_and_empty_selector_match() {
     .await;
     assert!(nobody.subsets.unwrap_or_default().is_empty());
     if env.serves_endpointslices_v1() {
-        let s = slices(&env, &ns, "noport").await;
+        let s = eventually_some("noport's slices", || async {
+            let s = slices(&env, &ns, "noport").await;
+            (!s.is_empty()).then_some(s)
+        })
+        .await;
         assert!(
             s.iter().all(|s| s.endpoints.is_empty()),
             "no ports: [] slice with the pod (upstream #109627)"
@@ -96,15 +88,10 @@ async fn many_ports_and_duplicate_pod_ips() {
         json!({"metadata": {"name": "wide"}, "spec": {"selector": {"app": "good"}, "ports": ports}}),
     );
     create(&env, &ns, &svc).await;
-    create(
-        &env,
-        &ns,
-        &fixtures::service("good", GOOD, &[("http", 80, "http")]),
-    )
-    .await;
+    create(&env, &ns, &good_service()).await;
     good_pod(&env, &ns, "g1", "10.5.0.7").await;
     good_pod(&env, &ns, "g2", "10.5.0.7").await; // two pods claim one IP
-    healthy_service_converges(&env, &ns, "good", &["10.5.0.7"]).await;
+    wait_ready_ips(&env, &ns, "good", &["10.5.0.7"]).await;
     // Both pods are listed (distinct targetRefs: deduplication is by IP and pod, not IP alone), on all
     // 100 ports; a controller deduplicating by IP would never get here.
     let addresses = |e: &k8s_openapi::api::core::v1::Endpoints| -> (usize, usize) {
@@ -136,7 +123,7 @@ async fn invalid_annotated_selector_gets_a_warning_event() {
     );
     create(&env, &ns, &good).await;
     good_pod(&env, &ns, "g1", "10.5.0.2").await;
-    healthy_service_converges(&env, &ns, "good", &["10.5.0.2"]).await;
+    wait_ready_ips(&env, &ns, "good", &["10.5.0.2"]).await;
     let events = Api::<Event>::namespaced(env.client(), &ns);
     let warning = eventually_some("InvalidSelector event", || async {
         let list = events.list(&ListParams::default()).await.ok()?;
@@ -157,12 +144,7 @@ async fn invalid_annotated_selector_gets_a_warning_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_owned_by_others_are_never_modified() {
     let (env, ns, roster) = world("others", "all").await;
-    create(
-        &env,
-        &ns,
-        &fixtures::service("good", GOOD, &[("http", 80, "http")]),
-    )
-    .await;
+    create(&env, &ns, &good_service()).await;
     let foreign: EndpointSlice = json_obj(json!({
         "metadata": {"name": "good-foreign", "labels": {"kubernetes.io/service-name": "good",
             "endpointslice.kubernetes.io/managed-by": "someone-else"}},
@@ -176,7 +158,7 @@ async fn objects_owned_by_others_are_never_modified() {
         "subsets": [{"addresses": [{"ip": "192.0.2.2"}], "ports": [{"port": 80}]}]}));
     let orphan = create(&env, &ns, &orphan).await;
     good_pod(&env, &ns, "g1", "10.5.0.3").await;
-    healthy_service_converges(&env, &ns, "good", &["10.5.0.3"]).await;
+    wait_ready_ips(&env, &ns, "good", &["10.5.0.3"]).await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let slice_now = Api::<EndpointSlice>::namespaced(env.client(), &ns)
         .get("good-foreign")

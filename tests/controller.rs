@@ -3,7 +3,6 @@
 mod support;
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
-use kube::api::{Api, Patch, PatchParams};
 use roster_envtest::{TestEnv, Tier, fixtures};
 use serde_json::json;
 use support::*;
@@ -11,49 +10,21 @@ use support::*;
 const WEB: &[(&str, &str)] = &[("app", "web")];
 
 async fn env_and_ns(tier: Tier, prefix: &str) -> (TestEnv, String) {
-    let env = TestEnv::start_tier(tier).await.expect("test environment");
-    let ns = env.create_namespace(prefix).await.expect("namespace");
-    env.kubelet()
-        .create_node(&format!("{ns}-node"), Some("zone-a"))
-        .await
-        .expect("node");
+    let world = World::builder(tier, prefix).node("n1", Some("zone-a"));
+    let World { env, ns } = world.build().await;
     (env, ns)
 }
 
+/// Starts pods `web-<i>`, all ready or all not; returns their IPs.
 async fn start_web_pods(env: &TestEnv, ns: &str, count: usize, ready: bool) -> Vec<String> {
-    let node = format!("{ns}-node");
-    let mut ips = Vec::new();
-    for i in 0..count {
-        let name = format!("web-{i}");
-        create(env, ns, &fixtures::pod(&name, WEB, &node, &[("http", 80)])).await;
-        let ip = format!("10.1.0.{}", 10 + i);
-        env.kubelet()
-            .start_pod(ns, &name, &[&ip], ready)
-            .await
-            .expect("start pod");
-        ips.push(ip);
-    }
+    let ips: Vec<String> = (0..count).map(|i| format!("10.1.0.{}", 10 + i)).collect();
+    let pods = ips.iter().enumerate().map(|(i, ip)| {
+        PodPlan::new(format!("web-{i}"), WEB, ip)
+            .port("http", 80)
+            .ready(ready)
+    });
+    start_pods(env, ns, pods).await;
     ips
-}
-
-async fn wait_endpoints(
-    env: &TestEnv,
-    ns: &str,
-    name: &str,
-    ready: &[&str],
-    not_ready: &[&str],
-) -> Endpoints {
-    let want = (
-        ready.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        not_ready.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-    );
-    let what = format!("Endpoints {ns}/{name} ready={ready:?} not_ready={not_ready:?}");
-    eventually_some(&what, || async {
-        endpoints(env, ns, name)
-            .await
-            .filter(|ep| endpoint_ips(ep) == want)
-    })
-    .await
 }
 
 async fn readiness_follows_pods(tier: Tier) {
@@ -66,7 +37,7 @@ async fn readiness_follows_pods(tier: Tier) {
     )
     .await;
     let ips = start_web_pods(&env, &ns, 3, true).await;
-    let ep = wait_endpoints(&env, &ns, "web", &[&ips[0], &ips[1], &ips[2]], &[]).await;
+    let ep = wait_endpoint_ips(&env, &ns, "web", &[&ips[0], &ips[1], &ips[2]], &[]).await;
     let ports = ep.subsets.unwrap()[0].ports.clone().unwrap();
     assert_eq!(
         (ports[0].port, ports[0].name.as_deref()),
@@ -75,10 +46,10 @@ async fn readiness_follows_pods(tier: Tier) {
     );
 
     env.kubelet().set_ready(&ns, "web-1", false).await.unwrap();
-    wait_endpoints(&env, &ns, "web", &[&ips[0], &ips[2]], &[&ips[1]]).await;
+    wait_endpoint_ips(&env, &ns, "web", &[&ips[0], &ips[2]], &[&ips[1]]).await;
 
     env.kubelet().delete_gracefully(&ns, "web-2").await.unwrap();
-    wait_endpoints(&env, &ns, "web", &[&ips[0]], &[&ips[1]]).await;
+    wait_endpoint_ips(&env, &ns, "web", &[&ips[0]], &[&ips[1]]).await;
     if env.serves_endpointslices_v1() {
         let terminating = eventually_some("terminating endpoint in slices", || async {
             let eps = slice_endpoints(&slices(&env, &ns, "web").await);
@@ -93,7 +64,7 @@ async fn readiness_follows_pods(tier: Tier) {
     }
     env.kubelet().finish_deletion(&ns, "web-2").await.unwrap();
     env.kubelet().set_phase(&ns, "web-0", "Failed").await.unwrap();
-    wait_endpoints(&env, &ns, "web", &[], &[&ips[1]]).await;
+    wait_endpoint_ips(&env, &ns, "web", &[], &[&ips[1]]).await;
     roster.stop().await;
 }
 
@@ -102,33 +73,20 @@ async fn selector_and_type_changes_clean_up(tier: Tier) {
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
     create(&env, &ns, &fixtures::service("web", WEB, &[("http", 8080, "80")])).await;
     let ips = start_web_pods(&env, &ns, 2, true).await;
-    wait_endpoints(&env, &ns, "web", &[&ips[0], &ips[1]], &[]).await;
-    let services = Api::<Service>::namespaced(env.client(), &ns);
+    wait_endpoint_ips(&env, &ns, "web", &[&ips[0], &ips[1]], &[]).await;
 
     let relabel = json!({"metadata": {"labels": {"app": "other"}}});
-    Api::<Pod>::namespaced(env.client(), &ns)
-        .patch("web-1", &PatchParams::default(), &Patch::Merge(relabel))
-        .await
-        .unwrap();
-    wait_endpoints(&env, &ns, "web", &[&ips[0]], &[]).await;
+    merge_patch::<Pod>(&env, &ns, "web-1", relabel).await;
+    wait_endpoint_ips(&env, &ns, "web", &[&ips[0]], &[]).await;
 
     let to_other = json!({"spec": {"selector": {"app": "other"}}});
-    services
-        .patch("web", &PatchParams::default(), &Patch::Merge(to_other))
-        .await
-        .unwrap();
-    wait_endpoints(&env, &ns, "web", &[&ips[1]], &[]).await;
+    merge_patch::<Service>(&env, &ns, "web", to_other).await;
+    wait_endpoint_ips(&env, &ns, "web", &[&ips[1]], &[]).await;
 
     // Removing the selector: roster removes the Endpoints it made (upstream leaves them stale, #91072).
     let selectorless = json!({"spec": {"selector": null}});
-    services
-        .patch("web", &PatchParams::default(), &Patch::Merge(selectorless))
-        .await
-        .unwrap();
-    eventually("Endpoints removed after the selector was removed", || async {
-        endpoints(&env, &ns, "web").await.is_none()
-    })
-    .await;
+    merge_patch::<Service>(&env, &ns, "web", selectorless).await;
+    wait_endpoints_gone(&env, &ns, "web", "the selector was removed").await;
     roster.stop().await;
 }
 
@@ -137,17 +95,10 @@ async fn external_name_gets_no_endpoints(tier: Tier) {
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
     create(&env, &ns, &fixtures::service("db", WEB, &[("pg", 5432, "5432")])).await;
     let ips = start_web_pods(&env, &ns, 1, true).await;
-    wait_endpoints(&env, &ns, "db", &[&ips[0]], &[]).await;
+    wait_endpoint_ips(&env, &ns, "db", &[&ips[0]], &[]).await;
     let to_external = json!({"spec": {"type": "ExternalName", "externalName": "db.example.com", "clusterIP": "", "clusterIPs": null}});
-    let services = Api::<Service>::namespaced(env.client(), &ns);
-    services
-        .patch("db", &PatchParams::default(), &Patch::Merge(to_external))
-        .await
-        .unwrap();
-    eventually("stale Endpoints of an ExternalName Service removed", || async {
-        endpoints(&env, &ns, "db").await.is_none()
-    })
-    .await;
+    merge_patch::<Service>(&env, &ns, "db", to_external).await;
+    wait_endpoints_gone(&env, &ns, "db", "an ExternalName Service has none").await;
     roster.stop().await;
 }
 
@@ -166,13 +117,7 @@ async fn hand_made_endpoints_are_never_touched(tier: Tier) {
     .unwrap();
     let created = create(&env, &ns, &manual).await;
     if env.serves_endpointslices_v1() {
-        let mirrored = eventually_some("mirrored EndpointSlice", || async {
-            slices(&env, &ns, "my-service")
-                .await
-                .into_iter()
-                .find(|s| !s.endpoints.is_empty())
-        })
-        .await;
+        let mirrored = wait_filled_slice(&env, &ns, "my-service").await;
         assert_eq!(mirrored.endpoints[0].addresses, vec!["192.0.2.42".to_string()]);
         assert_eq!(
             mirrored.metadata.labels.as_ref().unwrap()["owner"],
@@ -206,7 +151,7 @@ async fn annotated_mode_manages_only_annotated_services(tier: Tier) {
     )
     .await;
     let ips = start_web_pods(&env, &ns, 2, true).await;
-    let ep = wait_endpoints(&env, &ns, "picked", &[&ips[0], &ips[1]], &[]).await;
+    let ep = wait_endpoint_ips(&env, &ns, "picked", &[&ips[0], &ips[1]], &[]).await;
     assert_eq!(
         ep.metadata
             .labels

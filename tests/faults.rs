@@ -3,70 +3,23 @@
 
 mod support;
 
-use std::time::Duration;
-
-use k8s_openapi::api::core::v1::{Endpoints, Pod};
+use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use roster_envtest::memory::{Fault, FaultAction, Verb};
 use roster_envtest::{TestEnv, Tier, fixtures};
 use serde_json::json;
 use support::*;
 
-const APP: &[(&str, &str)] = &[("app", "api")];
-
-async fn world(prefix: &str, pods: usize) -> (TestEnv, String) {
-    let env = TestEnv::start_tier(Tier::Memory).await.unwrap();
-    let ns = env.create_namespace(prefix).await.unwrap();
-    env.kubelet().create_node("n1", Some("zone-a")).await.unwrap();
-    create(&env, &ns, &fixtures::service("api", APP, &[("http", 80, "http")])).await;
-    for i in 0..pods {
-        add_pod(&env, &ns, i, true).await;
-    }
-    (env, ns)
-}
-
-async fn add_pod(env: &TestEnv, ns: &str, i: usize, ready: bool) {
-    let name = format!("api-{i}");
-    Api::<Pod>::namespaced(env.client(), ns)
-        .create(
-            &PostParams::default(),
-            &fixtures::pod(&name, APP, "n1", &[("http", 8080)]),
-        )
-        .await
-        .unwrap();
-    env.kubelet()
-        .start_pod(ns, &name, &[&ip(i)], ready)
-        .await
-        .unwrap();
-}
-
-fn ip(i: usize) -> String {
-    format!("10.4.0.{}", i + 1)
-}
-
-async fn wait_ready_ips(env: &TestEnv, ns: &str, want: &[usize]) {
-    let want: Vec<String> = want.iter().map(|i| ip(*i)).collect();
-    eventually(&format!("ready addresses {want:?}"), || async {
-        endpoints(env, ns, "api")
-            .await
-            .is_some_and(|e| endpoint_ips(&e).0 == want)
-    })
-    .await;
-}
-
-fn metric_sum(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+async fn wait_ready_pods(env: &TestEnv, ns: &str, ready: &[usize]) {
+    wait_ready_ips(env, ns, "api", &api_ips(ready)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_watches_and_410_relists_lose_no_change() {
-    let (env, ns) = world("relist", 3).await;
+    let World { env, ns } = api_world(Tier::Memory, "relist", 3).build().await;
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
-    wait_ready_ips(&env, &ns, &[0, 1, 2]).await;
+    wait_ready_pods(&env, &ns, &[0, 1, 2]).await;
     let server = env.memory_server().unwrap();
     let cut = Fault {
         verb: Some(Verb::Watch),
@@ -76,23 +29,18 @@ async fn dropped_watches_and_410_relists_lose_no_change() {
     server.close_all_watches();
     // Changes while roster is blind.
     env.kubelet().set_ready(&ns, "api-0", false).await.unwrap();
-    add_pod(&env, &ns, 3, true).await;
+    start_pods(&env, &ns, [api_pod(3, true)]).await;
     env.kubelet().set_phase(&ns, "api-2", "Succeeded").await.unwrap();
     server.compact_now(); // the history roster would resume from is gone: it must relist (410)
     server.remove_fault(id);
-    wait_ready_ips(&env, &ns, &[1, 3]).await;
-    let ep = endpoints(&env, &ns, "api").await.unwrap();
-    assert_eq!(
-        endpoint_ips(&ep).1,
-        vec![ip(0)],
-        "api-0 not ready after the relist"
-    );
+    // api-0 not ready after the relist, api-2 gone, api-3 new.
+    wait_endpoint_ips(&env, &ns, "api", &api_ips(&[1, 3]), &api_ips(&[0])).await;
     roster.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_and_server_errors_are_retried() {
-    let (env, ns) = world("errors", 2).await;
+    let World { env, ns } = api_world(Tier::Memory, "errors", 2).build().await;
     let server = env.memory_server().unwrap();
     let throttle = Fault {
         verb: Some(Verb::Create),
@@ -115,9 +63,9 @@ async fn throttling_and_server_errors_are_retried() {
     };
     server.inject_fault(broken);
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
-    wait_ready_ips(&env, &ns, &[0, 1]).await;
+    wait_ready_pods(&env, &ns, &[0, 1]).await;
     env.kubelet().set_ready(&ns, "api-1", false).await.unwrap();
-    wait_ready_ips(&env, &ns, &[0]).await;
+    wait_ready_pods(&env, &ns, &[0]).await;
     let m = roster.metrics().await;
     assert!(
         metric_sum(&m, "roster_queue_retries_total") >= 3.0,
@@ -134,15 +82,12 @@ async fn throttling_and_server_errors_are_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_writer_editing_rosters_endpoints_is_repaired() {
-    let (env, ns) = world("editor", 2).await;
+    let World { env, ns } = api_world(Tier::Memory, "editor", 2).build().await;
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
-    wait_ready_ips(&env, &ns, &[0, 1]).await;
+    wait_ready_pods(&env, &ns, &[0, 1]).await;
     let bogus = json!({"subsets": [{"addresses": [{"ip": "192.0.2.99"}], "ports": [{"name": "http", "port": 8080}]}]});
-    Api::<Endpoints>::namespaced(env.client(), &ns)
-        .patch("api", &PatchParams::default(), &Patch::Merge(bogus))
-        .await
-        .unwrap();
-    wait_ready_ips(&env, &ns, &[0, 1]).await;
+    merge_patch::<Endpoints>(&env, &ns, "api", bogus).await;
+    wait_ready_pods(&env, &ns, &[0, 1]).await;
     roster.stop().await;
 }
 
@@ -151,9 +96,9 @@ async fn a_second_writer_editing_rosters_endpoints_is_repaired() {
 /// current state, every round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_writer_deleting_rosters_objects_is_repaired() {
-    let (env, ns) = world("deleter", 3).await;
+    let World { env, ns } = api_world(Tier::Memory, "deleter", 3).build().await;
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
-    wait_ready_ips(&env, &ns, &[0, 1, 2]).await;
+    wait_ready_pods(&env, &ns, &[0, 1, 2]).await;
     let eps = Api::<Endpoints>::namespaced(env.client(), &ns);
     let slice_api = Api::<EndpointSlice>::namespaced(env.client(), &ns);
     let mut ready = [true; 3];
@@ -183,8 +128,8 @@ async fn a_second_writer_deleting_rosters_objects_is_repaired() {
             gone.unwrap();
         }
         let want: Vec<usize> = (0..3).filter(|i| ready[*i]).collect();
-        wait_ready_ips(&env, &ns, &want).await;
-        let want_slices: Vec<(String, bool)> = (0..3).map(|i| (ip(i), ready[i])).collect();
+        wait_ready_pods(&env, &ns, &want).await;
+        let want_slices: Vec<(String, bool)> = (0..3).map(|i| (api_ip(i), ready[i])).collect();
         eventually(&format!("round {round}: slices show {want_slices:?}"), || async {
             let got: Vec<(String, bool)> = slice_endpoints(&slices(&env, &ns, "api").await)
                 .into_iter()
@@ -199,7 +144,7 @@ async fn a_second_writer_deleting_rosters_objects_is_repaired() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_into_a_wrong_world_makes_exactly_the_needed_writes() {
-    let (env, ns) = world("wrong", 3).await;
+    let World { env, ns } = api_world(Tier::Memory, "wrong", 3).build().await;
     create(
         &env,
         &ns,
@@ -207,28 +152,22 @@ async fn restart_into_a_wrong_world_makes_exactly_the_needed_writes() {
     )
     .await;
     let first = Roster::start(&env, &ns, &["--services", "all"]).await;
-    wait_ready_ips(&env, &ns, &[0, 1, 2]).await;
+    wait_ready_pods(&env, &ns, &[0, 1, 2]).await;
     eventually("other's Endpoints", || async {
         endpoints(&env, &ns, "other").await.is_some()
     })
     .await;
-    let api_slices = eventually_some("api slice", || async {
-        slices(&env, &ns, "api")
-            .await
-            .into_iter()
-            .find(|s| !s.endpoints.is_empty())
-    })
-    .await;
+    let api_slices = wait_filled_slice(&env, &ns, "api").await;
     first.stop().await;
 
     // Break the world while roster is down: stale Endpoints, a duplicated slice, a missing Endpoints.
-    let eps = Api::<Endpoints>::namespaced(env.client(), &ns);
     let stale =
-        json!({"subsets": [{"addresses": [{"ip": ip(0)}], "ports": [{"name": "http", "port": 8080}]}]});
-    eps.patch("api", &PatchParams::default(), &Patch::Merge(stale))
+        json!({"subsets": [{"addresses": [{"ip": api_ip(0)}], "ports": [{"name": "http", "port": 8080}]}]});
+    merge_patch::<Endpoints>(&env, &ns, "api", stale).await;
+    Api::<Endpoints>::namespaced(env.client(), &ns)
+        .delete("other", &Default::default())
         .await
         .unwrap();
-    eps.delete("other", &Default::default()).await.unwrap();
     let mut dup: EndpointSlice = api_slices.clone();
     dup.metadata = kube::api::ObjectMeta {
         generate_name: Some("api-".into()),
@@ -244,7 +183,7 @@ async fn restart_into_a_wrong_world_makes_exactly_the_needed_writes() {
     let server = env.memory_server().unwrap();
     server.reset_request_counts();
     let second = Roster::start(&env, &ns, &["--services", "all"]).await;
-    wait_ready_ips(&env, &ns, &[0, 1, 2]).await;
+    wait_ready_pods(&env, &ns, &[0, 1, 2]).await;
     eventually("other's Endpoints recreated", || async {
         endpoints(&env, &ns, "other").await.is_some()
     })
@@ -254,7 +193,7 @@ async fn restart_into_a_wrong_world_makes_exactly_the_needed_writes() {
         all.len() == 3
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    settled(&second, 2).await;
     let counts = server.request_counts();
     assert_eq!(
         counts.get(Verb::Update, "endpoints"),

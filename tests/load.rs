@@ -15,78 +15,33 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use roster_envtest::{TestEnv, Tier, fixtures};
 use serde_json::json;
 use support::*;
 
-/// How many requests the test sends at once while building a world.
-const CONCURRENCY: usize = 16;
-
-struct PodPlan {
-    name: String,
-    labels: Vec<(String, String)>,
-    ips: Vec<String>,
-    ready: bool,
-}
-
-impl PodPlan {
-    fn new(name: String, app: &str, ip: String, ready: bool) -> PodPlan {
-        PodPlan {
-            name,
-            labels: vec![("app".into(), app.into())],
-            ips: vec![ip],
-            ready,
-        }
-    }
-}
-
-/// Creates the pods (in-process, through the server's create logic: half the requests of a big world) and
-/// starts them through the API (IPs, phase Running, Ready), `CONCURRENCY` at a time.
-async fn spawn_pods(env: &TestEnv, ns: &str, plans: Vec<PodPlan>) {
-    let server = env
-        .memory_server()
-        .expect("the load tests run on the in-memory tier");
-    let collection = format!("/api/v1/namespaces/{ns}/pods");
-    let kubelet = env.kubelet();
-    for plan in &plans {
-        let labels: Vec<(&str, &str)> = plan
-            .labels
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let pod = fixtures::pod(&plan.name, &labels, "n1", &[("http", 8080)]);
-        server
-            .create_object(&collection, serde_json::to_value(pod).unwrap())
-            .unwrap();
-    }
-    futures::stream::iter(plans)
-        .map(|plan| {
-            let kubelet = kubelet.clone();
-            async move {
-                let ips: Vec<&str> = plan.ips.iter().map(String::as_str).collect();
-                kubelet.start_pod(ns, &plan.name, &ips, plan.ready).await.unwrap();
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<()>>()
-        .await;
-}
-
-async fn memory_world(prefix: &str) -> (TestEnv, String) {
-    let env = TestEnv::start_tier(Tier::Memory).await.unwrap();
-    let ns = env.create_namespace(prefix).await.unwrap();
-    env.kubelet().create_node("n1", Some("zone-a")).await.unwrap();
+/// Node `n1` in zone-a and `services`, on the in-memory tier.
+async fn memory_world(prefix: &str, services: impl IntoIterator<Item = Service>) -> (TestEnv, String) {
+    let world = World::builder(Tier::Memory, prefix).node("n1", Some("zone-a"));
+    let World { env, ns } = world.services(services).build().await;
     (env, ns)
 }
 
-async fn service(env: &TestEnv, ns: &str, name: &str, app: &str) {
-    create(
-        env,
-        ns,
-        &fixtures::service(name, &[("app", app)], &[("http", 80, "8080")]),
-    )
-    .await;
+/// A Service selecting `app=<app>`, port 80 to container port 8080.
+fn app_service(name: &str, app: &str) -> Service {
+    fixtures::service(name, &[("app", app)], &[("http", 80, "8080")])
+}
+
+/// Services `<prefix><s>` selecting `app=<prefix><s>`, for `s` in `0..count`.
+fn app_services(prefix: &str, count: usize) -> impl Iterator<Item = Service> {
+    (0..count).map(move |s| app_service(&format!("{prefix}{s}"), &format!("{prefix}{s}")))
+}
+
+/// A pod of the Services above: labelled `app`, container port `http` 8080.
+fn app_pod(name: String, app: &str, ip: String, ready: bool) -> PodPlan {
+    PodPlan::new(name, &[("app", app)], ip)
+        .port("http", 8080)
+        .ready(ready)
 }
 
 /// Every Endpoints of the namespace by name, as (ready IPs, not-ready IPs).
@@ -138,17 +93,14 @@ async fn readiness_storm_keeps_the_queue_bounded_and_starves_no_service() {
     const PODS: usize = 10;
     const ROUNDS: usize = 10;
     const STORM_LIMIT: Duration = Duration::from_secs(120);
-    let (env, ns) = memory_world("storm").await;
-    for s in 0..SERVICES {
-        service(&env, &ns, &format!("s{s}"), &format!("s{s}")).await;
-    }
-    service(&env, &ns, "quiet", "quiet").await;
+    let services = app_services("s", SERVICES).chain([app_service("quiet", "quiet")]);
+    let (env, ns) = memory_world("storm", services).await;
     let plans = (0..SERVICES)
         .flat_map(|s| {
-            (0..PODS).map(move |p| PodPlan::new(format!("s{s}-{p}"), &format!("s{s}"), storm_ip(s, p), true))
+            (0..PODS).map(move |p| app_pod(format!("s{s}-{p}"), &format!("s{s}"), storm_ip(s, p), true))
         })
         .collect();
-    spawn_pods(&env, &ns, plans).await;
+    start_pods_in_bulk(&env, &ns, plans).await;
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
     let converged = |want: Want| {
         let env = &env;
@@ -225,10 +177,10 @@ async fn readiness_storm_keeps_the_queue_bounded_and_starves_no_service() {
         }
     });
     first_round_rx.await.unwrap();
-    spawn_pods(
+    start_pods_in_bulk(
         &env,
         &ns,
-        vec![PodPlan::new("quiet-0".into(), "quiet", "10.8.200.1".into(), true)],
+        vec![app_pod("quiet-0".into(), "quiet", "10.8.200.1".into(), true)],
     )
     .await;
     eventually("the quiet Service converges during the storm", || async {
@@ -278,8 +230,7 @@ async fn readiness_storm_keeps_the_queue_bounded_and_starves_no_service() {
     );
     let counts = env.memory_server().unwrap().request_counts();
     assert!(counts.writes("endpoints") > 0);
-    assert_eq!(counts.noop_writes("endpoints"), 0, "no-op Endpoints writes");
-    assert_eq!(counts.noop_writes("endpointslices"), 0, "no-op slice writes");
+    assert_no_noop_writes(&counts);
     roster.stop().await;
 }
 
@@ -290,10 +241,7 @@ async fn readiness_storm_keeps_the_queue_bounded_and_starves_no_service() {
 async fn pod_churn_storm_converges_and_leaves_nothing_behind() {
     const SERVICES: usize = 20;
     const PODS: usize = 10;
-    let (env, ns) = memory_world("churn").await;
-    for s in 0..SERVICES {
-        service(&env, &ns, &format!("c{s}"), &format!("c{s}")).await;
-    }
+    let (env, ns) = memory_world("churn", app_services("c", SERVICES)).await;
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
     let ip = |s: usize, p: usize, generation: usize| format!("10.9.{s}.{}", p + 1 + 100 * generation);
     // name → (service, ip, ready, terminating)
@@ -303,10 +251,10 @@ async fn pod_churn_storm_converges_and_leaves_nothing_behind() {
         for p in 0..PODS {
             let name = format!("c{s}-{p}");
             model.insert(name.clone(), (s, ip(s, p, 0), true, false));
-            plans.push(PodPlan::new(name, &format!("c{s}"), ip(s, p, 0), true));
+            plans.push(app_pod(name, &format!("c{s}"), ip(s, p, 0), true));
         }
     }
-    spawn_pods(&env, &ns, plans).await;
+    start_pods_in_bulk(&env, &ns, plans).await;
 
     // Even pods are deleted; half of those for good, the others stay terminating.
     let kubelet = env.kubelet();
@@ -339,21 +287,18 @@ async fn pod_churn_storm_converges_and_leaves_nothing_behind() {
                 name.rsplit('-').next().unwrap().parse::<usize>().unwrap(),
             );
             *entry = (s, ip(s, p, 1), false, false);
-            reborn.push(PodPlan::new(name, &format!("c{s}"), ip(s, p, 1), false));
+            reborn.push(app_pod(name, &format!("c{s}"), ip(s, p, 1), false));
         } else {
             entry.3 = true;
         }
     }
-    spawn_pods(&env, &ns, reborn).await;
+    start_pods_in_bulk(&env, &ns, reborn).await;
     // Pod 1 of every Service moves to the next Service.
-    let pods = Api::<Pod>::namespaced(env.client(), &ns);
     for s in 0..SERVICES {
         let name = format!("c{s}-1");
         let target = (s + 1) % SERVICES;
         let patch = json!({"metadata": {"labels": {"app": format!("c{target}")}}});
-        pods.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .unwrap();
+        merge_patch::<Pod>(&env, &ns, &name, patch).await;
         model.get_mut(&name).unwrap().0 = target;
     }
     // The reborn pods become ready.
@@ -402,8 +347,7 @@ async fn pod_churn_storm_converges_and_leaves_nothing_behind() {
     })
     .await;
     let counts = env.memory_server().unwrap().request_counts();
-    assert_eq!(counts.noop_writes("endpoints"), 0, "no-op Endpoints writes");
-    assert_eq!(counts.noop_writes("endpointslices"), 0, "no-op slice writes");
+    assert_no_noop_writes(&counts);
     roster.stop().await;
 }
 
@@ -414,13 +358,13 @@ async fn pod_churn_storm_converges_and_leaves_nothing_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_turnover_leaves_no_unconfirmed_writes_behind() {
     const SERVICES: usize = 30;
-    let (env, ns) = memory_world("turnover").await;
+    let (env, ns) = memory_world("turnover", []).await;
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
     let mut plans = Vec::new();
     for s in 0..SERVICES {
-        service(&env, &ns, &format!("t{s}"), &format!("t{s}")).await;
+        create(&env, &ns, &app_service(&format!("t{s}"), &format!("t{s}"))).await;
         for p in 0..2 {
-            plans.push(PodPlan::new(
+            plans.push(app_pod(
                 format!("t{s}-{p}"),
                 &format!("t{s}"),
                 format!("10.8.{s}.{}", p + 1),
@@ -428,7 +372,7 @@ async fn service_turnover_leaves_no_unconfirmed_writes_behind() {
             ));
         }
     }
-    spawn_pods(&env, &ns, plans).await;
+    start_pods_in_bulk(&env, &ns, plans).await;
     eventually("every Service has its Endpoints", || async {
         all_endpoints(&env, &ns)
             .await
@@ -481,32 +425,16 @@ async fn service_turnover_leaves_no_unconfirmed_writes_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_over_10000_endpoints_is_truncated_in_endpoints_and_whole_in_slices() {
     const PODS: usize = 10_050;
-    let (env, ns) = memory_world("big").await;
-    service(&env, &ns, "big", "big").await;
+    let (env, ns) = memory_world("big", [app_service("big", "big")]).await;
     let ip = |i: usize| format!("10.10.{}.{}", i / 250, i % 250 + 1);
     let plans = (0..PODS)
-        .map(|i| PodPlan::new(format!("b{i:05}"), "big", ip(i), i % 10 != 0))
+        .map(|i| app_pod(format!("b{i:05}"), "big", ip(i), i % 10 != 0))
         .collect();
-    spawn_pods(&env, &ns, plans).await;
+    start_pods_in_bulk(&env, &ns, plans).await;
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
-    let ep = eventually_some("the Endpoints truncated to 1000", || async {
-        endpoints(&env, &ns, "big").await.filter(|e| {
-            let (ready, not_ready) = endpoint_ips(e);
-            ready.len() + not_ready.len() == 1000
-        })
-    })
-    .await;
-    let annotations = ep.metadata.annotations.clone().unwrap_or_default();
-    assert_eq!(
-        annotations
-            .get("endpoints.kubernetes.io/over-capacity")
-            .map(String::as_str),
-        Some("truncated")
-    );
-    assert!(
-        endpoint_ips(&ep).1.is_empty(),
-        "over 1000 ready addresses: not-ready ones are dropped first"
-    );
+    let (ready, not_ready): (Vec<usize>, Vec<usize>) = (0..PODS).partition(|i| i % 10 != 0);
+    let ips_of = |pods: Vec<usize>| pods.into_iter().map(ip).collect::<Vec<_>>();
+    wait_truncated(&env, &ns, "big", &ips_of(ready), &ips_of(not_ready)).await;
     let want_total = PODS;
     let slices = eventually_some("slices hold every pod", || async {
         let s = slices(&env, &ns, "big").await;
@@ -535,7 +463,7 @@ async fn a_service_over_10000_endpoints_is_truncated_in_endpoints_and_whole_in_s
             .any(|e| e.0 == ip(last) && e.1)
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    settled(&roster, 1).await;
     let counts = server.request_counts();
     assert_eq!(
         counts.writes("endpoints"),
@@ -555,54 +483,30 @@ async fn slices_now(env: &TestEnv, ns: &str) -> Vec<EndpointSlice> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_label_sets_select_correctly_and_irrelevant_label_churn_writes_nothing() {
     const PODS: usize = 50;
-    let (env, ns) = memory_world("labels").await;
-    create(
-        &env,
-        &ns,
-        &fixtures::service("huge", &[("app", "huge")], &[("http", 80, "8080")]),
-    )
-    .await;
-    create(
-        &env,
-        &ns,
-        &fixtures::service(
+    let deep_selector = [
+        ("app", "huge"),
+        ("example.com/l-000", "v"),
+        ("example.com/l-199", "v"),
+    ];
+    let services = [
+        app_service("huge", "huge"),
+        fixtures::service(
             "shard-2",
             &[("app", "huge"), ("shard", "2")],
             &[("http", 80, "8080")],
         ),
-    )
-    .await;
-    create(
-        &env,
-        &ns,
-        &fixtures::service(
-            "deep",
-            &[
-                ("app", "huge"),
-                ("example.com/l-000", "v"),
-                ("example.com/l-199", "v"),
-            ],
-            &[("http", 80, "8080")],
-        ),
-    )
-    .await;
+        fixtures::service("deep", &deep_selector, &[("http", 80, "8080")]),
+    ];
+    let (env, ns) = memory_world("labels", services).await;
     let ip = |i: usize| format!("10.11.0.{}", i + 1);
     let plans = (0..PODS)
         .map(|i| {
-            let mut labels: Vec<(String, String)> = (0..200)
-                .map(|l| (format!("example.com/l-{l:03}"), "v".to_owned()))
-                .collect();
-            labels.push(("app".into(), "huge".into()));
-            labels.push(("shard".into(), (i % 5).to_string()));
-            PodPlan {
-                name: format!("h{i:02}"),
-                labels,
-                ips: vec![ip(i)],
-                ready: true,
-            }
+            let pod = app_pod(format!("h{i:02}"), "huge", ip(i), true);
+            let labelled = (0..200).fold(pod, |pod, l| pod.label(&format!("example.com/l-{l:03}"), "v"));
+            labelled.label("shard", &(i % 5).to_string())
         })
         .collect();
-    spawn_pods(&env, &ns, plans).await;
+    start_pods_in_bulk(&env, &ns, plans).await;
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
     let all: Vec<String> = {
         let mut v: Vec<String> = (0..PODS).map(ip).collect();
@@ -629,18 +533,15 @@ async fn huge_label_sets_select_correctly_and_irrelevant_label_churn_writes_noth
     let server = env.memory_server().unwrap();
     server.reset_request_counts();
     let before = metric(&roster.metrics().await, "roster_watch_events_total{kind=\"pod\"}");
-    let pods = Api::<Pod>::namespaced(env.client(), &ns);
     for i in 0..PODS {
         let patch = json!({"metadata": {"labels": {"example.com/l-100": "w"}}});
-        pods.patch(&format!("h{i:02}"), &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .unwrap();
+        merge_patch::<Pod>(&env, &ns, &format!("h{i:02}"), patch).await;
     }
     eventually("roster saw every label change", || async {
         metric(&roster.metrics().await, "roster_watch_events_total{kind=\"pod\"}") >= before + PODS as f64
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    settled(&roster, 3).await;
     let counts = server.request_counts();
     assert_eq!(
         counts.writes("endpoints"),
@@ -656,14 +557,10 @@ async fn huge_label_sets_select_correctly_and_irrelevant_label_churn_writes_noth
     // Shard 0 joins shard 2; pod h00 loses a label "deep" selects.
     for i in (0..PODS).filter(|i| i % 5 == 0) {
         let patch = json!({"metadata": {"labels": {"shard": "2"}}});
-        pods.patch(&format!("h{i:02}"), &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .unwrap();
+        merge_patch::<Pod>(&env, &ns, &format!("h{i:02}"), patch).await;
     }
     let patch = json!({"metadata": {"labels": {"example.com/l-199": null}}});
-    pods.patch("h00", &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .unwrap();
+    merge_patch::<Pod>(&env, &ns, "h00", patch).await;
     let mut shards_0_and_2 = [shard(0), shard(2)].concat();
     shards_0_and_2.sort();
     let deep: Vec<String> = all.iter().filter(|i| **i != ip(0)).cloned().collect();
@@ -680,22 +577,19 @@ async fn huge_label_sets_select_correctly_and_irrelevant_label_churn_writes_noth
 /// family in its Endpoints and one slice set per family.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_only_and_dual_stack_pods_on_single_stack_and_dual_stack_services() {
-    let (env, ns) = memory_world("families").await;
-    service(&env, &ns, "v4", "mixed").await;
     let dual: Service = serde_json::from_value(json!({
         "metadata": {"name": "dual"},
         "spec": {"clusterIP": "None", "ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "RequireDualStack",
                  "selector": {"app": "mixed"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
     }))
     .unwrap();
-    create(&env, &ns, &dual).await;
-    let plan = |name: &str, ips: &[&str]| PodPlan {
-        name: name.into(),
-        labels: vec![("app".into(), "mixed".into())],
-        ips: ips.iter().map(|s| s.to_string()).collect(),
-        ready: true,
+    let (env, ns) = memory_world("families", [app_service("v4", "mixed"), dual]).await;
+    let plan = |name: &str, ips: &[&str]| {
+        PodPlan::new(name, &[("app", "mixed")], ips[0])
+            .ips(ips)
+            .port("http", 8080)
     };
-    spawn_pods(
+    start_pods_in_bulk(
         &env,
         &ns,
         vec![
@@ -744,7 +638,7 @@ async fn ipv6_only_and_dual_stack_pods_on_single_stack_and_dual_stack_services()
 /// InvalidSelector Event and counted, and publishes nothing. A healthy Service beside them converges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn annotated_selectors_matching_everything_or_nothing() {
-    let (env, ns) = memory_world("everything").await;
+    let (env, ns) = memory_world("everything", []).await;
     let roster = Roster::start(&env, &ns, &["--services", "annotated"]).await;
     let annotated = |name: &str, selector: &str| -> Service {
         serde_json::from_value(json!({
@@ -761,16 +655,9 @@ async fn annotated_selectors_matching_everything_or_nothing() {
     ] {
         create(&env, &ns, &annotated(name, selector)).await;
     }
-    let plan = |name: &str, labels: &[(&str, &str)], ip: &str| PodPlan {
-        name: name.into(),
-        labels: labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ips: vec![ip.into()],
-        ready: true,
-    };
-    spawn_pods(
+    let plan =
+        |name: &str, labels: &[(&str, &str)], ip: &str| PodPlan::new(name, labels, ip).port("http", 8080);
+    start_pods_in_bulk(
         &env,
         &ns,
         vec![
@@ -835,14 +722,6 @@ async fn annotated_selectors_matching_everything_or_nothing() {
     roster.stop().await;
 }
 
-fn writes(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("roster_api_writes_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Three replicas with leader election; the leader is SIGKILLed in the middle of a readiness storm. Another
 /// replica takes over once the Lease expires, the changes made meanwhile are all published, and the replica
 /// that never led wrote nothing.
@@ -850,30 +729,17 @@ fn writes(metrics: &str) -> f64 {
 async fn leader_killed_during_a_readiness_storm_hands_over_and_followers_never_write() {
     const SERVICES: usize = 20;
     const PODS: usize = 5;
-    let (env, ns) = memory_world("failover").await;
-    for s in 0..SERVICES {
-        service(&env, &ns, &format!("f{s}"), &format!("f{s}")).await;
-    }
+    let (env, ns) = memory_world("failover", app_services("f", SERVICES)).await;
     let ip = |s: usize, p: usize| format!("10.13.{s}.{}", p + 1);
     let plans = (0..SERVICES)
-        .flat_map(|s| {
-            (0..PODS).map(move |p| PodPlan::new(format!("f{s}-{p}"), &format!("f{s}"), ip(s, p), true))
-        })
+        .flat_map(|s| (0..PODS).map(move |p| app_pod(format!("f{s}-{p}"), &format!("f{s}"), ip(s, p), true)))
         .collect();
-    spawn_pods(&env, &ns, plans).await;
-    let flags = [
-        "--services",
-        "all",
-        "--leader-elect",
-        "true",
-        "--lease-namespace",
-        "default",
-        "--lease-duration",
-        "3s",
-    ];
+    start_pods_in_bulk(&env, &ns, plans).await;
     let mut replicas = Vec::new();
     for id in ["a", "b", "c"] {
-        replicas.push(RosterProcess::start(&env, &ns, &[&flags[..], &["--identity", id]].concat()).await);
+        replicas.push(
+            RosterProcess::start(&env, &ns, &[&LEADER_ELECTION[..], &["--identity", id]].concat()).await,
+        );
     }
     let leader_index = eventually_some("exactly one leader", || async {
         let mut leaders = Vec::new();
@@ -950,10 +816,13 @@ async fn leader_killed_during_a_readiness_storm_hands_over_and_followers_never_w
 
     let leader = &replicas[new_leader];
     let follower = &replicas[1 - new_leader];
-    assert!(writes(&leader.metrics().await) > 0.0, "the new leader wrote");
+    eventually("the new leader wrote", || async {
+        api_writes(&leader.metrics().await) > 0.0
+    })
+    .await;
     assert_eq!(metric(&follower.metrics().await, "roster_leader"), 0.0);
     assert_eq!(
-        writes(&follower.metrics().await),
+        api_writes(&follower.metrics().await),
         0.0,
         "a replica that never led wrote"
     );

@@ -6,56 +6,15 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Endpoints, Pod};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Endpoints;
+use kube::api::{Api, Patch, PatchParams};
 use roster_envtest::{Kubelet, TestEnv, Tier, fixtures, kubeconfig};
 use serde_json::json;
 use support::*;
 
-const APP: &[(&str, &str)] = &[("app", "api")];
-
-fn ip(i: usize) -> String {
-    format!("10.4.0.{}", i + 1)
-}
-
-fn ips(indices: &[usize]) -> Vec<String> {
-    indices.iter().map(|i| ip(*i)).collect()
-}
-
-async fn add_pod(client: &kube::Client, ns: &str, i: usize, ready: bool) {
-    let name = format!("api-{i}");
-    Api::<Pod>::namespaced(client.clone(), ns)
-        .create(
-            &PostParams::default(),
-            &fixtures::pod(&name, APP, "n1", &[("http", 8080)]),
-        )
-        .await
-        .unwrap();
-    Kubelet::new(client.clone())
-        .start_pod(ns, &name, &[&ip(i)], ready)
-        .await
-        .unwrap();
-}
-
 /// Waits for exactly these ready and not-ready pods in the `api` Endpoints.
 async fn wait_endpoints(env: &TestEnv, ns: &str, ready: &[usize], not_ready: &[usize]) {
-    let want = (ips(ready), ips(not_ready));
-    eventually(&format!("api Endpoints {want:?}"), || async {
-        endpoints(env, ns, "api")
-            .await
-            .is_some_and(|e| endpoint_ips(&e) == want)
-    })
-    .await;
-}
-
-async fn world(env: &TestEnv, prefix: &str, pods: usize) -> String {
-    let ns = env.create_namespace(prefix).await.unwrap();
-    env.kubelet().create_node("n1", Some("zone-a")).await.ok(); // shared server: the node may exist
-    create(env, &ns, &fixtures::service("api", APP, &[("http", 80, "http")])).await;
-    for i in 0..pods {
-        add_pod(&env.client(), &ns, i, true).await;
-    }
-    ns
+    wait_endpoint_ips(env, ns, "api", &api_ips(ready), &api_ips(not_ready)).await;
 }
 
 /// Lines the API server's audit log gained since `offset` bytes.
@@ -77,8 +36,7 @@ async fn apiserver_restart_mid_run_loses_no_change() {
     if !tier_available(Tier::Real) {
         return;
     }
-    let env = TestEnv::dedicated_real().await.unwrap();
-    let ns = world(&env, "restart", 4).await;
+    let World { env, ns } = api_world(Tier::Real, "restart", 4).dedicated().build().await;
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
     wait_endpoints(&env, &ns, &[0, 1, 2, 3], &[]).await;
 
@@ -89,7 +47,7 @@ async fn apiserver_restart_mid_run_loses_no_change() {
     server.lock().await.kill_apiserver();
 
     kubelet.set_ready(&ns, "api-0", false).await.unwrap();
-    add_pod(&peer_client, &ns, 4, true).await;
+    start_pod(&peer_client, &ns, &api_pod(4, true)).await;
     kubelet.set_phase(&ns, "api-2", "Succeeded").await.unwrap();
     kubelet.delete_gracefully(&ns, "api-3").await.unwrap();
     kubelet.finish_deletion(&ns, "api-3").await.unwrap();
@@ -130,8 +88,7 @@ async fn apiserver_restart_mid_run_loses_no_change() {
 /// at the same moment as pods change readiness, so roster's updates race it and may conflict. roster always
 /// ends at the correct Endpoints, owned by it again.
 async fn a_racing_second_writer_never_wins(tier: Tier) {
-    let env = TestEnv::start_tier(tier).await.unwrap();
-    let ns = world(&env, "racer", 4).await;
+    let World { env, ns } = api_world(tier, "racer", 4).build().await;
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
     wait_endpoints(&env, &ns, &[0, 1, 2, 3], &[]).await;
     let eps = Api::<Endpoints>::namespaced(env.client(), &ns);
@@ -181,11 +138,7 @@ async fn a_racing_second_writer_never_wins(tier: Tier) {
 }
 
 fn conflicts(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("roster_conflicts_total{resource=\"endpoints\"}"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric_sum(metrics, "roster_conflicts_total{resource=\"endpoints\"}")
 }
 
 on_both_tiers!(a_racing_second_writer_never_wins);
@@ -194,12 +147,11 @@ on_both_tiers!(a_racing_second_writer_never_wins);
 /// its Endpoints) meanwhile, since no garbage collector runs here, and roster removes them when it starts
 /// again, leaving a hand-made Endpoints and another Service's objects untouched.
 async fn a_service_deleted_while_roster_is_down_is_cleaned_up_at_restart(tier: Tier) {
-    let env = TestEnv::start_tier(tier).await.unwrap();
-    let ns = world(&env, "gone", 2).await;
+    let World { env, ns } = api_world(tier, "gone", 2).build().await;
     create(
         &env,
         &ns,
-        &fixtures::service("keep", APP, &[("http", 80, "http")]),
+        &fixtures::service("keep", API, &[("http", 80, "http")]),
     )
     .await;
     let manual: Endpoints = serde_json::from_value(json!({"metadata": {"name": "manual"},
@@ -243,16 +195,7 @@ async fn a_service_deleted_while_roster_is_down_is_cleaned_up_at_restart(tier: T
     }
 
     let second = Roster::start(&env, &ns, &["--services", "all"]).await;
-    eventually("roster removed the deleted Service's Endpoints", || async {
-        endpoints(&env, &ns, "api").await.is_none()
-    })
-    .await;
-    if env.serves_endpointslices_v1() {
-        eventually("roster removed the deleted Service's slices", || async {
-            slices(&env, &ns, "api").await.is_empty()
-        })
-        .await;
-    }
+    wait_unpublished(&env, &ns, "api", "roster removes a deleted Service's objects").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rv = |e: Option<Endpoints>| e.and_then(|e| e.metadata.resource_version);
     assert_eq!(
@@ -275,23 +218,19 @@ on_both_tiers!(a_service_deleted_while_roster_is_down_is_cleaned_up_at_restart);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_writes_for_one_service_do_not_hold_up_the_others() {
     use roster_envtest::memory::{Fault, FaultAction, Verb};
-    let env = TestEnv::start_tier(Tier::Memory).await.unwrap();
-    let ns = world(&env, "slow", 1).await;
+    let mut world = api_world(Tier::Memory, "slow", 1);
     for s in 0..4 {
         let app = format!("other-{s}");
-        create(
-            &env,
-            &ns,
-            &fixtures::service(&app, &[("app", &app)], &[("http", 80, "8080")]),
-        )
-        .await;
-        let name = format!("{app}-pod");
-        create(&env, &ns, &fixtures::pod(&name, &[("app", &app)], "n1", &[])).await;
-        env.kubelet()
-            .start_pod(&ns, &name, &[&format!("10.4.1.{}", s + 1)], true)
-            .await
-            .unwrap();
+        let labels = [("app", app.as_str())];
+        world = world
+            .service(fixtures::service(&app, &labels, &[("http", 80, "8080")]))
+            .pods([PodPlan::new(
+                format!("{app}-pod"),
+                &labels,
+                format!("10.4.1.{}", s + 1),
+            )]);
     }
+    let World { env, ns } = world.build().await;
     let roster = Roster::start(&env, &ns, &["--services", "all", "--workers", "2"]).await;
     wait_endpoints(&env, &ns, &[0], &[]).await;
     let others_ready = |ready: bool| {
@@ -329,7 +268,7 @@ async fn slow_writes_for_one_service_do_not_hold_up_the_others() {
     .await;
     assert_eq!(
         endpoints(&env, &ns, "api").await.map(|e| endpoint_ips(&e)),
-        Some((vec![ip(0)], vec![])),
+        Some((api_ips(&[0]), vec![])),
         "the other Services waited for the slow write (head-of-line blocking)"
     );
     wait_endpoints(&env, &ns, &[], &[0]).await;
@@ -346,8 +285,7 @@ async fn slow_writes_for_one_service_do_not_hold_up_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_pod_does_not_stop_other_pods_from_being_followed() {
     use k8s_openapi::api::core::v1::Pod;
-    let env = TestEnv::start_tier(Tier::Memory).await.unwrap();
-    let ns = world(&env, "undecodable", 2).await;
+    let World { env, ns } = api_world(Tier::Memory, "undecodable", 2).build().await;
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
     wait_endpoints(&env, &ns, &[0, 1], &[]).await;
     let broken = json!({"status": {"conditions": [{"type": "Ready"}]}});

@@ -5,9 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, PostParams};
 use roster_envtest::memory::{Fault, FaultAction, Verb};
 use roster_envtest::{TestEnv, Tier, fixtures};
 use support::*;
@@ -15,28 +13,26 @@ use support::*;
 const APP: &[(&str, &str)] = &[("app", "big")];
 
 async fn memory_env(prefix: &str) -> (TestEnv, String) {
-    let env = TestEnv::start_tier(Tier::Memory).await.unwrap();
-    let ns = env.create_namespace(prefix).await.unwrap();
-    env.kubelet().create_node("n1", Some("zone-a")).await.unwrap();
+    let world = World::builder(Tier::Memory, prefix).node("n1", Some("zone-a"));
+    let World { env, ns } = world.build().await;
     (env, ns)
 }
 
-async fn add_pods(env: &TestEnv, ns: &str, count: usize, ready: impl Fn(usize) -> bool) {
-    let pods = Api::<Pod>::namespaced(env.client(), ns);
-    for i in 0..count {
-        let name = format!("p-{i}");
-        pods.create(
-            &PostParams::default(),
-            &fixtures::pod(&name, APP, "n1", &[("http", 80)]),
-        )
-        .await
-        .unwrap();
-        let ip = format!("10.3.{}.{}", i / 250, i % 250 + 1);
-        env.kubelet()
-            .start_pod(ns, &name, &[&ip], ready(i))
-            .await
-            .unwrap();
-    }
+/// Pod `p-<i>` of Service `big`.
+fn big_pod(i: usize, ready: bool) -> PodPlan {
+    PodPlan::new(format!("p-{i}"), APP, big_ip(i))
+        .port("http", 80)
+        .ready(ready)
+}
+
+fn big_ip(i: usize) -> String {
+    format!("10.3.{}.{}", i / 250, i % 250 + 1)
+}
+
+fn big_ips(indices: impl Iterator<Item = usize>) -> Vec<String> {
+    let mut ips: Vec<String> = indices.map(big_ip).collect();
+    ips.sort();
+    ips
 }
 
 /// #125638 / #117193: a Ready flip right after the controller's own write was lost when it compared against
@@ -48,13 +44,8 @@ async fn fast_ready_flips_are_never_lost() {
     let (env, ns) = memory_env("flips").await;
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
     create(&env, &ns, &fixtures::service("big", APP, &[("http", 80, "http")])).await;
-    add_pods(&env, &ns, 3, |_| true).await;
-    eventually("3 ready", || async {
-        endpoints(&env, &ns, "big")
-            .await
-            .is_some_and(|e| endpoint_ips(&e).0.len() == 3)
-    })
-    .await;
+    start_pods(&env, &ns, (0..3).map(|i| big_pod(i, true))).await;
+    wait_ready_ips(&env, &ns, "big", &big_ips(0..3)).await;
     let server = env.memory_server().unwrap();
     let cut = Fault {
         verb: Some(Verb::Watch),
@@ -64,29 +55,13 @@ async fn fast_ready_flips_are_never_lost() {
     server.inject_fault(cut);
     server.close_all_watches();
     env.kubelet().set_ready(&ns, "p-1", false).await.unwrap();
-    eventually("p-1 not ready", || async {
-        endpoints(&env, &ns, "big")
-            .await
-            .is_some_and(|e| endpoint_ips(&e).1 == vec!["10.3.0.2".to_string()])
-    })
-    .await;
+    wait_endpoints_where(&env, &ns, "big", "p-1 not ready", |ips| ips.1 == [big_ip(1)]).await;
     for round in 0..6 {
         env.kubelet().set_ready(&ns, "p-1", round % 2 == 1).await.unwrap();
     }
     env.kubelet().set_ready(&ns, "p-1", true).await.unwrap();
-    eventually(
-        "p-1 ready again, although roster's Endpoints cache still shows the first state",
-        || async {
-            endpoints(&env, &ns, "big").await.is_some_and(|e| {
-                endpoint_ips(&e)
-                    == (
-                        vec!["10.3.0.1".into(), "10.3.0.2".into(), "10.3.0.3".into()],
-                        vec![],
-                    )
-            })
-        },
-    )
-    .await;
+    // p-1 ready again, although roster's Endpoints cache still shows the first state.
+    wait_endpoint_ips(&env, &ns, "big", &big_ips(0..3), &[]).await;
     server.clear_faults();
     roster.stop().await;
 }
@@ -98,32 +73,23 @@ async fn fast_ready_flips_are_never_lost() {
 async fn truncated_endpoints_are_not_rewritten() {
     let (env, ns) = memory_env("trunc").await;
     create(&env, &ns, &fixtures::service("big", APP, &[("http", 80, "http")])).await;
-    add_pods(&env, &ns, 1010, |i| i % 10 != 0).await;
+    let pods: Vec<PodPlan> = (0..1010).map(|i| big_pod(i, i % 10 != 0)).collect();
+    start_pods_in_bulk(&env, &ns, pods).await;
     let roster = Roster::start(
         &env,
         &ns,
         &["--services", "all", "--write-qps", "500", "--write-burst", "500"],
     )
     .await;
-    let ep = eventually_some("truncated Endpoints", || async {
-        endpoints(&env, &ns, "big").await.filter(|e| {
-            let (ready, not_ready) = endpoint_ips(e);
-            ready.len() + not_ready.len() == 1000
-        })
-    })
+    let (ready, not_ready): (Vec<usize>, Vec<usize>) = (0..1010).partition(|i| i % 10 != 0);
+    wait_truncated(
+        &env,
+        &ns,
+        "big",
+        &big_ips(ready.into_iter()),
+        &big_ips(not_ready.into_iter()),
+    )
     .await;
-    let annotations = ep.metadata.annotations.clone().unwrap_or_default();
-    assert_eq!(
-        annotations
-            .get("endpoints.kubernetes.io/over-capacity")
-            .map(String::as_str),
-        Some("truncated")
-    );
-    assert_eq!(
-        endpoint_ips(&ep).0.len(),
-        909,
-        "every ready address kept, not-ready ones fill the rest"
-    );
     // Let the first roster finish its slices too, so that the second one has nothing left to do.
     settled(&roster, 1).await;
     roster.stop().await;
@@ -141,12 +107,7 @@ async fn truncated_endpoints_are_not_rewritten() {
     assert_eq!(counts.noop_writes("endpoints"), 0);
     // Progress still happens: a pod leaving is published.
     env.kubelet().set_phase(&ns, "p-1", "Failed").await.unwrap();
-    eventually("p-1 gone", || async {
-        endpoints(&env, &ns, "big")
-            .await
-            .is_some_and(|e| !endpoint_ips(&e).0.contains(&"10.3.0.2".to_string()))
-    })
-    .await;
+    wait_endpoints_where(&env, &ns, "big", "p-1 gone", |ips| !ips.0.contains(&big_ip(1))).await;
     again.stop().await;
 }
 
@@ -158,6 +119,20 @@ fn slice_ips(slices: &[EndpointSlice]) -> Vec<String> {
 /// Whether a sorted list holds an address twice.
 fn has_repeats(ips: &[String]) -> bool {
     ips.windows(2).any(|pair| pair[0] == pair[1])
+}
+
+/// A Service's slices, shown one a line: the slice's name and its endpoints' addresses.
+struct SliceLayout(Vec<EndpointSlice>);
+
+impl std::fmt::Debug for SliceLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for slice in &self.0 {
+            let ips: Vec<_> = slice.endpoints.iter().map(|e| e.addresses.join(",")).collect();
+            let name = slice.metadata.name.as_deref().unwrap_or("?");
+            writeln!(f, "{name}: [{}]", ips.join(" "))?;
+        }
+        Ok(())
+    }
 }
 
 /// #92928 / #93374: slices created with generateName were duplicated when the controller acted on a cache
@@ -180,7 +155,7 @@ async fn a_stale_slice_cache_never_duplicates_slices() {
     server.inject_fault(slow);
     server.close_all_watches();
     create(&env, &ns, &fixtures::service("big", APP, &[("http", 80, "http")])).await;
-    add_pods(&env, &ns, 12, |_| true).await;
+    start_pods(&env, &ns, (0..12).map(|i| big_pod(i, true))).await;
     // Sampled while roster works against the stale cache: no endpoint may ever be in two slices at once.
     let duplicated = std::sync::Mutex::new((0, Vec::new()));
     eventually("12 endpoints in slices", || async {
@@ -202,26 +177,12 @@ async fn a_stale_slice_cache_never_duplicates_slices() {
         "{samples} samples had endpoints in two slices at once; the first: {first:?}"
     );
     server.clear_faults();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let all = slices(&env, &ns, "big").await;
-    let layout: Vec<String> = all
-        .iter()
-        .map(|s| {
-            let ips: Vec<_> = s.endpoints.iter().map(|e| e.addresses.join(",")).collect();
-            format!(
-                "{}: [{}]",
-                s.metadata.name.as_deref().unwrap_or("?"),
-                ips.join(" ")
-            )
-        })
-        .collect();
-    assert_eq!(
-        all.len(),
-        3,
-        "12 endpoints at 5 per slice are 3 slices, got {}:\n{}",
-        all.len(),
-        layout.join("\n")
-    );
+    let SliceLayout(all) = eventually_value(
+        "12 endpoints at 5 per slice in 3 slices",
+        || async { SliceLayout(slices(&env, &ns, "big").await) },
+        |layout| layout.0.len() == 3,
+    )
+    .await;
     let ips = slice_ips(&all);
     assert!(!has_repeats(&ips), "an endpoint appears in two slices: {ips:?}");
     // roster is the only writer here: a conflict would mean it based a write on an old version of its own

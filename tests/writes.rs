@@ -5,14 +5,15 @@ mod support;
 
 use std::time::Duration;
 
-use roster_envtest::{TestEnv, fixtures};
+use roster_envtest::memory::{Fault, FaultAction};
+use roster_envtest::{TestEnv, Tier, fixtures};
 use support::*;
 
 const WEB: &[(&str, &str)] = &[("app", "web")];
 
 /// Three Services over six pods, some not ready, one headless, converged by a first roster.
 async fn converged_world(env: &TestEnv, ns: &str) {
-    env.kubelet().create_node("n1", Some("zone-a")).await.unwrap();
+    add_node(env, "n1", Some("zone-a")).await;
     create(env, ns, &fixtures::service("web", WEB, &[("http", 8080, "http")])).await;
     create(
         env,
@@ -30,20 +31,22 @@ async fn converged_world(env: &TestEnv, ns: &str) {
         ),
     )
     .await;
-    for i in 0..6 {
-        let name = format!("web-{i}");
-        create(env, ns, &fixtures::pod(&name, WEB, "n1", &[("http", 80)])).await;
-        env.kubelet()
-            .start_pod(ns, &name, &[&format!("10.2.0.{}", 10 + i)], i % 3 != 0)
-            .await
-            .unwrap();
-    }
+    let pod = |i: usize| {
+        PodPlan::new(format!("web-{i}"), WEB, format!("10.2.0.{}", 10 + i))
+            .port("http", 80)
+            .ready(!i.is_multiple_of(3))
+    };
+    start_pods(env, ns, (0..6).map(pod)).await;
+}
+
+async fn empty_world(prefix: &str) -> (TestEnv, String) {
+    let World { env, ns } = World::builder(Tier::Memory, prefix).build().await;
+    (env, ns)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_with_everything_correct_makes_zero_writes() {
-    let env = TestEnv::start_tier(roster_envtest::Tier::Memory).await.unwrap();
-    let ns = env.create_namespace("restart").await.unwrap();
+    let (env, ns) = empty_world("restart").await;
     let first = Roster::start(&env, &ns, &["--services", "all"]).await;
     converged_world(&env, &ns).await;
     eventually("all Endpoints written", || async {
@@ -88,8 +91,7 @@ async fn restart_with_everything_correct_makes_zero_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_scenario_makes_no_noop_writes() {
-    let env = TestEnv::start_tier(roster_envtest::Tier::Memory).await.unwrap();
-    let ns = env.create_namespace("noop").await.unwrap();
+    let (env, ns) = empty_world("noop").await;
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
     converged_world(&env, &ns).await;
     let kubelet = env.kubelet();
@@ -106,56 +108,36 @@ async fn a_whole_scenario_makes_no_noop_writes() {
     settled(&roster, 3).await;
     let counts = env.memory_server().unwrap().request_counts();
     assert!(counts.writes("endpoints") > 0, "the scenario made roster write");
-    assert_eq!(counts.noop_writes("endpoints"), 0, "no-op Endpoints writes");
-    assert_eq!(
-        counts.noop_writes("endpointslices"),
-        0,
-        "no-op EndpointSlice writes"
-    );
+    assert_no_noop_writes(&counts);
     roster.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leader_writes_and_a_killed_leader_hands_over() {
-    let env = TestEnv::start_tier(roster_envtest::Tier::Memory).await.unwrap();
-    let ns = env.create_namespace("lease").await.unwrap();
-    let flags = [
-        "--services",
-        "all",
-        "--leader-elect",
-        "true",
-        "--lease-namespace",
-        "default",
-        "--lease-duration",
-        "3s",
-    ];
-    let a = RosterProcess::start(&env, &ns, &[&flags[..], &["--identity", "a"]].concat()).await;
-    let b = RosterProcess::start(&env, &ns, &[&flags[..], &["--identity", "b"]].concat()).await;
+    let (env, ns) = empty_world("lease").await;
+    let a = RosterProcess::start(&env, &ns, &[&LEADER_ELECTION[..], &["--identity", "a"]].concat()).await;
+    let b = RosterProcess::start(&env, &ns, &[&LEADER_ELECTION[..], &["--identity", "b"]].concat()).await;
     eventually("exactly one leader", || async {
         metric(&a.metrics().await, "roster_leader") + metric(&b.metrics().await, "roster_leader") == 1.0
     })
     .await;
     converged_world(&env, &ns).await;
-    eventually("web converged", || async {
-        endpoints(&env, &ns, "web")
-            .await
-            .is_some_and(|ep| endpoint_ips(&ep).0.len() == 4)
+    wait_endpoints_where(&env, &ns, "web", "4 ready", |ips| ips.0.len() == 4).await;
+    let a_leads = eventually_some("exactly one leader, after the writes", || async {
+        let (a_leads, b_leads) = (
+            metric(&a.metrics().await, "roster_leader"),
+            metric(&b.metrics().await, "roster_leader"),
+        );
+        (a_leads + b_leads == 1.0).then_some(a_leads == 1.0)
     })
     .await;
-    let a_leads = metric(&a.metrics().await, "roster_leader") == 1.0;
     let (leader, follower) = if a_leads { (a, b) } else { (b, a) };
-    let writes = |m: &str| {
-        m.lines()
-            .filter(|l| l.starts_with("roster_api_writes_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
-    };
     // Only web's Endpoints were waited for; the other Services' writes are made by other workers.
     eventually("the leader wrote the Endpoints", || async {
-        writes(&leader.metrics().await) >= 3.0
+        api_writes(&leader.metrics().await) >= 3.0
     })
     .await;
-    assert_eq!(writes(&follower.metrics().await), 0.0, "the follower wrote");
+    assert_eq!(api_writes(&follower.metrics().await), 0.0, "the follower wrote");
 
     leader.kill(); // no release: the follower must wait for the Lease to expire
     env.kubelet().set_ready(&ns, "web-1", false).await.unwrap();
@@ -163,42 +145,21 @@ async fn only_the_leader_writes_and_a_killed_leader_hands_over() {
         metric(&follower.metrics().await, "roster_leader") == 1.0
     })
     .await;
-    eventually("the change made while nobody led is published", || async {
-        endpoints(&env, &ns, "web")
-            .await
-            .is_some_and(|ep| endpoint_ips(&ep).1.contains(&"10.2.0.11".to_string()))
-    })
-    .await;
+    let published = |ips: &EndpointIps| ips.1.contains(&"10.2.0.11".to_string());
+    wait_endpoints_where(&env, &ns, "web", "the change made while nobody led", published).await;
     assert_eq!(follower.terminate().code(), Some(0), "graceful exit on SIGTERM");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_cannot_renew_stops_writing_when_its_lease_expires() {
-    use roster_envtest::memory::{Fault, FaultAction};
-    let env = TestEnv::start_tier(roster_envtest::Tier::Memory).await.unwrap();
-    let ns = env.create_namespace("renew").await.unwrap();
-    let flags = [
-        "--services",
-        "all",
-        "--leader-elect",
-        "true",
-        "--lease-namespace",
-        "default",
-        "--lease-duration",
-        "3s",
-    ];
-    let roster = Roster::start(&env, &ns, &flags).await;
+    let (env, ns) = empty_world("renew").await;
+    let roster = Roster::start(&env, &ns, &LEADER_ELECTION).await;
     eventually("leader", || async {
         metric(&roster.metrics().await, "roster_leader") == 1.0
     })
     .await;
     converged_world(&env, &ns).await;
-    eventually("web converged", || async {
-        endpoints(&env, &ns, "web")
-            .await
-            .is_some_and(|ep| endpoint_ips(&ep).0.len() == 4)
-    })
-    .await;
+    wait_endpoints_where(&env, &ns, "web", "4 ready", |ips| ips.0.len() == 4).await;
     let server = env.memory_server().unwrap();
     let broken = Fault {
         resource: Some("leases".into()),

@@ -2,6 +2,15 @@
 //! and run each test on every available tier.
 #![allow(dead_code)]
 
+mod endpoints;
+mod world;
+
+// Re-exported for every test target, each of which uses only some of them.
+#[allow(unused_imports)]
+pub use endpoints::*;
+#[allow(unused_imports)]
+pub use world::*;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,13 +18,27 @@ use std::time::Duration;
 use clap::Parser;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use roster::args::{Cli, Command};
+use roster_envtest::memory::RequestCounts;
 use roster_envtest::{TestEnv, Tier};
 use tokio::sync::oneshot;
 
 /// How long a condition may take to hold before a test fails.
 pub const CONVERGE: Duration = Duration::from_secs(30);
+
+/// roster's flags for leader election over a Lease in `default` that expires 3 s after the last renewal
+/// (add `--identity` to tell replicas apart).
+pub const LEADER_ELECTION: [&str; 8] = [
+    "--services",
+    "all",
+    "--leader-elect",
+    "true",
+    "--lease-namespace",
+    "default",
+    "--lease-duration",
+    "3s",
+];
 
 /// A roster running in this process; stopped (gracefully) on `stop` or drop.
 pub struct Roster {
@@ -109,6 +132,25 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The sum of every sample whose name (with labels) starts with `prefix`, in Prometheus text.
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Every write roster made to the API server, of any resource and verb.
+pub fn api_writes(metrics: &str) -> f64 {
+    metric_sum(metrics, "roster_api_writes_total")
+}
+
+/// The in-memory server counted no write that left an Endpoints or EndpointSlice unchanged.
+pub fn assert_no_noop_writes(counts: &RequestCounts) {
+    assert_eq!(counts.noop_writes("endpoints"), 0, "no-op Endpoints writes");
+    assert_eq!(counts.noop_writes("endpointslices"), 0, "no-op slice writes");
+}
+
 /// Waits until `roster` has reconciled at least `services` keys successfully and its queue is empty, then
 /// lets in-flight watch events land. Counts only ever grow, so a poll cannot miss the moment.
 pub async fn settled(roster: &Roster, services: u64) {
@@ -122,35 +164,57 @@ pub async fn settled(roster: &Roster, services: u64) {
 }
 
 /// Polls `cond` until it holds, failing the test after [`CONVERGE`].
-pub async fn eventually<F, Fut>(what: &str, mut cond: F)
+pub async fn eventually<F, Fut>(what: &str, cond: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + CONVERGE;
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll(what, cond, |held| if held { Ok(()) } else { Err(String::new()) }).await
 }
 
 /// Polls until `get` returns `Some`, and returns it.
-pub async fn eventually_some<T, F, Fut>(what: &str, mut get: F) -> T
+pub async fn eventually_some<T, F, Fut>(what: &str, get: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    poll(what, get, |value| value.ok_or_else(String::new)).await
+}
+
+/// Polls `get` until its value satisfies `holds`, and returns that value; on timeout the failure shows the
+/// last value seen.
+pub async fn eventually_value<T, F, Fut>(what: &str, get: F, holds: impl Fn(&T) -> bool) -> T
+where
+    T: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let take = |value: T| {
+        if holds(&value) {
+            Ok(value)
+        } else {
+            Err(format!("; last seen: {value:?}"))
+        }
+    };
+    poll(what, get, take).await
+}
+
+/// Polls `get` until `take` accepts its value, failing the test after [`CONVERGE`] with what `take` said
+/// of the last value it refused.
+async fn poll<T, R, F, Fut>(what: &str, mut get: F, take: impl Fn(T) -> Result<R, String>) -> R
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+{
     let deadline = tokio::time::Instant::now() + CONVERGE;
     loop {
-        if let Some(v) = get().await {
-            return v;
-        }
+        let refused = match take(get().await) {
+            Ok(accepted) => return accepted,
+            Err(refused) => refused,
+        };
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
+            "timed out waiting for: {what}{refused}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -198,6 +262,20 @@ where
         .create(&PostParams::default(), obj)
         .await
         .expect("create")
+}
+
+/// Applies a JSON merge patch to the object `name`.
+pub async fn merge_patch<K>(env: &TestEnv, ns: &str, name: &str, patch: serde_json::Value) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(env.client(), ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap_or_else(|err| panic!("patching {name}: {err}"))
 }
 
 pub async fn endpoints(env: &TestEnv, ns: &str, name: &str) -> Option<Endpoints> {
