@@ -93,7 +93,15 @@ async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
 /// `roster run --services=all` with the dev command's admin address, and no leader election (one replica).
 fn controller_args(args: &DevArgs) -> anyhow::Result<crate::args::RunArgs> {
     let admin = args.admin_addr.to_string();
-    let argv = ["roster", "run", "--services", "all", "--leader-elect=false", "--admin-addr", &admin];
+    let argv = [
+        "roster",
+        "run",
+        "--services",
+        "all",
+        "--leader-elect=false",
+        "--admin-addr",
+        &admin,
+    ];
     let cli = Cli::try_parse_from(argv)?;
     match cli.command {
         Command::Run(run) => Ok(run),
