@@ -36,9 +36,10 @@ use roster_envtest::{MemoryOptions, RealApiServer, TestEnv};
 use serde_json::{Value, json};
 
 use audit::{activity, granted};
-use process::{RosterProcess, service_account_token, token_kubeconfig};
+use process::RosterProcess;
 use render::*;
 use scenario::*;
+use support::credentials::{service_account_token, token_kubeconfig};
 
 #[test]
 fn chart_check_lints_and_renders_both_value_sets() {

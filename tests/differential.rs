@@ -23,29 +23,24 @@ mod scenario;
 mod slices;
 mod support;
 
+#[path = "support/kcm.rs"]
+mod kcm;
+
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Endpoints, Namespace};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, PostParams};
-use roster_envtest::{RealApiServer, TestEnv, real::FEATURE_GATES};
+use roster_envtest::{RealApiServer, TestEnv};
 use serde_json::json;
 
+use kcm::Upstream;
 use scenario::{NODES, Op, Scenario};
-use support::{RosterProcess, admin_get};
+use support::RosterProcess;
 
 const NAMESPACE: &str = "diff";
-/// kube-controller-manager's controllers under comparison, with the names of their work queues.
-const CONTROLLERS: [(&str, &str); 3] = [
-    ("endpoint", "endpoint"),
-    ("endpointslice", "endpoint_slice"),
-    ("endpointslicemirroring", "endpoint_slice_mirroring"),
-];
 /// How long both sides must stay unchanged, with empty work queues, to count as converged.
 const QUIET: Duration = Duration::from_millis(4000);
 /// Only bounds a hang: on a loaded machine (CI beside other runs) settling has taken over 45 s.
@@ -53,7 +48,9 @@ const CONVERGE_TIMEOUT: Duration = Duration::from_secs(150);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roster_and_upstream_publish_the_same_endpoints() {
-    let Some((assets, kcm)) = assets() else { return };
+    let Some((assets, kcm)) = kcm::assets("differential check") else {
+        return;
+    };
     let seed: u64 = env_or("ROSTER_DIFF_SEED", 42);
     let size: usize = env_or("ROSTER_DIFF_SIZE", 1);
     let rounds: usize = env_or("ROSTER_DIFF_ROUNDS", 3);
@@ -71,7 +68,7 @@ async fn roster_and_upstream_publish_the_same_endpoints() {
     for env in [&upstream_env, &roster_env] {
         prepare(env).await;
     }
-    let mut upstream = Upstream::start(&kcm, upstream_env.kubeconfig()).await;
+    let mut upstream = Upstream::start(&kcm, upstream_env.kubeconfig(), &kcm::ENDPOINT_CONTROLLERS).await;
     let roster = RosterProcess::start(&roster_env, NAMESPACE, &["--services", "all"]).await;
 
     let mut scenario = Scenario::new(seed, size);
@@ -136,21 +133,6 @@ async fn roster_and_upstream_publish_the_same_endpoints() {
             upstream.log_tail(20)
         );
     }
-}
-
-/// kube-apiserver, etcd and kube-controller-manager from KUBEBUILDER_ASSETS, or `None` (printed) to skip.
-fn assets() -> Option<(PathBuf, PathBuf)> {
-    let why = match RealApiServer::assets_from_env() {
-        None => "KUBEBUILDER_ASSETS with kube-apiserver and etcd is not set".to_string(),
-        Some(dir) if !dir.join("kube-controller-manager").is_file() => format!(
-            "{} has no kube-controller-manager (scripts/envtest-assets --with-controller-manager)",
-            dir.display()
-        ),
-        Some(dir) => return Some((dir.clone(), dir.join("kube-controller-manager"))),
-    };
-    assert!(std::env::var_os("CI").is_none(), "{why} (scripts/test builds it)");
-    eprintln!("differential check skipped: {why}");
-    None
 }
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
@@ -288,109 +270,4 @@ async fn converge(
 async fn roster_queue_empty(roster: &RosterProcess) -> bool {
     let metrics = roster.metrics().await;
     metrics.lines().any(|l| l.trim() == "roster_queue_depth 0")
-}
-
-/// kube-controller-manager 1.20.2 running only the Endpoints, EndpointSlice and EndpointSlice mirroring
-/// controllers, with its deprecated insecure port open for `/metrics` (work queue depths) and no secure port
-/// (so it needs no delegated authentication).
-struct Upstream {
-    child: Child,
-    kcm: PathBuf,
-    kubeconfig: PathBuf,
-    metrics: SocketAddr,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Upstream {
-    async fn start(kcm: &Path, kubeconfig: &Path) -> Upstream {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("kube-controller-manager.log");
-        let (child, metrics) = Upstream::spawn(kcm, kubeconfig, &log);
-        let upstream = Upstream {
-            child,
-            kcm: kcm.to_owned(),
-            kubeconfig: kubeconfig.to_owned(),
-            metrics,
-            log,
-            _dir: dir,
-        };
-        upstream.wait_synced().await;
-        upstream
-    }
-
-    /// Stops kube-controller-manager and starts a fresh one (empty caches, every Service synced again).
-    async fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-        (self.child, self.metrics) = Upstream::spawn(&self.kcm, &self.kubeconfig, &self.log);
-        self.wait_synced().await;
-    }
-
-    fn spawn(kcm: &Path, kubeconfig: &Path, log: &Path) -> (Child, SocketAddr) {
-        let out = std::fs::File::create(log).unwrap();
-        let port = roster_envtest::real::free_port().unwrap();
-        let child = Command::new(kcm)
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .args([
-                &format!("--controllers={}", CONTROLLERS.map(|(name, _)| name).join(",")),
-                &format!("--feature-gates={FEATURE_GATES}"),
-                "--leader-elect=false",
-                "--use-service-account-credentials=false",
-                "--secure-port=0",
-                "--address=127.0.0.1",
-                &format!("--port={port}"),
-            ])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("starting kube-controller-manager");
-        watchdog(child.id());
-        (child, format!("127.0.0.1:{port}").parse().unwrap())
-    }
-
-    async fn wait_synced(&self) {
-        support::eventually("kube-controller-manager synced its caches", || async {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            CONTROLLERS
-                .iter()
-                .all(|(_, queue)| log.contains(&format!("Caches are synced for {queue} ")))
-        })
-        .await;
-    }
-
-    async fn queue_empty(&self) -> bool {
-        let Some((200, text)) = admin_get(self.metrics, "/metrics").await else {
-            return false;
-        };
-        let value = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-        };
-        CONTROLLERS.iter().all(|(_, queue)| {
-            value(&format!("workqueue_depth{{name=\"{queue}\"}}")) == Some(0.0)
-                && value(&format!("workqueue_unfinished_work_seconds{{name=\"{queue}\"}}")) == Some(0.0)
-        })
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-}
-
-/// Kills `pid` once this test process is gone, even when it dies without running destructors.
-fn watchdog(pid: u32) {
-    roster_envtest::real::spawn_watchdog(pid).expect("starting the process watchdog");
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -12,6 +12,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{Resource, ResourceExt};
 
 use super::{ServiceKey, same_version};
+use crate::desired::is_upstream_slice;
 
 /// The label naming a slice's Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -150,6 +151,15 @@ impl Objects {
         keys.sort();
         keys.dedup();
         keys
+    }
+
+    /// Services that have slices of kube-controller-manager's controllers in the cache.
+    pub fn keys_with_upstream_slices(&self) -> Vec<ServiceKey> {
+        let with = self
+            .slices
+            .iter()
+            .filter(|(_, s)| s.values().any(|s| is_upstream_slice(s)));
+        with.map(|(key, _)| key.clone()).collect()
     }
 
     pub fn len_endpoints(&self) -> usize {

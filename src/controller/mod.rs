@@ -116,7 +116,7 @@ impl Context {
         let backendsets = backendsets.map(|args| BackendSets::new(args, metrics.clone(), queue.clone()));
         Context {
             shadow: config.shadow.then(Shadow::default),
-            upstream: Upstream::new(config.upstream_quiet),
+            upstream: Upstream::new(config.upstream_quiet, metrics.upstream_active.clone()),
             config,
             slices_enabled,
             cache: RwLock::new(Cache::default()),
@@ -184,8 +184,6 @@ impl Context {
             let gauge = self.metrics.unconfirmed_writes.with_label_values(&[kind.label()]);
             gauge.set(unshown);
         }
-        let active = self.upstream.is_active(std::time::Instant::now());
-        self.metrics.upstream_active.set(i64::from(active));
         self.metrics.handback_waiting.set(self.upstream.waiting() as i64);
         if let Some(shadow) = &self.shadow {
             self.update_shadow_gauges(shadow);
@@ -285,7 +283,16 @@ async fn resync_on_leadership(ctx: &Context) {
 
 async fn housekeeping(ctx: &Context) {
     loop {
-        ctx.writer.expire_unshown(std::time::Instant::now());
+        let now = std::time::Instant::now();
+        ctx.writer.expire_unshown(now);
+        if ctx.upstream.went_quiet(now) {
+            let kept = ctx
+                .objects
+                .read()
+                .expect("objects lock")
+                .keys_with_upstream_slices();
+            ctx.enqueue(kept.into_iter().map(WorkKey::Service), Duration::ZERO);
+        }
         ctx.update_gauges();
         tokio::time::sleep(Duration::from_secs(10)).await;
     }

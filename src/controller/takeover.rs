@@ -18,6 +18,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use prometheus::IntGauge;
+
 use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
@@ -33,6 +35,8 @@ use crate::error::Result;
 pub struct Upstream {
     /// How long after the last change to one of their slices roster deletes their slices again.
     quiet: Duration,
+    /// `roster_upstream_controllers_active`.
+    active_gauge: IntGauge,
     /// The last time, after the caches synced, that one of their slices was created or changed.
     last_change: Mutex<Option<Instant>>,
     /// Services told (by a Warning Event) that their built-in slices stay while the controllers run.
@@ -43,9 +47,10 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(quiet: Duration) -> Upstream {
+    pub fn new(quiet: Duration, active_gauge: IntGauge) -> Upstream {
         Upstream {
             quiet,
+            active_gauge,
             last_change: Mutex::default(),
             warned_active: Mutex::default(),
             waiting: Mutex::default(),
@@ -64,15 +69,25 @@ impl Upstream {
             );
         }
         *last = Some(now);
+        self.active_gauge.set(1);
     }
 
     pub fn is_active(&self, now: Instant) -> bool {
         let last = *self.last_change.lock().expect("upstream lock");
-        let active = last.is_some_and(|t| now.duration_since(t) < self.quiet);
-        if !active {
-            self.warned_active.lock().expect("upstream lock").clear();
+        last.is_some_and(|t| now.duration_since(t) < self.quiet)
+    }
+
+    /// Whether the built-in controllers just went quiet: then the Services whose slices roster kept for them
+    /// are due again (it says so once per quiet period).
+    pub fn went_quiet(&self, now: Instant) -> bool {
+        if self.is_active(now) {
+            return false;
         }
-        active
+        self.active_gauge.set(0);
+        let mut warned = self.warned_active.lock().expect("upstream lock");
+        let due = !warned.is_empty();
+        warned.clear();
+        due
     }
 
     pub fn waiting(&self) -> usize {

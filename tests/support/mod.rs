@@ -2,6 +2,7 @@
 //! and run each test on every available tier.
 #![allow(dead_code)]
 
+pub mod credentials;
 mod endpoints;
 mod world;
 
