@@ -131,6 +131,11 @@ pub struct AdminArgs {
     /// Address of the admin server (/livez, /readyz, /metrics).
     #[arg(long, env = "ROSTER_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
     pub admin_addr: SocketAddr,
+    /// /livez fails when a watch has made no progress (no event, no answered list or watch request, an
+    /// error included) for this long, or a worker has spent this long on one key. Longer than the watch
+    /// retry backoff (30 s), so that an API server that is briefly away does not fail it.
+    #[arg(long, env = "ROSTER_LIVEZ_STALL_AFTER", default_value = "10m", value_parser = parse_positive_duration)]
+    pub livez_stall_after: Duration,
 }
 
 /// Leader election is on by default: a second replica, or a rolling update's new pod beside the old one,

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod args;
 pub mod backendset;
 pub mod cache;
+pub mod client;
 pub mod controller;
 pub mod desired;
 #[cfg(feature = "dev")]

@@ -30,8 +30,8 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => {
             init_logging(&args.log)?;
-            let client = roster::run::client(args.kubeconfig.as_deref()).await?;
-            roster::run::run(client, args, roster::run::shutdown_signal(), None).await
+            let config = roster::client::config(args.kubeconfig.as_deref()).await?;
+            roster::run::run(config, args, roster::run::shutdown_signal(), None).await
         }
         #[cfg(feature = "dev")]
         Command::Dev(args) => {

@@ -2,8 +2,8 @@
 //! (`_total` counters, `_seconds` durations, base units); the README lists them.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
-    exponential_buckets,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder, exponential_buckets,
 };
 
 #[derive(Clone)]
@@ -12,8 +12,11 @@ pub struct Metrics {
     pub reconciles: IntCounterVec,
     pub reconcile_duration: Histogram,
     pub api_writes: IntCounterVec,
-    pub conflicts: IntCounterVec,
+    pub api_requests: IntCounterVec,
+    pub api_request_duration: HistogramVec,
     pub queue_depth: IntGauge,
+    pub queue_adds: IntCounterVec,
+    pub queue_work_duration: HistogramVec,
     pub queue_wait: Histogram,
     pub queue_retries: IntCounterVec,
     pub watch_events: IntCounterVec,
@@ -31,51 +34,101 @@ pub struct Metrics {
     pub shadow_divergences: IntCounterVec,
     pub upstream_active: IntGauge,
     pub handback_waiting: IntGauge,
+    pub slice_endpoint_changes: IntCounterVec,
+    pub slices_desired: IntGauge,
+    pub slice_endpoints_desired: IntGauge,
+    pub dns_lookups: IntCounterVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
     exponential_buckets(0.001, 2.0, 18).expect("static buckets")
 }
 
-/// Makes and registers metrics in one registry.
+/// Makes and registers metrics in one registry, each named `roster_<name>`.
 struct Maker(Registry);
 
 impl Maker {
+    fn opts(name: &str, help: &str) -> Opts {
+        Opts::new(name, help).namespace("roster")
+    }
+
     fn counter(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-        let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter");
+        let c = IntCounterVec::new(Maker::opts(name, help), labels).expect("valid counter");
         self.0.register(Box::new(c.clone())).expect("unique counter");
         c
     }
 
     fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-        let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
+        let g = IntGaugeVec::new(Maker::opts(name, help), labels).expect("valid gauge");
         self.0.register(Box::new(g.clone())).expect("unique gauge");
         g
     }
 
     fn gauge(&self, name: &str, help: &str) -> IntGauge {
-        let g = IntGauge::new(name, help).expect("valid gauge");
+        let g = IntGauge::with_opts(Maker::opts(name, help)).expect("valid gauge");
         self.0.register(Box::new(g.clone())).expect("unique gauge");
         g
     }
 
+    fn histogram_opts(name: &str, help: &str) -> HistogramOpts {
+        HistogramOpts::from(Maker::opts(name, help)).buckets(latency_buckets())
+    }
+
     fn histogram(&self, name: &str, help: &str) -> Histogram {
-        let opts = HistogramOpts::new(name, help).buckets(latency_buckets());
-        let h = Histogram::with_opts(opts).expect("valid histogram");
+        let h = Histogram::with_opts(Maker::histogram_opts(name, help)).expect("valid histogram");
         self.0.register(Box::new(h.clone())).expect("unique histogram");
         h
+    }
+
+    fn histogram_vec(&self, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+        let h = HistogramVec::new(Maker::histogram_opts(name, help), labels).expect("valid histogram");
+        self.0.register(Box::new(h.clone())).expect("unique histogram");
+        h
+    }
+
+    /// `process_*` (CPU, memory, file descriptors, start time) and `roster_build_info`.
+    fn process_and_build(&self) {
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        self.0
+            .register(Box::new(process))
+            .expect("unique process collector");
+        let labels = ["version", "revision"];
+        let info = self.gauge_vec("build_info", "1, labelled with the running build", &labels);
+        let revision = option_env!("ROSTER_REVISION").unwrap_or("unknown");
+        info.with_label_values(&[env!("CARGO_PKG_VERSION"), revision])
+            .set(1);
     }
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let m = Maker(Registry::new_custom(Some("roster".into()), None).expect("static registry"));
+        let m = Maker(Registry::new());
+        m.process_and_build();
         Metrics {
             reconciles: m.counter("reconciles_total", "Service reconciles by result", &["result"]),
             reconcile_duration: m.histogram("reconcile_duration_seconds", "Time to reconcile one Service"),
-            api_writes: m.counter("api_writes_total", "API writes by resource and verb", &["resource", "verb"]),
-            conflicts: m.counter("conflicts_total", "409 conflicts on writes, by resource", &["resource"]),
-            queue_depth: m.gauge("queue_depth", "Services waiting in the work queue"),
+            api_writes: m.counter(
+                "api_writes_total",
+                "Writes roster made, by resource, verb and outcome (success, or the error kind: conflict, ...)",
+                &["resource", "verb", "outcome"],
+            ),
+            api_requests: m.counter(
+                "api_requests_total",
+                "Every API request, by verb, resource and HTTP status code (`error`: no answer)",
+                &["verb", "resource", "code"],
+            ),
+            api_request_duration: m.histogram_vec(
+                "api_request_duration_seconds",
+                "Time to an API request's answer (watches excluded), by verb and resource",
+                &["verb", "resource"],
+            ),
+            queue_depth: m.gauge("queue_depth", "Keys waiting in the work queue"),
+            queue_adds: m.counter("queue_adds_total", "Keys added to the work queue, by kind", &["kind"]),
+            queue_work_duration: m.histogram_vec(
+                "queue_work_duration_seconds",
+                "Time a worker spent on one key, by kind",
+                &["kind"],
+            ),
             queue_wait: m.histogram(
                 "queue_wait_seconds",
                 "Time a Service waited in the queue before a worker took it",
@@ -129,6 +182,24 @@ impl Metrics {
                 "handback_waiting_services",
                 "Services handed back whose roster slices wait for an upstream slice",
             ),
+            slice_endpoint_changes: m.counter(
+                "endpointslice_endpoint_changes_total",
+                "Endpoints added to, updated in and removed from roster's EndpointSlices",
+                &["change"],
+            ),
+            slices_desired: m.gauge(
+                "endpointslices_desired",
+                "EndpointSlices an ideal packing of every Service's endpoints needs",
+            ),
+            slice_endpoints_desired: m.gauge(
+                "endpointslice_endpoints_desired",
+                "Endpoints of every Service roster publishes in EndpointSlices",
+            ),
+            dns_lookups: m.counter(
+                "dns_lookups_total",
+                "BackendSet DNS lookups by result (success, failure)",
+                &["result"],
+            ),
             registry: m.0,
         }
     }
@@ -157,19 +228,25 @@ mod tests {
     fn render_lists_metrics_with_the_roster_prefix() {
         let m = Metrics::new();
         m.reconciles.with_label_values(&["success"]).inc();
-        m.api_writes.with_label_values(&["endpoints", "update"]).inc_by(2);
+        m.api_writes
+            .with_label_values(&["endpoints", "update", "success"])
+            .inc_by(2);
         let text = m.render();
         assert!(
             text.contains("roster_reconciles_total{result=\"success\"} 1"),
             "{text}"
         );
         assert!(
-            text.contains("roster_api_writes_total{resource=\"endpoints\",verb=\"update\"} 2"),
+            text.contains(
+                "roster_api_writes_total{outcome=\"success\",resource=\"endpoints\",verb=\"update\"} 2"
+            ),
             "{text}"
         );
         assert!(
             text.contains("# TYPE roster_propagation_latency_seconds histogram"),
             "{text}"
         );
+        assert!(text.contains("roster_build_info{"), "{text}");
+        assert!(text.contains("process_start_time_seconds"), "{text}");
     }
 }

@@ -10,32 +10,18 @@ use kube::Client;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{self, Readiness};
+use crate::admin::{self, Health, Liveness, Readiness};
 use crate::args::RunArgs;
+use crate::client;
 use crate::controller::{self, Config};
 use crate::lease;
 use crate::metrics::Metrics;
 use crate::write::{Leadership, WriteBudget, Writer};
 
-/// Builds a client from `--kubeconfig`, else KUBECONFIG / ~/.kube/config, else the in-cluster config.
-pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no kubeconfig and not in a cluster")?,
-    };
-    Ok(Client::try_from(config)?)
-}
-
-/// Runs roster until `shutdown` resolves. `admin_bound` receives the admin server's address once bound; a
-/// port that cannot be bound is an error.
+/// Runs roster against the API server `config` names until `shutdown` resolves. `admin_bound` receives the
+/// admin server's address once bound; a port that cannot be bound is an error.
 pub async fn run(
-    client: Client,
+    config: kube::Config,
     args: RunArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
     admin_bound: Option<oneshot::Sender<SocketAddr>>,
@@ -50,27 +36,33 @@ pub async fn run(
     });
     let metrics = Metrics::new();
     let readiness = Readiness::default();
+    let liveness = Liveness::new(args.admin.livez_stall_after);
     let admin_addr = args.admin.admin_addr;
-    let (addr, admin_task) = admin::serve(
+    let serving = admin::serve(
         admin_addr,
         readiness.clone(),
+        liveness.clone(),
         metrics.clone(),
         stop.clone().cancelled_owned(),
-    )
-    .await
-    .with_context(|| format!("binding the admin server to {admin_addr}"))?;
+    );
+    let (addr, admin_task) = serving
+        .await
+        .with_context(|| format!("binding the admin server to {admin_addr}"))?;
     tracing::info!(%addr, "admin server listening (/livez, /readyz, /metrics)");
     if let Some(tx) = admin_bound {
         let _ = tx.send(addr);
     }
+    let client = client::build(config, metrics.clone(), liveness.clone())?;
     let leadership = Leadership::new(false);
     // Shadow mode writes nothing, a Lease included: it never leads, so the writer refuses every write.
     let election = match args.controller.shadow {
         true => None,
         false => Some(lease::start(client.clone(), &args.lease, leadership.clone(), metrics.clone()).await?),
     };
-    let ctx = Arc::new(context(&client, &args, leadership.clone(), metrics).await);
-    controller::run(ctx, client, readiness, stop.clone()).await;
+    let mut ctx = context(&client, &args, leadership.clone(), metrics).await;
+    ctx.config.watch_timeout = liveness.watch_timeout();
+    let health = Health { readiness, liveness };
+    controller::run(Arc::new(ctx), client, health, stop.clone()).await;
     tracing::info!("shutting down");
     stop.cancel();
     if let Some(election) = election {

@@ -275,7 +275,7 @@ async fn takeover_and_handback_never_leave_a_service_without_endpoints() {
     assert_eq!(
         metric(
             &metrics,
-            "roster_api_writes_total{resource=\"endpoints\",verb=\"update\"}"
+            "roster_api_writes_total{outcome=\"success\",resource=\"endpoints\",verb=\"update\"}"
         ),
         0.0,
         "Endpoints that are right are adopted as they are"

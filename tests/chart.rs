@@ -426,7 +426,7 @@ async fn every_metric_the_dashboard_queries_is_exported() {
     let roster = RosterProcess::start(env.kubeconfig(), &args, &ns, "roster-m", dir.path()).await;
     w.wait_leader(&roster).await;
     w.selected_service(&ns, "web", "10.1.3.10").await;
-    // One 409 on an Endpoints update: roster_conflicts_total and roster_queue_retries_total.
+    // One 409 on an Endpoints update: roster_api_writes_total{outcome="conflict"} and roster_queue_retries_total.
     let server = env.memory_server().unwrap();
     server.inject_fault(Fault {
         verb: Some(Verb::Update),

@@ -62,6 +62,16 @@ async fn throttling_and_server_errors_are_retried() {
         })
     };
     server.inject_fault(broken);
+    let broken_slice = Fault {
+        verb: Some(Verb::Create),
+        resource: Some("endpointslices".into()),
+        times: Some(1),
+        ..Fault::new(FaultAction::Status {
+            code: 500,
+            retry_after_secs: None,
+        })
+    };
+    server.inject_fault(broken_slice);
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
     wait_ready_pods(&env, &ns, &[0, 1]).await;
     env.kubelet().set_ready(&ns, "api-1", false).await.unwrap();
@@ -71,6 +81,36 @@ async fn throttling_and_server_errors_are_retried() {
         metric_sum(&m, "roster_queue_retries_total") >= 3.0,
         "the 500s were retried with backoff:\n{m}"
     );
+    // Each answer is counted: writes by outcome, requests by code.
+    let writes = |outcome: &str, resource: &str, verb: &str| {
+        let name = format!(
+            "roster_api_writes_total{{outcome=\"{outcome}\",resource=\"{resource}\",verb=\"{verb}\"}}"
+        );
+        metric(&m, &name)
+    };
+    assert_eq!(writes("throttled", "endpoints", "create"), 2.0, "{m}");
+    assert_eq!(writes("api", "endpoints", "update"), 3.0, "{m}");
+    assert_eq!(writes("api", "endpointslices", "create"), 1.0, "{m}");
+    assert_eq!(writes("success", "endpoints", "create"), 1.0, "{m}");
+    let requests = |code: &str| {
+        metric_sum(
+            &m,
+            &format!("roster_api_requests_total{{code=\"{code}\",resource=\"endpoints\""),
+        )
+    };
+    assert_eq!(requests("429"), 2.0, "{m}");
+    assert_eq!(requests("500"), 3.0, "{m}");
+    for (reason, kind) in [
+        ("FailedToUpdateEndpoint", "Endpoints"),
+        ("FailedToUpdateEndpointSlices", "Service"),
+    ] {
+        let event = warning_event(&env, &ns, reason).await;
+        assert_eq!(
+            event.regarding.and_then(|r| r.kind).as_deref(),
+            Some(kind),
+            "{reason}"
+        );
+    }
     let log = server.request_log();
     let failed_updates = log
         .iter()
@@ -211,4 +251,70 @@ async fn restart_into_a_wrong_world_makes_exactly_the_needed_writes() {
         "one write removes the duplicate"
     );
     second.stop().await;
+}
+
+/// `/livez` with a bound of 3 s: an idle roster stays live (its watches are renewed within the bound), a
+/// watch whose requests hang fails it, as does a worker stuck on one write, and both recover once the API
+/// server answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn livez_fails_on_a_stalled_watch_or_a_stuck_worker_and_recovers() {
+    let World { env, ns } = api_world(Tier::Memory, "livez", 2).build().await;
+    let roster = Roster::start(&env, &ns, &["--services", "all", "--livez-stall-after", "3s"]).await;
+    wait_ready_pods(&env, &ns, &[0, 1]).await;
+    let livez = || async { roster.get("/livez").await.expect("/livez answers") };
+    let idle_until = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while tokio::time::Instant::now() < idle_until {
+        assert_eq!(livez().await.0, 200, "an idle roster is live");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    let server = env.memory_server().unwrap();
+    let hang = std::time::Duration::from_secs(8);
+    server.inject_fault(Fault {
+        verb: Some(Verb::Watch),
+        resource: Some("pods".into()),
+        ..Fault::new(FaultAction::Delay(hang))
+    });
+    server.close_all_watches();
+    let stalled = eventually_value("/livez fails while the pod watch hangs", livez, |(code, _)| {
+        *code == 503
+    })
+    .await;
+    assert!(stalled.1.contains("watch of pods"), "{}", stalled.1);
+    server.clear_faults();
+    eventually("live again once the watch answers", || async {
+        livez().await.0 == 200
+    })
+    .await;
+
+    server.inject_fault(Fault {
+        verb: Some(Verb::Update),
+        resource: Some("endpoints".into()),
+        times: Some(1),
+        ..Fault::new(FaultAction::Delay(hang))
+    });
+    env.kubelet().set_ready(&ns, "api-0", false).await.unwrap();
+    let stuck = eventually_value(
+        "/livez fails while a worker waits on a write",
+        livez,
+        |(code, _)| *code == 503,
+    )
+    .await;
+    assert!(stuck.1.contains("worker"), "{}", stuck.1);
+    eventually("live again once the write is answered", || async {
+        livez().await.0 == 200
+    })
+    .await;
+    wait_ready_pods(&env, &ns, &[1]).await;
+    roster.stop().await;
+}
+
+/// The first Event of `reason` in `ns`.
+async fn warning_event(env: &TestEnv, ns: &str, reason: &str) -> k8s_openapi::api::events::v1::Event {
+    let api = Api::<k8s_openapi::api::events::v1::Event>::namespaced(env.client(), ns);
+    eventually_some(&format!("a {reason} Event"), || async {
+        let events = api.list(&Default::default()).await.ok()?.items;
+        events.into_iter().find(|e| e.reason.as_deref() == Some(reason))
+    })
+    .await
 }

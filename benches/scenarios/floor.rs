@@ -36,7 +36,8 @@ pub async fn run(b: &Arc<Bench>, p: &Params) -> anyhow::Result<PhaseReport> {
     };
     b.world.create_pods(&b.cluster, &[pod], 1).await?;
     let ns = format!("{PREFIX}-0");
-    let echo_client = roster::run::client(Some(b.cluster.controller_kubeconfig())).await?;
+    let config = roster::client::config(Some(b.cluster.controller_kubeconfig())).await?;
+    let echo_client = kube::Client::try_from(config)?;
     let echo = tokio::spawn(echo(echo_client, ns.clone()));
     let key: SvcKey = format!("{ns}/s0").into();
     // Wait until the echo has written once.

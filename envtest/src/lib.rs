@@ -194,6 +194,13 @@ impl TestEnv {
         &self.kubeconfig
     }
 
+    /// The client configuration this environment's kubeconfig gives, for code under test that builds its own
+    /// client (roster does).
+    pub async fn client_config(&self) -> anyhow::Result<kube::Config> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
+        Ok(kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?)
+    }
+
     /// The URL clients are given: the in-memory server, or the real tier's facade (when it runs).
     pub fn url(&self) -> String {
         match &self.facade {

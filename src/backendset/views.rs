@@ -43,13 +43,21 @@ impl Views {
             self.update_gauges(&views);
             old
         };
+        if let Some(old) = &old {
+            log_transitions(key, old, &view);
+        }
         if old.as_ref().is_none_or(|old| !old.publishes_same(&view)) {
             let services = old.iter().chain([&view]).map(|v| v.backendset.service_key());
             for service in services {
-                self.queue.add(WorkKey::Service(service));
+                self.add(WorkKey::Service(service));
             }
         }
-        self.queue.add(WorkKey::BackendSet(key.clone()));
+        self.add(WorkKey::BackendSet(key.clone()));
+    }
+
+    fn add(&self, key: WorkKey) {
+        self.metrics.queue_adds.with_label_values(&[key.kind()]).inc();
+        self.queue.add(key);
     }
 
     pub fn remove(&self, key: &BackendSetKey) -> Option<Arc<BackendView>> {
@@ -70,5 +78,17 @@ impl Views {
         let gauge = &self.metrics.backends;
         gauge.with_label_values(&["true"]).set(ready as i64);
         gauge.with_label_values(&["false"]).set((total - ready) as i64);
+    }
+}
+
+/// One info line per backend address whose readiness changed.
+fn log_transitions(key: &BackendSetKey, old: &BackendView, new: &BackendView) {
+    for address in &new.addresses {
+        let before = old.addresses.iter().find(|a| a.ip == address.ip).map(|a| a.ready);
+        if before.is_some_and(|was| was != address.ready) {
+            let why = address.message.as_deref().unwrap_or("probe succeeded");
+            tracing::info!(backendset = %key, address = %address.ip, ready = address.ready, why,
+                "backend readiness changed");
+        }
     }
 }

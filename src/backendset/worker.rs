@@ -429,6 +429,8 @@ async fn resolve_loop(ctx: Arc<WorkerContext>, name: String, events: mpsc::Unbou
     loop {
         let result = ctx.dns.lookup(&name).await;
         let wait = next_lookup(result.as_ref().ok().map(|(_, ttl)| *ttl), ctx.args.ttl_bounds());
+        let outcome = if result.is_ok() { "success" } else { "failure" };
+        ctx.metrics.dns_lookups.with_label_values(&[outcome]).inc();
         if let Err(err) = &result {
             tracing::debug!(hostname = %name, %err, "DNS lookup failed");
         }

@@ -8,6 +8,7 @@ mod status;
 pub mod takeover;
 pub mod watch;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -17,12 +18,12 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::Readiness;
+use crate::admin::{Health, Liveness};
 use crate::args::{ControllerArgs, ServicesMode};
 use crate::backendset::{BackendArgs, BackendSet, BackendSets};
 use crate::cache::written::Kind;
 use crate::cache::{Cache, NodeProjection, Objects, PodProjection, SelectorSource, ServiceKey};
-use crate::desired::{self, TriggerTimeTracker};
+use crate::desired::{self, SliceStats, TriggerTimeTracker};
 use crate::metrics::Metrics;
 use crate::write::Writer;
 use queue::{WorkKey, WorkQueue};
@@ -44,6 +45,8 @@ pub struct Config {
     pub shadow_settle: Duration,
     pub upstream_quiet: Duration,
     pub handback_warn_after: Duration,
+    /// Seconds a watch request stays open before it is renewed (see [`crate::admin::Liveness`]).
+    pub watch_timeout: u32,
 }
 
 impl Config {
@@ -64,6 +67,7 @@ impl Config {
             shadow_settle: args.shadow_settle,
             upstream_quiet: args.upstream_quiet,
             handback_warn_after: args.handback_warn_after,
+            watch_timeout: 290,
         }
     }
 
@@ -102,6 +106,8 @@ pub struct Context {
     pub shadow: Option<Shadow>,
     /// What roster knows of the built-in controllers it takes over from and hands back to.
     pub upstream: Upstream,
+    /// Each Service's desired EndpointSlices and endpoints, for the gauges.
+    slice_stats: Mutex<HashMap<ServiceKey, (usize, usize)>>,
 }
 
 impl Context {
@@ -126,12 +132,35 @@ impl Context {
             writer,
             metrics,
             backendsets,
+            slice_stats: Mutex::default(),
         }
+    }
+
+    /// A Service's slice plan: its changes counted, what it desires kept for the gauges (`None`: roster
+    /// publishes no slices for it any more).
+    pub fn record_slice_stats(&self, key: &ServiceKey, stats: Option<&SliceStats>) {
+        let mut all = self.slice_stats.lock().expect("slice stats lock");
+        let Some(stats) = stats else {
+            all.remove(key);
+            return;
+        };
+        let changes = &self.metrics.slice_endpoint_changes;
+        changes
+            .with_label_values(&["added"])
+            .inc_by(stats.endpoints_added as u64);
+        changes
+            .with_label_values(&["updated"])
+            .inc_by(stats.endpoints_updated as u64);
+        changes
+            .with_label_values(&["removed"])
+            .inc_by(stats.endpoints_removed as u64);
+        all.insert(key.clone(), (stats.slices_desired, stats.endpoints_desired));
     }
 
     /// Queues `keys` after `delay` (pod changes wait for the batch window, so a burst is one write).
     pub fn enqueue(&self, keys: impl IntoIterator<Item = WorkKey>, delay: Duration) {
         for key in keys {
+            self.metrics.queue_adds.with_label_values(&[key.kind()]).inc();
             self.queue.add_after(key, delay);
         }
         self.metrics.queue_depth.set(self.queue.len() as i64);
@@ -185,6 +214,12 @@ impl Context {
             gauge.set(unshown);
         }
         self.metrics.handback_waiting.set(self.upstream.waiting() as i64);
+        let (slices, endpoints) = {
+            let stats = self.slice_stats.lock().expect("slice stats lock");
+            stats.values().fold((0, 0), |(s, e), (ds, de)| (s + ds, e + de))
+        };
+        self.metrics.slices_desired.set(slices as i64);
+        self.metrics.slice_endpoints_desired.set(endpoints as i64);
         if let Some(shadow) = &self.shadow {
             self.update_shadow_gauges(shadow);
         }
@@ -212,8 +247,8 @@ pub async fn server_serves(client: &Client, group_version: &str, resource: &str)
 
 /// Runs watches and workers until `stop`. Gaining leadership reconciles every key once, since a follower's
 /// queue was not worked.
-pub async fn run(ctx: Arc<Context>, client: Client, readiness: Readiness, stop: CancellationToken) {
-    let watches = start_watches(&ctx, &client);
+pub async fn run(ctx: Arc<Context>, client: Client, health: Health, stop: CancellationToken) {
+    let watches = start_watches(&ctx, &client, &health.liveness);
     let _abort = AbortOnDrop(watches.iter().map(|w| w.task.abort_handle()).collect());
     let synced = async {
         for mut watch in watches.into_iter().map(|w| w.synced) {
@@ -227,15 +262,15 @@ pub async fn run(ctx: Arc<Context>, client: Client, readiness: Readiness, stop: 
     tracing::info!("caches synced");
     // Workers start only now: acting on a half-filled cache would rewrite or recreate objects that exist.
     let workers: Vec<_> = (0..ctx.config.workers)
-        .map(|_| tokio::spawn(worker(ctx.clone())))
+        .map(|id| tokio::spawn(worker(ctx.clone(), id, health.liveness.clone())))
         .collect();
-    readiness.set_ready(true);
+    health.readiness.set_ready(true);
     tokio::select! {
         _ = resync_on_leadership(&ctx) => {}
         _ = housekeeping(&ctx) => {}
         _ = stop.cancelled() => {}
     }
-    readiness.set_ready(false);
+    health.readiness.set_ready(false);
     ctx.queue.shutdown();
     for w in workers {
         let _ = w.await;
@@ -251,23 +286,28 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn start_watches(ctx: &Arc<Context>, client: &Client) -> Vec<watch::Running> {
+fn start_watches(ctx: &Arc<Context>, client: &Client, liveness: &Liveness) -> Vec<watch::Running> {
     let cfg = &ctx.config;
-    let all = watcher::Config::default;
+    let all = || watcher::Config::default().timeout(cfg.watch_timeout);
     let mut watches = vec![
-        watch::spawn(ctx, cfg.api::<PodProjection>(client), all()),
-        watch::spawn(ctx, cfg.api::<Service>(client), all()),
-        watch::spawn(ctx, Api::<NodeProjection>::all(client.clone()), all()),
-        watch::spawn(ctx, cfg.api::<Endpoints>(client), all()),
+        watch::spawn(ctx, cfg.api::<PodProjection>(client), all(), liveness),
+        watch::spawn(ctx, cfg.api::<Service>(client), all(), liveness),
+        watch::spawn(ctx, Api::<NodeProjection>::all(client.clone()), all(), liveness),
+        watch::spawn(ctx, cfg.api::<Endpoints>(client), all(), liveness),
     ];
     if ctx.slices_enabled {
         let managers = desired::WATCHED_SLICE_MANAGERS.join(",");
         let watched = format!("{} in ({managers})", desired::LABEL_MANAGED_BY);
         let slices = all().labels(&watched);
-        watches.push(watch::spawn(ctx, cfg.api::<EndpointSlice>(client), slices));
+        watches.push(watch::spawn(
+            ctx,
+            cfg.api::<EndpointSlice>(client),
+            slices,
+            liveness,
+        ));
     }
     if ctx.backendsets.is_some() {
-        watches.push(watch::spawn(ctx, cfg.api::<BackendSet>(client), all()));
+        watches.push(watch::spawn(ctx, cfg.api::<BackendSet>(client), all(), liveness));
     }
     watches
 }
@@ -282,6 +322,7 @@ async fn resync_on_leadership(ctx: &Context) {
 }
 
 async fn housekeeping(ctx: &Context) {
+    let mut summary = Summary::default();
     loop {
         let now = std::time::Instant::now();
         ctx.writer.expire_unshown(now);
@@ -294,11 +335,42 @@ async fn housekeeping(ctx: &Context) {
             ctx.enqueue(kept.into_iter().map(WorkKey::Service), Duration::ZERO);
         }
         ctx.update_gauges();
+        summary.log_if_due(ctx, now);
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
 }
 
-async fn worker(ctx: Arc<Context>) {
+/// The periodic info line: what roster did in the last minute, while it does anything.
+#[derive(Default)]
+struct Summary {
+    last: Option<std::time::Instant>,
+    writes: (u64, u64),
+}
+
+impl Summary {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    fn log_if_due(&mut self, ctx: &Context, now: std::time::Instant) {
+        if self.last.is_some_and(|t| now.duration_since(t) < Summary::EVERY) {
+            return;
+        }
+        let (writes, failed) = ctx.writer.activity();
+        let (new, new_failed) = (writes - self.writes.0, failed - self.writes.1);
+        let depth = ctx.queue.len();
+        if new > 0 || new_failed > 0 || depth > 0 {
+            tracing::info!(
+                writes = new,
+                failed = new_failed,
+                queue_depth = depth,
+                "activity in the last minute"
+            );
+        }
+        self.last = Some(now);
+        self.writes = (writes, failed);
+    }
+}
+
+async fn worker(ctx: Arc<Context>, id: usize, liveness: Liveness) {
     while let Some(item) = ctx.queue.get().await {
         ctx.metrics.queue_wait.observe(item.waited.as_secs_f64());
         ctx.metrics.queue_depth.set(ctx.queue.len() as i64);
@@ -307,10 +379,15 @@ async fn worker(ctx: Arc<Context>) {
             ctx.queue.done(key);
             continue; // a follower writes nothing; gaining leadership reconciles every key
         }
+        liveness.worker_busy(id);
+        let started = std::time::Instant::now();
         let result = match key {
             WorkKey::Service(service) => reconcile::reconcile(&ctx, service, item.waited).await,
             WorkKey::BackendSet(set) => status::reconcile(&ctx, set).await,
         };
+        let work = ctx.metrics.queue_work_duration.with_label_values(&[key.kind()]);
+        work.observe(started.elapsed().as_secs_f64());
+        liveness.worker_idle(id);
         reconcile::error_policy(&ctx, key, result);
         ctx.queue.done(key);
     }

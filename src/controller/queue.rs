@@ -22,6 +22,16 @@ pub enum WorkKey {
     BackendSet(BackendSetKey),
 }
 
+impl WorkKey {
+    /// The metric label of the key's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WorkKey::Service(_) => "service",
+            WorkKey::BackendSet(_) => "backendset",
+        }
+    }
+}
+
 impl std::fmt::Display for WorkKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

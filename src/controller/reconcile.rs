@@ -203,16 +203,23 @@ where
         let desired = desired::desired_endpoints(svc, sources, publication.endpoints);
         let current = ctx.endpoints(key);
         let obj = desired::endpoints_need_write(current.as_deref(), &desired);
-        writes += write_endpoints(ctx, &work, current.is_some(), obj).await?;
+        writes += write_endpoints(ctx, &work, current.as_deref(), obj).await?;
     }
     if !ctx.slices_enabled {
         return Ok(writes);
     }
-    writes += delete_slices(ctx, key, desired::MIRRORING_CONTROLLER_NAME).await?;
+    writes += delete_slices(
+        ctx,
+        key,
+        desired::MIRRORING_CONTROLLER_NAME,
+        "the Service selects pods",
+    )
+    .await?;
     let existing = managed_slices(ctx, key, desired::SLICE_CONTROLLER_NAME);
     let node = |name: &str| ctx.cache.read().expect("cache lock").node_lookup(name);
     let plan = desired::desired_slices(svc, sources, &node, &existing, &publication.slices);
-    writes += apply_slice_plan(ctx, &work, &plan).await?;
+    ctx.record_slice_stats(key, Some(&plan.stats));
+    writes += apply_slice_plan(ctx, &work, &plan, "publish").await?;
     if !plan.missing_nodes.is_empty() {
         return Err(Error::NodesMissing(plan.missing_nodes.clone()));
     }
@@ -224,13 +231,20 @@ async fn mirror(ctx: &Context, key: &ServiceKey, svc: &ServiceRecord) -> Result<
     let current = ctx.endpoints(key);
     let mut writes = 0;
     if let Some(ep) = current.as_ref().filter(|ep| desired::is_roster_endpoints(ep)) {
-        ctx.writer.delete(&work, ep.as_ref()).await?; // the selector was removed: roster's object goes
+        let why = "the Service has no selector any more";
+        ctx.writer.delete(&work, ep.as_ref(), why).await?;
         writes += 1;
     }
     if !ctx.slices_enabled {
         return Ok(writes);
     }
-    writes += delete_slices(ctx, key, desired::SLICE_CONTROLLER_NAME).await?;
+    writes += delete_slices(
+        ctx,
+        key,
+        desired::SLICE_CONTROLLER_NAME,
+        "the Service has no selector",
+    )
+    .await?;
     let hand_made = current.filter(|ep| !desired::is_roster_endpoints(ep));
     let existing = managed_slices(ctx, key, desired::MIRRORING_CONTROLLER_NAME);
     let plan = match &hand_made {
@@ -240,7 +254,7 @@ async fn mirror(ctx: &Context, key: &ServiceKey, svc: &ServiceRecord) -> Result<
     if let Some(ep) = &hand_made {
         warn_skipped(ctx, ep, &plan).await;
     }
-    writes += apply_slice_plan(ctx, &work, &plan).await?;
+    writes += apply_slice_plan(ctx, &work, &plan, "mirror").await?;
     let made = hand_made.is_some().then_some(desired::MIRRORING_CONTROLLER_NAME);
     Ok(writes + take_over(ctx, key, made).await?)
 }
@@ -255,19 +269,22 @@ async fn warn_skipped(ctx: &Context, ep: &Endpoints, plan: &SlicePlan) {
     }
 }
 
+const CLEAN_UP: &str = "no Service, or an ExternalName one: no endpoints";
+
 async fn clean_up(ctx: &Context, key: &ServiceKey) -> Result<usize> {
     let work = WorkKey::Service(key.clone());
     let current = ctx.endpoints(key);
     let mut writes = 0;
     if let Some(ep) = current.filter(|ep| desired::is_roster_endpoints(ep)) {
-        ctx.writer.delete(&work, ep.as_ref()).await?;
+        ctx.writer.delete(&work, ep.as_ref(), CLEAN_UP).await?;
         writes += 1;
     }
     if ctx.slices_enabled {
-        writes += delete_slices(ctx, key, desired::SLICE_CONTROLLER_NAME).await?;
-        writes += delete_slices(ctx, key, desired::MIRRORING_CONTROLLER_NAME).await?;
+        writes += delete_slices(ctx, key, desired::SLICE_CONTROLLER_NAME, CLEAN_UP).await?;
+        writes += delete_slices(ctx, key, desired::MIRRORING_CONTROLLER_NAME, CLEAN_UP).await?;
     }
     ctx.triggers.lock().expect("triggers lock").forget(key);
+    ctx.record_slice_stats(key, None);
     Ok(writes + take_over(ctx, key, None).await?)
 }
 
@@ -275,13 +292,14 @@ async fn clean_up(ctx: &Context, key: &ServiceKey) -> Result<usize> {
 async fn write_endpoints(
     ctx: &Context,
     work: &WorkKey,
-    exists: bool,
+    current: Option<&Endpoints>,
     obj: Option<Endpoints>,
 ) -> Result<usize> {
     let Some(obj) = obj else { return Ok(0) };
-    let result = match exists {
-        false => ctx.writer.create(work, &obj).await,
-        true => ctx.writer.replace(work, &obj).await,
+    let why = desired::endpoints_change(current, &obj);
+    let result = match current {
+        None => ctx.writer.create(work, &obj, &why).await,
+        Some(_) => ctx.writer.replace(work, &obj, &why).await,
     };
     if let Err(err) = &result {
         warn_failed_endpoints(ctx, &obj, err).await;
@@ -290,10 +308,7 @@ async fn write_endpoints(
 }
 
 async fn warn_failed_endpoints(ctx: &Context, obj: &Endpoints, err: &Error) {
-    if matches!(
-        err,
-        Error::Conflict { .. } | Error::NotLeader | Error::NamespaceTerminating(_)
-    ) {
+    if quiet_failure(err) {
         return;
     }
     let reason = if obj.metadata.resource_version.is_none() {
@@ -315,24 +330,57 @@ fn managed_slices(ctx: &Context, key: &ServiceKey, manager: &str) -> Vec<Endpoin
         .collect()
 }
 
-async fn delete_slices(ctx: &Context, key: &ServiceKey, manager: &str) -> Result<usize> {
+async fn delete_slices(ctx: &Context, key: &ServiceKey, manager: &str, why: &str) -> Result<usize> {
     let stale = managed_slices(ctx, key, manager);
     let work = WorkKey::Service(key.clone());
-    apply_slice_plan(ctx, &work, &SlicePlan::delete_all(stale)).await
+    apply_slice_plan(ctx, &work, &SlicePlan::delete_all(stale), why).await
 }
 
-/// Creates, then updates, then deletes (so readers never see a Service without its endpoints).
-pub async fn apply_slice_plan(ctx: &Context, work: &WorkKey, plan: &SlicePlan) -> Result<usize> {
+/// Creates, then updates, then deletes (so readers never see a Service without its endpoints); `why` says
+/// what for. A failed write is also a Warning Event on the Service.
+pub async fn apply_slice_plan(ctx: &Context, work: &WorkKey, plan: &SlicePlan, why: &str) -> Result<usize> {
+    let result = write_slices(ctx, work, plan, why).await;
+    if let (Err(err), WorkKey::Service(key)) = (&result, work) {
+        warn_failed_slices(ctx, key, err).await;
+    }
+    result
+}
+
+async fn write_slices(ctx: &Context, work: &WorkKey, plan: &SlicePlan, why: &str) -> Result<usize> {
+    let with = |slice: &EndpointSlice| format!("{why}: {} endpoints", slice.endpoints.len());
     for slice in &plan.create {
-        ctx.writer.create(work, slice).await?;
+        ctx.writer.create(work, slice, &with(slice)).await?;
     }
     for slice in &plan.update {
-        ctx.writer.replace(work, slice).await?;
+        ctx.writer.replace(work, slice, &with(slice)).await?;
     }
     for slice in &plan.delete {
-        ctx.writer.delete(work, slice).await?;
+        ctx.writer.delete(work, slice, why).await?;
     }
     Ok(plan.create.len() + plan.update.len() + plan.delete.len())
+}
+
+async fn warn_failed_slices(ctx: &Context, key: &ServiceKey, err: &Error) {
+    if quiet_failure(err) {
+        return;
+    }
+    let Some(svc) = ctx.cache.read().expect("cache lock").service(key) else {
+        return;
+    };
+    tracing::warn!(service = %key, %err, "writing EndpointSlices failed");
+    let reason = "FailedToUpdateEndpointSlices";
+    ctx.writer
+        .warn(&service_reference(&svc), reason, "Update", err.to_string())
+        .await;
+}
+
+/// Failures that are no news to an operator: a conflict is retried at once, a follower writes nothing, a
+/// terminating namespace takes everything with it.
+fn quiet_failure(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::Conflict { .. } | Error::NotLeader | Error::NamespaceTerminating(_)
+    )
 }
 
 /// Errors decide the retry: conflicts retry soon from the watch's state, throttling honours the server's

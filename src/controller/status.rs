@@ -32,7 +32,8 @@ pub async fn reconcile(ctx: &Context, key: &BackendSetKey) -> Result<()> {
         return Ok(());
     }
     let work = WorkKey::BackendSet(key.clone());
-    ctx.writer.patch_status(&work, bs.as_ref(), &status).await?;
+    let why = status_change(bs.status.as_ref(), &status);
+    ctx.writer.patch_status(&work, bs.as_ref(), &status, &why).await?;
     Ok(())
 }
 
@@ -42,5 +43,25 @@ async fn warn(ctx: &Context, bs: &BackendSet, binding: &Binding, view: &BackendV
     let problems: BTreeSet<_> = problems(bs, binding, view);
     for (reason, note) in sets.unreported(bs, problems) {
         ctx.writer.warn(&reference(bs), &reason, "Validate", note).await;
+    }
+}
+
+/// The conditions that changed, for the logs.
+fn status_change(
+    current: Option<&crate::backendset::BackendSetStatus>,
+    next: &crate::backendset::BackendSetStatus,
+) -> String {
+    let reasons = |s: Option<&crate::backendset::BackendSetStatus>| -> Vec<String> {
+        let conditions = s.map(|s| s.conditions.as_slice()).unwrap_or_default();
+        conditions
+            .iter()
+            .map(|c| format!("{}={} ({})", c.type_, c.status, c.reason))
+            .collect()
+    };
+    let (before, after) = (reasons(current), reasons(Some(next)));
+    let changed: Vec<&String> = after.iter().filter(|c| !before.contains(c)).collect();
+    match changed.is_empty() {
+        true => format!("addresses: {}", next.summary.as_deref().unwrap_or_default()),
+        false => changed.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", "),
     }
 }

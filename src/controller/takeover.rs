@@ -138,7 +138,8 @@ pub async fn retire_upstream(ctx: &Context, key: &ServiceKey, manager: Option<&s
         return Ok(0); // the watch event of roster's slice queues the Service again
     }
     let work = WorkKey::Service(key.clone());
-    super::reconcile::apply_slice_plan(ctx, &work, &SlicePlan::delete_all(upstream)).await
+    let why = "taken over from the built-in controller";
+    super::reconcile::apply_slice_plan(ctx, &work, &SlicePlan::delete_all(upstream), why).await
 }
 
 async fn warn_active(ctx: &Context, key: &ServiceKey) {
@@ -186,7 +187,8 @@ pub async fn hand_back(ctx: &Context, key: &ServiceKey, svc: &ServiceRecord) -> 
         return Ok(writes);
     }
     ctx.upstream.waiting.lock().expect("upstream lock").remove(key);
-    writes += super::reconcile::apply_slice_plan(ctx, &work, &SlicePlan::delete_all(own)).await?;
+    let why = "handed back: the built-in controller publishes the Service";
+    writes += super::reconcile::apply_slice_plan(ctx, &work, &SlicePlan::delete_all(own), why).await?;
     Ok(writes)
 }
 
@@ -202,8 +204,12 @@ async fn release_endpoints(
         return Ok(0);
     };
     match desired::released_endpoints(ep).filter(|_| svc.has_spec_selector) {
-        Some(released) => ctx.writer.replace(work, &released).await?,
-        None => ctx.writer.delete(work, ep).await?,
+        Some(released) => ctx.writer.replace(work, &released, "handed back").await?,
+        None => {
+            ctx.writer
+                .delete(work, ep, "roster does not manage the Service")
+                .await?
+        }
     }
     Ok(1)
 }

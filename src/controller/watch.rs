@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::Context;
 use super::queue::WorkKey;
+use crate::admin::Liveness;
 use crate::args::ServicesMode;
 use crate::backendset::BackendSet;
 use crate::cache::written::{Kind, ObjectId, Seen, Version};
@@ -56,25 +57,50 @@ pub struct Running {
     pub task: JoinHandle<()>,
 }
 
-/// Starts the watch of `api` (with `config`), feeding the caches through `K`'s [`Watched`] handlers.
-pub fn spawn<K: Watched>(ctx: &Arc<Context>, api: Api<K>, config: watcher::Config) -> Running
+/// Starts the watch of `api` (with `config`), feeding the caches through `K`'s [`Watched`] handlers;
+/// `liveness` checks it makes progress.
+pub fn spawn<K: Watched>(
+    ctx: &Arc<Context>,
+    api: Api<K>,
+    config: watcher::Config,
+    liveness: &Liveness,
+) -> Running
 where
     K::DynamicType: Default,
 {
     let (synced_tx, synced) = watch::channel(false);
-    let task = tokio::spawn(run::<K>(ctx.clone(), api, config, synced_tx));
+    let resource = K::plural(&K::DynamicType::default()).into_owned();
+    liveness.expect_watch(&resource);
+    let progress = Progress {
+        liveness: liveness.clone(),
+        resource,
+    };
+    let task = tokio::spawn(run::<K>(ctx.clone(), api, config, synced_tx, progress));
     Running { synced, task }
 }
 
-async fn run<K: Watched>(ctx: Arc<Context>, api: Api<K>, config: watcher::Config, synced: watch::Sender<bool>)
-where
+/// Where a watch reports that it makes progress.
+struct Progress {
+    liveness: Liveness,
+    resource: String,
+}
+
+async fn run<K: Watched>(
+    ctx: Arc<Context>,
+    api: Api<K>,
+    config: watcher::Config,
+    synced: watch::Sender<bool>,
+    progress: Progress,
+) where
     K::DynamicType: Default,
 {
     let mut buffer: Vec<K::Held> = Vec::new();
     let events = watcher::watcher(api, config).default_backoff();
     futures::pin_mut!(events);
     loop {
-        let event = match events.try_next().await {
+        let next = events.try_next().await;
+        progress.liveness.watch_progress(&progress.resource);
+        let event = match next {
             Ok(Some(event)) => event,
             Ok(None) => return,
             Err(err) => {

@@ -282,3 +282,26 @@ pub fn released_endpoints(current: &Endpoints) -> Option<Endpoints> {
     }
     Some(released)
 }
+
+/// What writing `next` over `current` changes, in a few words, for roster's logs.
+pub fn endpoints_change(current: Option<&Endpoints>, next: &Endpoints) -> String {
+    let counts = |ep: &Endpoints| {
+        let subsets = ep.subsets.iter().flatten();
+        subsets.fold((0, 0), |(r, n), s| {
+            let len = |a: &Option<Vec<EndpointAddress>>| a.as_ref().map_or(0, Vec::len);
+            (r + len(&s.addresses), n + len(&s.not_ready_addresses))
+        })
+    };
+    let (ready, not_ready) = counts(next);
+    let Some(current) = current else {
+        return format!("create: {ready} ready, {not_ready} not ready");
+    };
+    let (was_ready, was_not_ready) = counts(current);
+    if (was_ready, was_not_ready) != (ready, not_ready) {
+        format!("ready {was_ready}→{ready}, not ready {was_not_ready}→{not_ready}")
+    } else if canonical_subsets(current) != canonical_subsets(next) {
+        "addresses or ports".to_owned()
+    } else {
+        "labels, annotations or owner".to_owned()
+    }
+}

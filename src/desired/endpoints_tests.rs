@@ -610,3 +610,26 @@ fn released_endpoints_lose_only_rosters_labels() {
     );
     assert_eq!(released_endpoints(&released), None, "not roster's any more");
 }
+
+#[test]
+fn endpoints_changes_are_described_for_the_logs() {
+    let svc = ServiceFixture::new("web").build();
+    let one = vec![PodFixture::new("a").ip("10.0.0.1").build()];
+    let two = vec![
+        one[0].clone(),
+        PodFixture::new("b").ip("10.0.0.2").not_ready().build(),
+    ];
+    let first = written(&desired_endpoints(&svc, &one, input()));
+    assert_eq!(endpoints_change(None, &first), "create: 1 ready, 0 not ready");
+    let second = endpoints_need_write(Some(&first), &desired_endpoints(&svc, &two, input())).unwrap();
+    assert_eq!(
+        endpoints_change(Some(&first), &second),
+        "ready 1→1, not ready 0→1"
+    );
+    let mut relabelled = first.clone();
+    relabelled.metadata.labels = None;
+    assert_eq!(
+        endpoints_change(Some(&relabelled), &first),
+        "labels, annotations or owner"
+    );
+}

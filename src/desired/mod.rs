@@ -34,7 +34,7 @@ mod mirroring_tests;
 mod slices_tests;
 
 pub use endpoints::{
-    DesiredEndpoints, EndpointsInput, desired_endpoints, endpoints_ip, endpoints_labels,
+    DesiredEndpoints, EndpointsInput, desired_endpoints, endpoints_change, endpoints_ip, endpoints_labels,
     endpoints_need_write, released_endpoints,
 };
 pub use labels::*;

@@ -44,7 +44,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let stopped = async {
         let _ = stop_rx.await;
     };
-    let mut controller = tokio::spawn(crate::run::run(client.clone(), run_args, stopped, Some(bound_tx)));
+    let config = server.client_config();
+    let mut controller = tokio::spawn(crate::run::run(config, run_args, stopped, Some(bound_tx)));
     // The controller either binds its admin server or fails (a port in use, say): then dev fails with it.
     tokio::select! {
         Ok(addr) = bound_rx => println!("roster dev: admin server (/metrics, /livez, /readyz): export ROSTER_ADMIN=http://{addr}"),

@@ -68,6 +68,8 @@ pub struct Writer {
     leadership: Leadership,
     recorder: Recorder,
     written: Mutex<Written<WorkKey>>,
+    /// Writes made and failed since start, for the periodic summary.
+    activity: Mutex<(u64, u64)>,
 }
 
 impl Writer {
@@ -90,6 +92,7 @@ impl Writer {
             leadership,
             recorder,
             written: Mutex::new(Written::default()),
+            activity: Mutex::new((0, 0)),
         }
     }
 
@@ -146,22 +149,38 @@ impl Writer {
         self.written().len(kind)
     }
 
+    fn count(&self, ok: bool) {
+        let mut activity = self.activity.lock().expect("activity lock");
+        activity.0 += 1;
+        activity.1 += u64::from(!ok);
+    }
+
+    /// Writes made and failed since start.
+    pub fn activity(&self) -> (u64, u64) {
+        *self.activity.lock().expect("activity lock")
+    }
+
     // ---- writes ----
 
-    /// Creates `obj` for `key`.
-    pub async fn create<K: Recorded>(&self, key: &WorkKey, obj: &K) -> Result<()> {
+    /// Creates `obj` for `key`; `why` says what changed, for the logs.
+    pub async fn create<K: Recorded>(&self, key: &WorkKey, obj: &K, why: &str) -> Result<()> {
         let api = api::<K>(&self.client, obj);
         let name = obj.meta().name.as_deref().map(Into::into);
         let what = obj.meta().generate_name.clone().unwrap_or_else(|| obj.name_any());
         let intent = Intent::Create { name };
         let params = post_params();
         let call = api.create(&params, obj);
-        self.recorded(key, obj, intent, self.write::<K, _>("create", &what, call))
-            .await
+        self.recorded(
+            key,
+            obj,
+            intent,
+            self.write::<K, _>(key, "create", &what, why, call),
+        )
+        .await
     }
 
     /// Replaces `obj`, conditional on its `metadata.resourceVersion`.
-    pub async fn replace<K: Recorded>(&self, key: &WorkKey, obj: &K) -> Result<()> {
+    pub async fn replace<K: Recorded>(&self, key: &WorkKey, obj: &K, why: &str) -> Result<()> {
         let api = api::<K>(&self.client, obj);
         let name = obj.name_any();
         let intent = Intent::Update {
@@ -170,13 +189,18 @@ impl Writer {
         };
         let params = post_params();
         let call = api.replace(&name, &params, obj);
-        self.recorded(key, obj, intent, self.write::<K, _>("update", &name, call))
-            .await
+        self.recorded(
+            key,
+            obj,
+            intent,
+            self.write::<K, _>(key, "update", &name, why, call),
+        )
+        .await
     }
 
     /// Deletes `obj` if it is still the object roster saw (uid and resourceVersion preconditions); an
     /// object already gone is fine.
-    pub async fn delete<K: Recorded>(&self, key: &WorkKey, obj: &K) -> Result<()> {
+    pub async fn delete<K: Recorded>(&self, key: &WorkKey, obj: &K, why: &str) -> Result<()> {
         let api = api::<K>(&self.client, obj);
         let name = obj.name_any();
         let intent = Intent::Delete {
@@ -185,7 +209,7 @@ impl Writer {
         };
         let ticket = self.begin::<K>(key, obj, intent);
         let result = self
-            .write::<K, _>("delete", &name, api.delete(&name, &delete_params(obj)))
+            .write::<K, _>(key, "delete", &name, why, api.delete(&name, &delete_params(obj)))
             .await;
         let result = ignore_not_found(result.map(|_| ()));
         self.written().finish(ticket, None, result.is_err());
@@ -198,6 +222,7 @@ impl Writer {
         key: &WorkKey,
         obj: &K,
         status: &impl Serialize,
+        why: &str,
     ) -> Result<()> {
         let api = api::<K>(&self.client, obj);
         let name = obj.name_any();
@@ -212,8 +237,13 @@ impl Writer {
         };
         let call = api.patch_status(&name, &params, &patch);
         let what = format!("{name} status");
-        self.recorded(key, obj, intent, self.write::<K, _>("patch", &what, call))
-            .await
+        self.recorded(
+            key,
+            obj,
+            intent,
+            self.write::<K, _>(key, "patch", &what, why, call),
+        )
+        .await
     }
 
     fn begin<K: Recorded>(&self, key: &WorkKey, obj: &K, intent: Intent) -> crate::cache::written::Ticket {
@@ -274,19 +304,22 @@ impl Writer {
             secondary: None,
         };
         self.budget.acquire().await;
-        self.metrics
-            .api_writes
-            .with_label_values(&["events", "create"])
-            .inc();
-        if let Err(err) = self.recorder.publish(&event, regarding).await {
+        let result = self.recorder.publish(&event, regarding).await;
+        let outcome = if result.is_ok() { "success" } else { "error" };
+        let writes = &self.metrics.api_writes;
+        writes.with_label_values(&["events", "create", outcome]).inc();
+        if let Err(err) = result {
             tracing::warn!(%err, reason, "could not publish an Event");
         }
     }
 
+    /// One write: leader only, within the budget, counted by outcome and logged with `why`.
     async fn write<K: Recorded, T>(
         &self,
+        key: &WorkKey,
         verb: &str,
         name: &str,
+        why: &str,
         call: impl Future<Output = kube::Result<T>>,
     ) -> Result<T> {
         let resource = K::plural(&());
@@ -297,16 +330,14 @@ impl Writer {
         if !self.leadership.is_leader() {
             return Err(Error::NotLeader);
         }
-        self.metrics
-            .api_writes
-            .with_label_values(&[&resource, verb])
-            .inc();
         let result = call
             .await
             .map_err(|e| Error::from_kube(e, format!("{resource} {name}")));
-        if let Err(Error::Conflict { .. }) = &result {
-            self.metrics.conflicts.with_label_values(&[&resource]).inc();
-        }
+        let outcome = result.as_ref().map_or_else(Error::kind, |_| "success");
+        self.count(result.is_ok());
+        let writes = &self.metrics.api_writes;
+        writes.with_label_values(&[&resource, verb, outcome]).inc();
+        tracing::debug!(%key, %resource, verb, name, why, outcome, "write");
         result
     }
 }

@@ -15,7 +15,7 @@ use hickory_resolver::proto::rr::rdata::{A, AAAA};
 use hickory_resolver::proto::rr::{RData, Record, RecordType};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
-use roster::admin::Readiness;
+use roster::admin::{Health, Liveness, Readiness};
 use roster::args::{Cli, Command as RosterCommand};
 use roster::backendset::{BackendArgs, BackendSet, BackendView};
 use roster::cache::ServiceKey;
@@ -325,13 +325,12 @@ impl Harness {
         let slices = controller::server_serves(&env.client(), "discovery.k8s.io/v1", "endpointslices").await;
         let ctx = Arc::new(Context::new(config, slices, writer, metrics.clone(), Some(args)));
         let readiness = Readiness::default();
+        let health = Health {
+            readiness: readiness.clone(),
+            liveness: Liveness::new(Duration::from_secs(600)),
+        };
         let stop = CancellationToken::new();
-        let task = tokio::spawn(controller::run(
-            ctx.clone(),
-            env.client(),
-            readiness.clone(),
-            stop.clone(),
-        ));
+        let task = tokio::spawn(controller::run(ctx.clone(), env.client(), health, stop.clone()));
         eventually("the controller's caches synced", || async {
             readiness.is_ready()
         })

@@ -67,10 +67,13 @@ impl Roster {
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (addr_tx, addr_rx) = oneshot::channel();
-        let client = env.client();
+        let config = env
+            .client_config()
+            .await
+            .expect("the environment's client config");
         let task = tokio::spawn(async move {
             roster::run::run(
-                client,
+                config,
                 run_args,
                 async {
                     let _ = stop_rx.await;
