@@ -74,6 +74,32 @@ pub enum ServicesMode {
     Annotated,
 }
 
+/// How the write budget sets its rate.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BudgetKind {
+    /// Follow the API server's answers, up to `--write-qps`.
+    Adaptive,
+    /// Exactly `--write-qps`, with `--write-burst`.
+    Fixed,
+}
+
+impl ControllerArgs {
+    /// The write budget these flags ask for.
+    pub fn budget_mode(&self) -> crate::write::BudgetMode {
+        use crate::write::BudgetMode;
+        match self.write_budget {
+            BudgetKind::Adaptive => BudgetMode::Adaptive {
+                ceiling: self.write_qps,
+                burst: self.write_burst,
+            },
+            BudgetKind::Fixed => BudgetMode::Fixed {
+                qps: self.write_qps,
+                burst: self.write_burst,
+            },
+        }
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ControllerArgs {
     /// Which Services to manage.
@@ -88,11 +114,17 @@ pub struct ControllerArgs {
     /// Coalesce pod changes of a Service for at most this long before writing (0: write at once).
     #[arg(long, env = "ROSTER_BATCH_WINDOW", default_value = "0s", value_parser = parse_duration)]
     pub batch_window: Duration,
-    /// Sustained API writes per second (a positive number, fractions allowed).
-    #[arg(long, env = "ROSTER_WRITE_QPS", default_value = "20", value_parser = parse_write_qps)]
+    /// How the write budget sets its rate: `adaptive` follows the API server's answers (slower on 429,
+    /// Retry-After, 5xx and slow writes, back up while writes succeed) up to `--write-qps`; `fixed` keeps
+    /// `--write-qps` and `--write-burst` as they are.
+    #[arg(long, env = "ROSTER_WRITE_BUDGET", value_enum, default_value = "adaptive")]
+    pub write_budget: BudgetKind,
+    /// API writes per second: the ceiling of the adaptive budget, the rate of the fixed one (a positive
+    /// number, fractions allowed).
+    #[arg(long, env = "ROSTER_WRITE_QPS", default_value = "200", value_parser = parse_write_qps)]
     pub write_qps: f64,
-    /// Burst of API writes above the sustained rate (at least 1).
-    #[arg(long, env = "ROSTER_WRITE_BURST", default_value_t = 30,
+    /// API writes at once above the rate (at least 1); the adaptive budget scales it with its rate.
+    #[arg(long, env = "ROSTER_WRITE_BURST", default_value_t = 200,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub write_burst: u32,
     /// Largest number of endpoints in one EndpointSlice (1..=1000).

@@ -1,15 +1,14 @@
 //! roster's one error type. `kind()` is a stable short name used as a metric label and in Events.
 
-use std::time::Duration;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("API request failed: {0}")]
     Api(#[source] kube::Error),
     #[error("conflict writing {what}: the object changed on the server")]
     Conflict { what: String },
-    #[error("the API server asked roster to slow down (retry after {0:?})")]
-    TooManyRequests(Option<Duration>),
+    /// 429: the write budget has slowed down and paused for the server's Retry-After.
+    #[error("the API server asked roster to slow down (429 Too Many Requests)")]
+    TooManyRequests,
     #[error("namespace {0} is terminating")]
     NamespaceTerminating(String),
     #[error("invalid {what}: {message}")]
@@ -18,6 +17,10 @@ pub enum Error {
     NodesMissing(Vec<String>),
     #[error("not the leader: writes are paused")]
     NotLeader,
+    /// Not a failure: a write waited for the write budget, and the key is computed again from the newest
+    /// state before it writes (see [`crate::write`]).
+    #[error("waited for the write budget: computing again from the newest state")]
+    Recompute,
     #[error("configuration: {0}")]
     Config(String),
 }
@@ -28,11 +31,12 @@ impl Error {
         match self {
             Error::Api(_) => "api",
             Error::Conflict { .. } => "conflict",
-            Error::TooManyRequests(_) => "throttled",
+            Error::TooManyRequests => "throttled",
             Error::NamespaceTerminating(_) => "namespace_terminating",
             Error::Invalid { .. } => "invalid",
             Error::NodesMissing(_) => "nodes_missing",
             Error::NotLeader => "not_leader",
+            Error::Recompute => "recompute",
             Error::Config(_) => "config",
         }
     }
@@ -42,7 +46,7 @@ impl Error {
         match &err {
             // AlreadyExists on a create means the cache lagged: like a conflict, retry from fresh state.
             kube::Error::Api(s) if s.code == 409 => Error::Conflict { what: what.into() },
-            kube::Error::Api(s) if s.code == 429 => Error::TooManyRequests(None),
+            kube::Error::Api(s) if s.code == 429 => Error::TooManyRequests,
             kube::Error::Api(s) if s.code == 403 && s.message.contains("being terminated") => {
                 Error::NamespaceTerminating(what.into())
             }

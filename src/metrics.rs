@@ -2,8 +2,8 @@
 //! (`_total` counters, `_seconds` durations, base units); the README lists them.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder, exponential_buckets,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder, exponential_buckets,
 };
 
 #[derive(Clone)]
@@ -14,6 +14,9 @@ pub struct Metrics {
     pub api_writes: IntCounterVec,
     pub api_requests: IntCounterVec,
     pub api_request_duration: HistogramVec,
+    pub write_budget: Gauge,
+    pub write_budget_cuts: IntCounterVec,
+    pub write_budget_wait: Histogram,
     pub queue_depth: IntGauge,
     pub queue_adds: IntCounterVec,
     pub queue_work_duration: HistogramVec,
@@ -60,6 +63,12 @@ impl Maker {
 
     fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
         let g = IntGaugeVec::new(Maker::opts(name, help), labels).expect("valid gauge");
+        self.0.register(Box::new(g.clone())).expect("unique gauge");
+        g
+    }
+
+    fn float_gauge(&self, name: &str, help: &str) -> Gauge {
+        let g = Gauge::with_opts(Maker::opts(name, help)).expect("valid gauge");
         self.0.register(Box::new(g.clone())).expect("unique gauge");
         g
     }
@@ -121,6 +130,19 @@ impl Metrics {
                 "api_request_duration_seconds",
                 "Time to an API request's answer (watches excluded), by verb and resource",
                 &["verb", "resource"],
+            ),
+            write_budget: m.float_gauge(
+                "write_budget_qps",
+                "Writes per second the write budget allows now (adaptive: between 1 and --write-qps)",
+            ),
+            write_budget_cuts: m.counter(
+                "write_budget_cuts_total",
+                "Times the adaptive write budget lowered its rate, by reason (throttled, server_error, slow)",
+                &["reason"],
+            ),
+            write_budget_wait: m.histogram(
+                "write_budget_wait_seconds",
+                "Time a write waited for the write budget (a token, or the end of a Retry-After pause)",
             ),
             queue_depth: m.gauge("queue_depth", "Keys waiting in the work queue"),
             queue_adds: m.counter("queue_adds_total", "Keys added to the work queue, by kind", &["kind"]),

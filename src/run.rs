@@ -52,14 +52,15 @@ pub async fn run(
     if let Some(tx) = admin_bound {
         let _ = tx.send(addr);
     }
-    let client = client::build(config, metrics.clone(), liveness.clone())?;
+    let budget = Arc::new(WriteBudget::new(args.controller.budget_mode(), metrics.clone()));
+    let client = client::build(config, metrics.clone(), liveness.clone(), budget.clone())?;
     let leadership = Leadership::new(false);
     // Shadow mode writes nothing, a Lease included: it never leads, so the writer refuses every write.
     let election = match args.controller.shadow {
         true => None,
         false => Some(lease::start(client.clone(), &args.lease, leadership.clone(), metrics.clone()).await?),
     };
-    let mut ctx = context(&client, &args, leadership.clone(), metrics).await;
+    let mut ctx = context(&client, &args, leadership.clone(), metrics, budget).await;
     ctx.config.watch_timeout = liveness.watch_timeout();
     let health = Health { readiness, liveness };
     controller::run(Arc::new(ctx), client, health, stop.clone()).await;
@@ -78,6 +79,7 @@ async fn context(
     args: &RunArgs,
     leadership: Leadership,
     metrics: Metrics,
+    budget: Arc<WriteBudget>,
 ) -> controller::Context {
     let config = Config::from_args(&args.controller);
     let slices_enabled = config.endpointslices
@@ -97,7 +99,7 @@ async fn context(
             "shadow mode: comparing what --services=all would write with what is live; writing nothing"
         );
     }
-    let budget = WriteBudget::new(args.controller.write_qps, args.controller.write_burst);
+    tracing::info!(budget = ?args.controller.budget_mode(), "write budget");
     let identity = lease::identity(&args.lease);
     let writer = Writer::new(client.clone(), budget, metrics.clone(), leadership, identity);
     let backendsets = backendsets.then(|| args.backends.clone());

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use super::view::BackendView;
 use crate::cache::BackendSetKey;
-use crate::controller::queue::{WorkKey, WorkQueue};
+use crate::controller::queue::{Urgency, WorkKey, WorkQueue};
 use crate::metrics::Metrics;
 
 pub struct Views {
@@ -47,17 +47,21 @@ impl Views {
             log_transitions(key, old, &view);
         }
         if old.as_ref().is_none_or(|old| !old.publishes_same(&view)) {
+            let urgency = match &old {
+                Some(old) if loses_ready_address(old, &view) => Urgency::Urgent,
+                _ => Urgency::Normal,
+            };
             let services = old.iter().chain([&view]).map(|v| v.backendset.service_key());
             for service in services {
-                self.add(WorkKey::Service(service));
+                self.add(WorkKey::Service(service), urgency);
             }
         }
-        self.add(WorkKey::BackendSet(key.clone()));
+        self.add(WorkKey::BackendSet(key.clone()), Urgency::Normal);
     }
 
-    fn add(&self, key: WorkKey) {
+    fn add(&self, key: WorkKey, urgency: Urgency) {
         self.metrics.queue_adds.with_label_values(&[key.kind()]).inc();
-        self.queue.add(key);
+        self.queue.add_after(key, std::time::Duration::ZERO, urgency);
     }
 
     pub fn remove(&self, key: &BackendSetKey) -> Option<Arc<BackendView>> {
@@ -79,6 +83,12 @@ impl Views {
         gauge.with_label_values(&["true"]).set(ready as i64);
         gauge.with_label_values(&["false"]).set((total - ready) as i64);
     }
+}
+
+/// Whether an address that was ready is not any more (failed its probes, or left the BackendSet).
+fn loses_ready_address(old: &BackendView, new: &BackendView) -> bool {
+    let ready_now = |ip| new.addresses.iter().any(|a| a.ip == ip && a.ready);
+    old.addresses.iter().any(|a| a.ready && !ready_now(a.ip))
 }
 
 /// One info line per backend address whose readiness changed.

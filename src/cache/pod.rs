@@ -228,6 +228,11 @@ impl PodRecord {
         }
     }
 
+    /// Whether the pod can take traffic: ready, running (not terminating, not finished) and with an IP.
+    pub fn serves(&self) -> bool {
+        self.ready && !self.terminating && !self.phase.is_terminal() && !self.ips.is_empty()
+    }
+
     /// Whether everything roster reads is the same (the resource version aside).
     pub fn relevant_eq(&self, other: &PodRecord) -> bool {
         self.namespace == other.namespace

@@ -24,9 +24,10 @@ use crate::backendset::{BackendArgs, BackendSet, BackendSets};
 use crate::cache::written::Kind;
 use crate::cache::{Cache, NodeProjection, Objects, PodProjection, SelectorSource, ServiceKey};
 use crate::desired::{self, SliceStats, TriggerTimeTracker};
+use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::write::Writer;
-use queue::{WorkKey, WorkQueue};
+use queue::{Urgency, WorkKey, WorkQueue};
 use shadow::Shadow;
 use takeover::Upstream;
 
@@ -158,10 +159,10 @@ impl Context {
     }
 
     /// Queues `keys` after `delay` (pod changes wait for the batch window, so a burst is one write).
-    pub fn enqueue(&self, keys: impl IntoIterator<Item = WorkKey>, delay: Duration) {
+    pub fn enqueue(&self, keys: impl IntoIterator<Item = WorkKey>, delay: Duration, urgency: Urgency) {
         for key in keys {
             self.metrics.queue_adds.with_label_values(&[key.kind()]).inc();
-            self.queue.add_after(key, delay);
+            self.queue.add_after(key, delay, urgency);
         }
         self.metrics.queue_depth.set(self.queue.len() as i64);
     }
@@ -316,7 +317,7 @@ async fn resync_on_leadership(ctx: &Context) {
     let leadership = ctx.writer.leadership();
     loop {
         leadership.acquired().await;
-        ctx.enqueue(ctx.all_keys(), Duration::ZERO);
+        ctx.enqueue(ctx.all_keys(), Duration::ZERO, Urgency::Normal);
         leadership.lost().await;
     }
 }
@@ -332,7 +333,8 @@ async fn housekeeping(ctx: &Context) {
                 .read()
                 .expect("objects lock")
                 .keys_with_upstream_slices();
-            ctx.enqueue(kept.into_iter().map(WorkKey::Service), Duration::ZERO);
+            let keys = kept.into_iter().map(WorkKey::Service);
+            ctx.enqueue(keys, Duration::ZERO, Urgency::Normal);
         }
         ctx.update_gauges();
         summary.log_if_due(ctx, now);
@@ -381,10 +383,16 @@ async fn worker(ctx: Arc<Context>, id: usize, liveness: Liveness) {
         }
         liveness.worker_busy(id);
         let started = std::time::Instant::now();
-        let result = match key {
-            WorkKey::Service(service) => reconcile::reconcile(&ctx, service, item.waited).await,
-            WorkKey::BackendSet(set) => status::reconcile(&ctx, set).await,
+        let result = loop {
+            let result = match key {
+                WorkKey::Service(service) => reconcile::reconcile(&ctx, service, item.waited).await,
+                WorkKey::BackendSet(set) => status::reconcile(&ctx, set).await,
+            };
+            if !matches!(result, Err(Error::Recompute)) {
+                break result;
+            }
         };
+        ctx.writer.settle(key);
         let work = ctx.metrics.queue_work_duration.with_label_values(&[key.kind()]);
         work.observe(started.elapsed().as_secs_f64());
         liveness.worker_idle(id);

@@ -375,11 +375,12 @@ async fn warn_failed_slices(ctx: &Context, key: &ServiceKey, err: &Error) {
 }
 
 /// Failures that are no news to an operator: a conflict is retried at once, a follower writes nothing, a
-/// terminating namespace takes everything with it.
+/// terminating namespace takes everything with it, and a write that waited for the budget is made after
+/// computing again.
 fn quiet_failure(err: &Error) -> bool {
     matches!(
         err,
-        Error::Conflict { .. } | Error::NotLeader | Error::NamespaceTerminating(_)
+        Error::Conflict { .. } | Error::NotLeader | Error::NamespaceTerminating(_) | Error::Recompute
     )
 }
 
@@ -401,7 +402,7 @@ pub fn error_policy(ctx: &Context, key: &WorkKey, result: Result<()>) {
         return;
     }
     let not_before = match &err {
-        Error::TooManyRequests(after) => *after,
+        Error::TooManyRequests => ctx.writer.budget().pause_left(),
         _ => None,
     };
     ctx.metrics.queue_retries.with_label_values(&[err.kind()]).inc();

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::Context;
-use super::queue::WorkKey;
+use super::queue::{Urgency, WorkKey};
 use crate::cache::ServiceKey;
 use crate::desired::compare::{Difference, DifferenceKind, compare_endpoints, compare_slices};
 
@@ -90,8 +90,9 @@ impl Shadow {
             report(ctx, key, &differences);
         }
         if !settled {
+            let key = WorkKey::Service(key.clone());
             ctx.queue
-                .add_after(WorkKey::Service(key.clone()), settle - now.duration_since(since));
+                .add_after(key, settle - now.duration_since(since), Urgency::Normal);
         }
         *state = State::Differs {
             since,

@@ -24,7 +24,7 @@ use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::Context;
-use super::queue::WorkKey;
+use super::queue::{Urgency, WorkKey};
 use super::reconcile::service_reference;
 use crate::cache::written::Kind;
 use crate::cache::{ServiceKey, ServiceRecord};
@@ -227,6 +227,7 @@ async fn wait_for_upstream(ctx: &Context, key: &ServiceKey, svc: &ServiceRecord)
             ctx.queue.add_after(
                 WorkKey::Service(key.clone()),
                 warn_after - now.duration_since(*since),
+                Urgency::Normal,
             );
         }
         due

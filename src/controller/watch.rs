@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::Context;
-use super::queue::WorkKey;
+use super::queue::{Urgency, WorkKey};
 use crate::admin::Liveness;
 use crate::args::ServicesMode;
 use crate::backendset::BackendSet;
@@ -39,15 +39,37 @@ pub trait Watched: Resource + Clone + DeserializeOwned + Debug + Send + 'static 
     /// and an object the caches hold unchanged (same uid and resourceVersion) is held as the cached copy.
     fn hold(ctx: &Context, obj: Self) -> Self::Held;
     /// Applies an added or modified object; returns the keys to queue.
-    fn apply(ctx: &Context, obj: Self) -> Vec<WorkKey>;
-    fn delete(ctx: &Context, obj: Self) -> Vec<WorkKey>;
+    fn apply(ctx: &Context, obj: Self) -> Queued;
+    fn delete(ctx: &Context, obj: Self) -> Queued;
     /// A (re)list begins.
     fn relist_began(_ctx: &Context) {}
     /// The complete current set after a (re)list.
-    fn relisted(ctx: &Context, all: Vec<Self::Held>) -> Vec<WorkKey>;
+    fn relisted(ctx: &Context, all: Vec<Self::Held>) -> Queued;
     /// How long the keys its events queue wait: the batch window for pods, nothing for the rest.
     fn delay(_ctx: &Context) -> Duration {
         Duration::ZERO
+    }
+}
+
+/// Keys an event queues, and how urgently.
+#[derive(Debug, Default)]
+pub struct Queued {
+    pub keys: Vec<WorkKey>,
+    pub urgency: Urgency,
+}
+
+impl From<Vec<WorkKey>> for Queued {
+    fn from(keys: Vec<WorkKey>) -> Queued {
+        Queued {
+            keys,
+            urgency: Urgency::Normal,
+        }
+    }
+}
+
+impl From<Option<WorkKey>> for Queued {
+    fn from(key: Option<WorkKey>) -> Queued {
+        Queued::from(Vec::from_iter(key))
     }
 }
 
@@ -111,7 +133,7 @@ async fn run<K: Watched>(
             }
         };
         ctx.metrics.watch_events.with_label_values(&[K::LABEL]).inc();
-        let keys = match event {
+        let queued = match event {
             Event::Init => {
                 buffer.clear();
                 K::relist_began(&ctx);
@@ -122,19 +144,31 @@ async fn run<K: Watched>(
                 continue;
             }
             Event::InitDone => {
-                let keys = K::relisted(&ctx, std::mem::take(&mut buffer));
+                let queued = K::relisted(&ctx, std::mem::take(&mut buffer));
                 let _ = synced.send(true);
-                keys
+                queued
             }
             Event::Apply(obj) => K::apply(&ctx, obj),
             Event::Delete(obj) => K::delete(&ctx, obj),
         };
-        ctx.enqueue(keys, K::delay(&ctx));
+        ctx.enqueue(queued.keys, K::delay(&ctx), queued.urgency);
     }
 }
 
 fn services(affected: Affected) -> Vec<WorkKey> {
     affected.into_iter().map(WorkKey::Service).collect()
+}
+
+/// A pod change is urgent when the pod served traffic before and no longer can where it did: it is gone,
+/// not ready, terminating or finished, or moved to other addresses or labels.
+fn pod_urgency(old: Option<&PodRecord>, new: Option<&PodRecord>) -> Urgency {
+    let Some(old) = old.filter(|old| old.serves()) else {
+        return Urgency::Normal;
+    };
+    match new {
+        Some(new) if new.serves() && new.ips == old.ips && new.labels == old.labels => Urgency::Normal,
+        _ => Urgency::Urgent,
+    }
 }
 
 impl Watched for PodProjection {
@@ -144,16 +178,24 @@ impl Watched for PodProjection {
     fn hold(ctx: &Context, pod: Self) -> Arc<PodRecord> {
         ctx.cache.write().expect("cache lock").hold_pod(&pod)
     }
-    fn apply(ctx: &Context, pod: Self) -> Vec<WorkKey> {
-        services(ctx.cache.write().expect("cache lock").upsert_pod(pod))
+    fn apply(ctx: &Context, pod: Self) -> Queued {
+        let mut cache = ctx.cache.write().expect("cache lock");
+        let record = cache.compact_pod(&pod);
+        let old = cache.pod(&record.namespace, &record.name);
+        let urgency = pod_urgency(old.as_deref(), Some(&record));
+        let keys = services(cache.upsert_pod_record(record));
+        Queued { keys, urgency }
     }
-    fn delete(ctx: &Context, pod: Self) -> Vec<WorkKey> {
+    fn delete(ctx: &Context, pod: Self) -> Queued {
         let key = ObjectKey::of(&pod.metadata);
         let mut cache = ctx.cache.write().expect("cache lock");
-        services(cache.delete_pod(&key.namespace, &key.name))
+        let old = cache.pod(&key.namespace, &key.name);
+        let urgency = pod_urgency(old.as_deref(), None);
+        let keys = services(cache.delete_pod(&key.namespace, &key.name));
+        Queued { keys, urgency }
     }
-    fn relisted(ctx: &Context, all: Vec<Arc<PodRecord>>) -> Vec<WorkKey> {
-        services(ctx.cache.write().expect("cache lock").replace_pods(all))
+    fn relisted(ctx: &Context, all: Vec<Arc<PodRecord>>) -> Queued {
+        services(ctx.cache.write().expect("cache lock").replace_pods(all)).into()
     }
     fn delay(ctx: &Context) -> Duration {
         ctx.config.batch_window
@@ -161,7 +203,7 @@ impl Watched for PodProjection {
 }
 
 /// A Service change may also change the binding, and so the status, of the BackendSets naming it.
-fn with_backendsets(ctx: &Context, affected: Affected) -> Vec<WorkKey> {
+fn with_backendsets(ctx: &Context, affected: Affected) -> Queued {
     let statuses: Vec<WorkKey> = match &ctx.backendsets {
         Some(sets) => affected
             .services
@@ -172,7 +214,7 @@ fn with_backendsets(ctx: &Context, affected: Affected) -> Vec<WorkKey> {
     };
     let mut keys = services(affected);
     keys.extend(statuses);
-    keys
+    keys.into()
 }
 
 impl Watched for Service {
@@ -182,7 +224,7 @@ impl Watched for Service {
     fn hold(_: &Context, svc: Self) -> Self {
         svc
     }
-    fn apply(ctx: &Context, svc: Self) -> Vec<WorkKey> {
+    fn apply(ctx: &Context, svc: Self) -> Queued {
         let source = ctx.config.selector_source();
         let affected = ctx
             .cache
@@ -191,7 +233,7 @@ impl Watched for Service {
             .upsert_service(&svc, source);
         with_backendsets(ctx, affected)
     }
-    fn delete(ctx: &Context, svc: Self) -> Vec<WorkKey> {
+    fn delete(ctx: &Context, svc: Self) -> Queued {
         let key = ObjectKey::of(&svc.metadata);
         let affected = ctx
             .cache
@@ -200,7 +242,7 @@ impl Watched for Service {
             .delete_service(&key.namespace, &key.name);
         with_backendsets(ctx, affected)
     }
-    fn relisted(ctx: &Context, all: Vec<Self>) -> Vec<WorkKey> {
+    fn relisted(ctx: &Context, all: Vec<Self>) -> Queued {
         let source = ctx.config.selector_source();
         let affected = ctx
             .cache
@@ -218,15 +260,15 @@ impl Watched for NodeProjection {
     fn hold(_: &Context, node: Self) -> Self {
         node
     }
-    fn apply(ctx: &Context, node: Self) -> Vec<WorkKey> {
-        services(ctx.cache.write().expect("cache lock").upsert_node(node))
+    fn apply(ctx: &Context, node: Self) -> Queued {
+        services(ctx.cache.write().expect("cache lock").upsert_node(node)).into()
     }
-    fn delete(ctx: &Context, node: Self) -> Vec<WorkKey> {
+    fn delete(ctx: &Context, node: Self) -> Queued {
         let name = node.metadata.name.unwrap_or_default();
-        services(ctx.cache.write().expect("cache lock").delete_node(&name))
+        services(ctx.cache.write().expect("cache lock").delete_node(&name)).into()
     }
-    fn relisted(ctx: &Context, all: Vec<Self>) -> Vec<WorkKey> {
-        services(ctx.cache.write().expect("cache lock").replace_nodes(all))
+    fn relisted(ctx: &Context, all: Vec<Self>) -> Queued {
+        services(ctx.cache.write().expect("cache lock").replace_nodes(all)).into()
     }
 }
 
@@ -257,33 +299,31 @@ impl Watched for Endpoints {
     fn hold(ctx: &Context, ep: Self) -> Arc<Self> {
         ctx.objects.read().expect("objects lock").hold_endpoints(ep)
     }
-    fn apply(ctx: &Context, ep: Self) -> Vec<WorkKey> {
+    fn apply(ctx: &Context, ep: Self) -> Queued {
         let (id, seen) = seen(&ep, false);
         let key = ctx.objects.write().expect("objects lock").apply_endpoints(ep);
-        ctx.writer
-            .observe(WorkKey::Service(key), &id, seen)
-            .into_iter()
-            .collect()
+        ctx.writer.observe(WorkKey::Service(key), &id, seen).into()
     }
-    fn delete(ctx: &Context, ep: Self) -> Vec<WorkKey> {
+    fn delete(ctx: &Context, ep: Self) -> Queued {
         let (id, seen) = seen(&ep, true);
         let key = ctx.objects.write().expect("objects lock").delete_endpoints(&ep);
-        ctx.writer
-            .observe(WorkKey::Service(key), &id, seen)
-            .into_iter()
-            .collect()
+        ctx.writer.observe(WorkKey::Service(key), &id, seen).into()
     }
     fn relist_began(ctx: &Context) {
         ctx.writer.relist_began(Kind::Endpoints);
     }
-    fn relisted(ctx: &Context, all: Vec<Arc<Self>>) -> Vec<WorkKey> {
+    fn relisted(ctx: &Context, all: Vec<Arc<Self>>) -> Queued {
         let keyed = all
             .iter()
             .map(|ep| (ep.as_ref(), WorkKey::Service(ObjectKey::of(&ep.metadata))));
         let listed = listed(keyed);
         let touched = ctx.objects.write().expect("objects lock").relist_endpoints(all);
         ctx.writer.relisted(Kind::Endpoints, &listed);
-        touched.into_iter().map(WorkKey::Service).collect()
+        touched
+            .into_iter()
+            .map(WorkKey::Service)
+            .collect::<Vec<_>>()
+            .into()
     }
 }
 
@@ -295,12 +335,12 @@ impl Watched for EndpointSlice {
         let slice = keep_of_upstream(ctx, slice);
         ctx.objects.read().expect("objects lock").hold_slice(slice)
     }
-    fn apply(ctx: &Context, slice: Self) -> Vec<WorkKey> {
+    fn apply(ctx: &Context, slice: Self) -> Queued {
         let upstream = desired::is_upstream_slice(&slice);
         let (id, seen) = seen(&slice, false);
         let slice = keep_of_upstream(ctx, slice);
         let Some(key) = ctx.objects.write().expect("objects lock").apply_slice(slice) else {
-            return Vec::new();
+            return Queued::default();
         };
         let taking_over = ctx.config.services == ServicesMode::All && ctx.shadow.is_none();
         if upstream && taking_over {
@@ -308,33 +348,34 @@ impl Watched for EndpointSlice {
         }
         let work = WorkKey::Service(key.clone());
         match ctx.writer.observe(work.clone(), &id, seen) {
-            Some(news) => vec![news],
+            Some(news) => Some(news).into(),
             // roster's own slice is shown: the Service may now retire the built-in controllers' slices.
-            None if taking_over && has_upstream_slices(ctx, &key) => vec![work],
-            None => Vec::new(),
+            None if taking_over && has_upstream_slices(ctx, &key) => Some(work).into(),
+            None => Queued::default(),
         }
     }
-    fn delete(ctx: &Context, slice: Self) -> Vec<WorkKey> {
+    fn delete(ctx: &Context, slice: Self) -> Queued {
         let (id, seen) = seen(&slice, true);
         let Some(key) = ctx.objects.write().expect("objects lock").delete_slice(&slice) else {
-            return Vec::new();
+            return Queued::default();
         };
-        ctx.writer
-            .observe(WorkKey::Service(key), &id, seen)
-            .into_iter()
-            .collect()
+        ctx.writer.observe(WorkKey::Service(key), &id, seen).into()
     }
     fn relist_began(ctx: &Context) {
         ctx.writer.relist_began(Kind::EndpointSlice);
     }
-    fn relisted(ctx: &Context, all: Vec<Arc<Self>>) -> Vec<WorkKey> {
+    fn relisted(ctx: &Context, all: Vec<Arc<Self>>) -> Queued {
         let keyed = all
             .iter()
             .filter_map(|slice| Some((slice.as_ref(), WorkKey::Service(slice_service(slice)?))));
         let listed = listed(keyed);
         let touched = ctx.objects.write().expect("objects lock").relist_slices(all);
         ctx.writer.relisted(Kind::EndpointSlice, &listed);
-        touched.into_iter().map(WorkKey::Service).collect()
+        touched
+            .into_iter()
+            .map(WorkKey::Service)
+            .collect::<Vec<_>>()
+            .into()
     }
 }
 
@@ -361,38 +402,83 @@ impl Watched for BackendSet {
     fn hold(_: &Context, bs: Self) -> Self {
         bs
     }
-    fn apply(ctx: &Context, bs: Self) -> Vec<WorkKey> {
+    fn apply(ctx: &Context, bs: Self) -> Queued {
         let Some(sets) = &ctx.backendsets else {
-            return Vec::new();
+            return Queued::default();
         };
         let (id, seen) = seen(&bs, false);
         let key = WorkKey::BackendSet(BackendSetKey::of(&bs.metadata));
         let mut keys = sets.apply(bs);
         keys.extend(ctx.writer.observe(key, &id, seen));
-        keys
+        keys.into()
     }
-    fn delete(ctx: &Context, bs: Self) -> Vec<WorkKey> {
+    fn delete(ctx: &Context, bs: Self) -> Queued {
         let Some(sets) = &ctx.backendsets else {
-            return Vec::new();
+            return Queued::default();
         };
         let (id, seen) = seen(&bs, true);
         let key = WorkKey::BackendSet(BackendSetKey::of(&bs.metadata));
         let mut keys = sets.delete(&bs);
         keys.extend(ctx.writer.observe(key, &id, seen));
-        keys
+        keys.into()
     }
     fn relist_began(ctx: &Context) {
         ctx.writer.relist_began(Kind::BackendSet);
     }
-    fn relisted(ctx: &Context, all: Vec<Self>) -> Vec<WorkKey> {
+    fn relisted(ctx: &Context, all: Vec<Self>) -> Queued {
         let Some(sets) = &ctx.backendsets else {
-            return Vec::new();
+            return Queued::default();
         };
         let keyed = all
             .iter()
             .map(|bs| (bs, WorkKey::BackendSet(BackendSetKey::of(&bs.metadata))));
         let listed = listed(keyed);
         ctx.writer.relisted(Kind::BackendSet, &listed);
-        sets.relist(all)
+        sets.relist(all).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::PodPhase;
+    use crate::desired::fixtures::PodFixture;
+
+    #[test]
+    fn only_a_pod_that_stops_serving_is_urgent() {
+        let serving = PodFixture::new("a").build();
+        let urgent = [
+            None,
+            Some(PodFixture::new("a").not_ready().build()),
+            Some(PodFixture::new("a").terminating().build()),
+            Some(PodFixture::new("a").phase(PodPhase::Failed).build()),
+            Some(PodFixture::new("a").ips(&[]).build()),
+            Some(PodFixture::new("a").ip("10.0.0.2").build()),
+            Some(PodFixture::new("a").namespace("other").build()).map(|p| {
+                let mut p = (*p).clone();
+                p.labels = Default::default();
+                Arc::new(p)
+            }),
+        ];
+        for new in &urgent {
+            let got = pod_urgency(Some(&serving), new.as_deref());
+            assert_eq!(got, Urgency::Urgent, "{new:?}");
+        }
+        let normal = [
+            (None, Some(serving.clone())),
+            (
+                Some(serving.clone()),
+                Some(PodFixture::new("a").ready_at("2025-01-01T00:00:00Z").build()),
+            ),
+            (
+                Some(PodFixture::new("a").not_ready().build()),
+                Some(serving.clone()),
+            ),
+            (Some(PodFixture::new("a").not_ready().build()), None),
+        ];
+        for (old, new) in &normal {
+            let got = pod_urgency(old.as_deref(), new.as_deref());
+            assert_eq!(got, Urgency::Normal, "{old:?} → {new:?}");
+        }
     }
 }

@@ -27,7 +27,7 @@ mod trigger;
 #[cfg(test)]
 mod endpoints_tests;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 #[cfg(test)]
 mod mirroring_tests;
 #[cfg(test)]

@@ -4,11 +4,16 @@
 //! sent); the writer makes sure every write is made by the leader only, within the write budget, with
 //! optimistic concurrency (the resourceVersion of the object it replaces), is counted, and is recorded in
 //! [`Written`] until the watch shows it, so that the key it was made for waits for the watch meanwhile.
+//!
+//! A write that has to wait for the budget is not made with what was decided before the wait: the writer
+//! waits, keeps the token for the key and answers [`Error::Recompute`], and the worker computes the key
+//! again from the newest state, so that every change that arrived meanwhile goes into the one write the
+//! token pays for.
 
 mod budget;
 mod leadership;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -22,7 +27,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use budget::WriteBudget;
+pub use budget::{Mode as BudgetMode, Signal, WriteBudget};
 pub use leadership::Leadership;
 
 use crate::backendset::BackendSet;
@@ -63,7 +68,9 @@ impl Recorded for BackendSet {
 
 pub struct Writer {
     client: Client,
-    budget: WriteBudget,
+    budget: Arc<WriteBudget>,
+    /// Keys holding a token they waited for, for their next write.
+    prepaid: Mutex<HashSet<WorkKey>>,
     metrics: Metrics,
     leadership: Leadership,
     recorder: Recorder,
@@ -75,7 +82,7 @@ pub struct Writer {
 impl Writer {
     pub fn new(
         client: Client,
-        budget: WriteBudget,
+        budget: Arc<WriteBudget>,
         metrics: Metrics,
         leadership: Leadership,
         instance: String,
@@ -88,6 +95,7 @@ impl Writer {
         Writer {
             client,
             budget,
+            prepaid: Mutex::default(),
             metrics,
             leadership,
             recorder,
@@ -98,6 +106,31 @@ impl Writer {
 
     pub fn leadership(&self) -> &Leadership {
         &self.leadership
+    }
+
+    pub fn budget(&self) -> &WriteBudget {
+        &self.budget
+    }
+
+    /// The key's work is done: a token it waited for and did not spend goes back to the budget.
+    pub fn settle(&self, key: &WorkKey) {
+        if self.prepaid.lock().expect("prepaid lock").remove(key) {
+            self.budget.give_back();
+        }
+    }
+
+    /// Admits a write for `key`: the leader's only, paid for by the budget. A write that had to wait for its
+    /// token is [`Error::Recompute`]: the key is computed again, with the token kept for its first write.
+    async fn admit(&self, key: &WorkKey) -> Result<()> {
+        if !self.leadership.is_leader() {
+            return Err(Error::NotLeader);
+        }
+        if self.prepaid.lock().expect("prepaid lock").remove(key) || self.budget.try_acquire() {
+            return Ok(());
+        }
+        self.budget.acquire().await;
+        self.prepaid.lock().expect("prepaid lock").insert(key.clone());
+        Err(Error::Recompute)
     }
 
     fn written(&self) -> std::sync::MutexGuard<'_, Written<WorkKey>> {
@@ -164,6 +197,7 @@ impl Writer {
 
     /// Creates `obj` for `key`; `why` says what changed, for the logs.
     pub async fn create<K: Recorded>(&self, key: &WorkKey, obj: &K, why: &str) -> Result<()> {
+        self.admit(key).await?;
         let api = api::<K>(&self.client, obj);
         let name = obj.meta().name.as_deref().map(Into::into);
         let what = obj.meta().generate_name.clone().unwrap_or_else(|| obj.name_any());
@@ -181,6 +215,7 @@ impl Writer {
 
     /// Replaces `obj`, conditional on its `metadata.resourceVersion`.
     pub async fn replace<K: Recorded>(&self, key: &WorkKey, obj: &K, why: &str) -> Result<()> {
+        self.admit(key).await?;
         let api = api::<K>(&self.client, obj);
         let name = obj.name_any();
         let intent = Intent::Update {
@@ -201,6 +236,7 @@ impl Writer {
     /// Deletes `obj` if it is still the object roster saw (uid and resourceVersion preconditions); an
     /// object already gone is fine.
     pub async fn delete<K: Recorded>(&self, key: &WorkKey, obj: &K, why: &str) -> Result<()> {
+        self.admit(key).await?;
         let api = api::<K>(&self.client, obj);
         let name = obj.name_any();
         let intent = Intent::Delete {
@@ -224,6 +260,7 @@ impl Writer {
         status: &impl Serialize,
         why: &str,
     ) -> Result<()> {
+        self.admit(key).await?;
         let api = api::<K>(&self.client, obj);
         let name = obj.name_any();
         let intent = Intent::Update {
@@ -313,7 +350,7 @@ impl Writer {
         }
     }
 
-    /// One write: leader only, within the budget, counted by outcome and logged with `why`.
+    /// One admitted write, counted by outcome and logged with `why`.
     async fn write<K: Recorded, T>(
         &self,
         key: &WorkKey,
@@ -323,13 +360,6 @@ impl Writer {
         call: impl Future<Output = kube::Result<T>>,
     ) -> Result<T> {
         let resource = K::plural(&());
-        if !self.leadership.is_leader() {
-            return Err(Error::NotLeader);
-        }
-        self.budget.acquire().await;
-        if !self.leadership.is_leader() {
-            return Err(Error::NotLeader);
-        }
         let result = call
             .await
             .map_err(|e| Error::from_kube(e, format!("{resource} {name}")));

@@ -21,7 +21,7 @@ use roster::backendset::{BackendArgs, BackendSet, BackendView};
 use roster::cache::ServiceKey;
 use roster::controller::{self, Config, Context};
 use roster::metrics::Metrics;
-use roster::write::{Leadership, WriteBudget, Writer};
+use roster::write::{BudgetMode, Leadership, WriteBudget, Writer};
 use roster_envtest::TestEnv;
 use tokio::net::{TcpListener, TcpSocket, UdpSocket};
 use tokio::sync::oneshot;
@@ -303,7 +303,13 @@ impl Harness {
         let metrics = Metrics::new();
         let writer = Writer::new(
             env.client(),
-            WriteBudget::new(100.0, 100),
+            Arc::new(WriteBudget::new(
+                BudgetMode::Fixed {
+                    qps: 100.0,
+                    burst: 100,
+                },
+                metrics.clone(),
+            )),
             metrics.clone(),
             Leadership::new(true),
             "test".into(),
