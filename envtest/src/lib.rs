@@ -10,6 +10,7 @@
 //! The tier comes from `ROSTER_TESTENV=memory|real|auto` (auto, the default: real when `KUBEBUILDER_ASSETS`
 //! is set).
 
+pub mod dataplane;
 pub mod fixtures;
 pub mod http;
 pub mod kubeconfig;
@@ -25,6 +26,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
 use tokio::sync::OnceCell;
 
+pub use dataplane::DataPlane;
 pub use kubelet::Kubelet;
 pub use roster_apiserver::{self as memory, MemoryApiServer, MemoryOptions, kubectl_cache_dir};
 pub use real::{PeerApiServer, RealApiServer};
