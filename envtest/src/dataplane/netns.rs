@@ -108,19 +108,18 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("sh")
-            .args(["-c", &remove_script(&format!("[ \"$n\" = {} ]", self.name))])
+            .args(["-c", &remove(&self.name)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .status();
     }
 }
 
-/// A shell loop over this process's namespaces: kills the processes in each one `matches` selects, then
-/// deletes it. Links inside go with it; a veth pair goes when either end does.
-fn remove_script(matches: &str) -> String {
-    format!(
-        "for n in $(ip netns list | cut -d' ' -f1 | grep '^{}'); do if {matches}; then \
-         ip netns pids \"$n\" | xargs -r kill -9; ip netns del \"$n\"; fi; done",
-        prefix()
-    )
+/// A shell command that kills the processes in namespace `name` (a shell word), then deletes it. Links
+/// inside go with it; a veth pair goes when either end does.
+fn remove(name: &str) -> String {
+    format!("ip netns pids {name} | xargs -r kill -9; ip netns del {name}")
 }
 
 /// Deletes every namespace of this process once it is gone (at most once per process).
@@ -129,8 +128,10 @@ fn spawn_watchdog() -> anyhow::Result<()> {
     let started = STARTED.get_or_init(|| {
         let me = std::process::id();
         let script = format!(
-            "trap '' HUP INT TERM; while kill -0 {me} 2>/dev/null; do sleep 1; done; {}",
-            remove_script("true")
+            "trap '' HUP INT TERM; while kill -0 {me} 2>/dev/null; do sleep 1; done; \
+             for n in $(ip netns list | cut -d' ' -f1 | grep '^{}'); do {}; done",
+            prefix(),
+            remove("\"$n\"")
         );
         Command::new("sh")
             .args(["-c", &script])
