@@ -21,6 +21,7 @@ pub mod netns;
 mod process;
 mod sandbox;
 
+use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -131,7 +132,12 @@ impl DataPlane {
 
     /// Whether kube-proxy's rules send new connections to `ip` (a DNAT to it exists).
     pub fn routes_to(&self, ip: Ipv4Addr) -> anyhow::Result<bool> {
-        Ok(self.rules()?.contains(&format!("--to-destination {ip}:")))
+        Ok(self.routed()?.contains(&ip))
+    }
+
+    /// Every address kube-proxy's rules send new connections to (the targets of its DNAT rules).
+    pub fn routed(&self) -> anyhow::Result<HashSet<Ipv4Addr>> {
+        Ok(dnat_targets(&self.rules()?))
     }
 
     pub fn kube_proxy(&mut self) -> &mut NodeProcess {
@@ -162,6 +168,15 @@ fn relay_to(node: &Netns, apiserver_url: &str) -> anyhow::Result<Forward> {
     Ok(Forward::start(listener, move || TcpStream::connect(target))?)
 }
 
+/// The addresses of `--to-destination IP:PORT` in `iptables-save` output.
+fn dnat_targets(rules: &str) -> HashSet<Ipv4Addr> {
+    rules
+        .split("--to-destination ")
+        .skip(1)
+        .filter_map(|rest| rest.split(':').next()?.parse().ok())
+        .collect()
+}
+
 /// The `n`th sandbox address: 10.244.1.1 onwards, skipping .0 and .255 of every /24.
 fn sandbox_ip(n: u32) -> Option<Ipv4Addr> {
     let (third, fourth) = (1 + n / 254, 1 + n % 254);
@@ -184,5 +199,15 @@ mod tests {
         assert_eq!(sandbox_ip(254), Some(Ipv4Addr::new(10, 244, 2, 1)));
         assert_eq!(sandbox_ip(254 * 254 - 1), Some(Ipv4Addr::new(10, 244, 254, 254)));
         assert_eq!(sandbox_ip(254 * 254), None);
+    }
+
+    #[test]
+    fn dnat_targets_are_read_from_kube_proxy_rules() {
+        let rules = "-A KUBE-SEP-A -p tcp -m comment --comment \"ns/web:web\" -m tcp -j DNAT --to-destination 10.244.1.1:80\n\
+                     -A KUBE-SEP-B -p tcp -m tcp -j DNAT --to-destination 10.244.1.2:8081\n\
+                     -A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -j KUBE-SVC-X\n";
+        let want: HashSet<Ipv4Addr> = ["10.244.1.1", "10.244.1.2"].iter().map(|ip| ip.parse().unwrap()).collect();
+        assert_eq!(dnat_targets(rules), want);
+        assert!(dnat_targets("-A KUBE-SERVICES -j KUBE-NODEPORTS\n").is_empty());
     }
 }
