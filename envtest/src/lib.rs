@@ -9,6 +9,9 @@
 //!
 //! The tier comes from `ROSTER_TESTENV=memory|real|auto` (auto, the default: real when `KUBEBUILDER_ASSETS`
 //! is set).
+//!
+//! On top of the real tier, [`dataplane::DataPlane`] runs kube-proxy in a network namespace, with pods as
+//! namespaces on its bridge, so tests can send real connections through ClusterIPs.
 
 pub mod dataplane;
 pub mod fixtures;
