@@ -18,9 +18,9 @@ mod backends;
 mod cases;
 #[path = "dataplane/plane.rs"]
 mod plane;
+mod support;
 #[path = "dataplane/world.rs"]
 mod world;
-mod support;
 
 /// Declares `<case>::roster` and `<case>::upstream`, each running `cases::<case>` on its controller's plane.
 macro_rules! with_both_controllers {

@@ -144,7 +144,10 @@ async fn wait_routed(b: &Arc<Bench>, plane: &DataPlane, pods: &[usize]) -> anyho
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("kube-proxy routes to {missing} pods less than expected after {:?}", b.timeout);
+            bail!(
+                "kube-proxy routes to {missing} pods less than expected after {:?}",
+                b.timeout
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -31,8 +31,8 @@ use tokio::sync::OnceCell;
 
 pub use dataplane::DataPlane;
 pub use kubelet::Kubelet;
-pub use roster_apiserver::{self as memory, MemoryApiServer, MemoryOptions, kubectl_cache_dir};
 pub use real::{PeerApiServer, RealApiServer};
+pub use roster_apiserver::{self as memory, MemoryApiServer, MemoryOptions, kubectl_cache_dir};
 
 /// Which API server a [`TestEnv`] talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

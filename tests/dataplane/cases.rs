@@ -110,10 +110,13 @@ async fn one_pod(w: &World, addr: SocketAddr) -> String {
 /// Waits until kube-proxy's rules send (or no longer send) new connections to every one of `ips`.
 async fn wait_routed(w: &World, ips: &[String], routed: bool) {
     let dataplane = &w.plane.dataplane;
-    eventually(&format!("the node's rules route to {ips:?}: {routed}"), || async {
-        ips.iter()
-            .all(|ip| dataplane.routes_to(ip.parse().unwrap()).unwrap() == routed)
-    })
+    eventually(
+        &format!("the node's rules route to {ips:?}: {routed}"),
+        || async {
+            ips.iter()
+                .all(|ip| dataplane.routes_to(ip.parse().unwrap()).unwrap() == routed)
+        },
+    )
     .await;
 }
 
@@ -184,9 +187,14 @@ pub async fn rolling_update_fails_no_request(plane: &'static Plane) {
     );
     for (name, at) in &deleted {
         let late = w.sandbox(name).served_since(*at);
-        assert_eq!(late, 0, "{name} answered {late} requests after its deletion completed");
+        assert_eq!(
+            late, 0,
+            "{name} answered {late} requests after its deletion completed"
+        );
     }
-    let new: Vec<String> = (0..PODS).map(|i| w.sandbox(&format!("v2-{i}")).ip().to_string()).collect();
+    let new: Vec<String> = (0..PODS)
+        .map(|i| w.sandbox(&format!("v2-{i}")).ip().to_string())
+        .collect();
     wait_routed(&w, &new, true).await;
 }
 
@@ -204,11 +212,15 @@ async fn start_slowly(w: &mut World, pod: Pod) {
 async fn delete_after_drain(w: &World, name: &str) -> (String, Instant) {
     w.kubelet.delete_gracefully(&w.ns, name).await.expect("delete");
     let ip = w.sandbox(name).ip();
-    eventually(&format!("the terminating {name} leaves the node's rules"), || async {
-        !w.plane.dataplane.routes_to(ip).unwrap()
-    })
+    eventually(
+        &format!("the terminating {name} leaves the node's rules"),
+        || async { !w.plane.dataplane.routes_to(ip).unwrap() },
+    )
     .await;
-    w.kubelet.finish_deletion(&w.ns, name).await.expect("finish deletion");
+    w.kubelet
+        .finish_deletion(&w.ns, name)
+        .await
+        .expect("finish deletion");
     (name.to_string(), Instant::now())
 }
 
@@ -237,7 +249,10 @@ pub async fn external_name_gets_no_rules(plane: &'static Plane) {
     let rules = plane.dataplane.rules().unwrap();
     assert!(rules.contains(&format!("{}/witness:web", w.ns)), "{rules}");
     let search = format!("{}/search", w.ns);
-    assert!(!rules.contains(&search), "kube-proxy programmed {search}:\n{rules}");
+    assert!(
+        !rules.contains(&search),
+        "kube-proxy programmed {search}:\n{rules}"
+    );
 }
 
 /// backendset.yaml with its two backends in sandboxes: orders-db's ClusterIP reaches both, each on the
@@ -250,8 +265,7 @@ pub async fn backendset_backend_is_reachable_through_the_cluster_ip(plane: &'sta
     spec["backends"][1]["ip"] = json!(b);
     let addr = w.service(&example_service("backendset.yaml")).await[0];
     create_backendset(&w, "orders-db", spec).await;
-    w.wait_answered_by(addr, &[("db-a", 5432), ("db-b", 6432)])
-        .await;
+    w.wait_answered_by(addr, &[("db-a", 5432), ("db-b", 6432)]).await;
 }
 
 /// backendset-probed.yaml with two IP backends: the one whose server stops fails its TCP probe and stops
@@ -264,8 +278,7 @@ pub async fn backendset_backend_failing_its_probe_gets_no_traffic(plane: &'stati
     spec["readinessProbe"]["periodSeconds"] = json!(1);
     let addr = w.service(&example_service("backendset.yaml")).await[0];
     create_backendset(&w, "orders-db", spec).await;
-    w.wait_answered_by(addr, &[("db-a", 5432), ("db-b", 6432)])
-        .await;
+    w.wait_answered_by(addr, &[("db-a", 5432), ("db-b", 6432)]).await;
     w.sandboxes.get_mut("db-a").unwrap().stop(5432);
     w.wait_answered_by(addr, &[("db-b", 6432)]).await;
 }

@@ -43,7 +43,10 @@ impl Plane {
     /// in CI a missing piece fails the test instead, since scripts/test installs everything.
     pub async fn of(controller: Controller) -> Option<&'static Plane> {
         if let Some(why) = unavailable(controller) {
-            assert!(std::env::var_os("CI").is_none(), "{why} (scripts/test installs it)");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{why} (scripts/test installs it)"
+            );
             eprintln!("data-plane test skipped: {why}");
             return None;
         }
@@ -80,13 +83,17 @@ impl Plane {
 
     /// A fresh environment (client, kubectl) on this plane's API server.
     pub async fn env(&self) -> TestEnv {
-        TestEnv::with_real(self.server.clone()).await.expect("test environment")
+        TestEnv::with_real(self.server.clone())
+            .await
+            .expect("test environment")
     }
 }
 
 fn unavailable(controller: Controller) -> Option<String> {
     let Some(assets) = RealApiServer::assets_from_env() else {
-        return Some("KUBEBUILDER_ASSETS with kube-apiserver and etcd is not set (scripts/envtest-assets)".into());
+        return Some(
+            "KUBEBUILDER_ASSETS with kube-apiserver and etcd is not set (scripts/envtest-assets)".into(),
+        );
     };
     if let Some(why) = DataPlane::unavailable() {
         return Some(why);
@@ -104,7 +111,10 @@ fn unavailable(controller: Controller) -> Option<String> {
 async fn prepare(env: &TestEnv, controller: Controller) {
     let node = env.kubelet().create_node(NODE_NAME, Some("zone-a")).await;
     if let Err(e) = node {
-        assert!(matches!(&e, kube::Error::Api(s) if s.code == 409), "creating the Node: {e}");
+        assert!(
+            matches!(&e, kube::Error::Api(s) if s.code == 409),
+            "creating the Node: {e}"
+        );
     }
     if controller == Controller::Roster {
         register_crd(env).await;

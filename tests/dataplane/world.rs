@@ -181,4 +181,3 @@ pub fn example<K: DeserializeOwned>(file: &str, kind: &str) -> Vec<K> {
         .map(|v| serde_yaml::from_value(v).expect("an object of the kind"))
         .collect()
 }
-

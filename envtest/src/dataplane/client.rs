@@ -36,7 +36,10 @@ impl Client {
     pub async fn get(&self, addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
         let socket = self.node.tcp_socket()?;
         let exchange = async {
-            let stream = socket.connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+            let stream = socket
+                .connect(addr)
+                .await
+                .with_context(|| format!("connecting to {addr}"))?;
             crate::http::exchange_on(stream, addr, path)
                 .await
                 .with_context(|| format!("no HTTP answer from {addr}"))

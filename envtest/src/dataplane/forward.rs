@@ -37,10 +37,7 @@ impl Drop for Forward {
     fn drop(&mut self) {
         self.stopped.store(true, Ordering::SeqCst);
         // shutdown(2) on a listening socket wakes the blocked accept(2) with an error.
-        let _ = nix::sys::socket::shutdown(
-            self.listener.as_raw_fd(),
-            nix::sys::socket::Shutdown::Both,
-        );
+        let _ = nix::sys::socket::shutdown(self.listener.as_raw_fd(), nix::sys::socket::Shutdown::Both);
     }
 }
 

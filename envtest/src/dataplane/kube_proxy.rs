@@ -43,8 +43,14 @@ fn args(kubeconfig: &Path, node_name: &str, pod_cidr: &str, options: &KubeProxyO
         format!("--hostname-override={node_name}"),
         format!("--cluster-cidr={pod_cidr}"),
         "--masquerade-all=false".into(),
-        format!("--feature-gates=EndpointSliceProxying={}", options.endpoint_slices),
-        format!("--iptables-min-sync-period={}ms", options.min_sync_period.as_millis()),
+        format!(
+            "--feature-gates=EndpointSliceProxying={}",
+            options.endpoint_slices
+        ),
+        format!(
+            "--iptables-min-sync-period={}ms",
+            options.min_sync_period.as_millis()
+        ),
         "--conntrack-max-per-core=0".into(),
         "--conntrack-tcp-timeout-established=0s".into(),
         "--conntrack-tcp-timeout-close-wait=0s".into(),
@@ -73,7 +79,10 @@ pub async fn start(
     let started = Instant::now();
     loop {
         if let Some(status) = proxy.exited() {
-            bail!("kube-proxy exited during start-up ({status}):\n{}", proxy.log_tail(30));
+            bail!(
+                "kube-proxy exited during start-up ({status}):\n{}",
+                proxy.log_tail(30)
+            );
         }
         if rules(node)?.contains("default/kubernetes:https") {
             return Ok(proxy);

@@ -83,7 +83,11 @@ impl DataPlane {
 
     /// Makes the node namespace and starts kube-proxy against the API server at `apiserver_url` (an
     /// `https://127.0.0.1:PORT` URL of the real tier), authenticating with `token`.
-    pub async fn start(apiserver_url: &str, token: &str, options: &KubeProxyOptions) -> anyhow::Result<DataPlane> {
+    pub async fn start(
+        apiserver_url: &str,
+        token: &str,
+        options: &KubeProxyOptions,
+    ) -> anyhow::Result<DataPlane> {
         let dir = tempfile::Builder::new().prefix("roster-dataplane-").tempdir()?;
         let node = Arc::new(Netns::create()?);
         wire_node(&node)?;
@@ -152,7 +156,13 @@ impl DataPlane {
 /// The bridge with the gateway address, and the Service CIDR routed onto it.
 fn wire_node(node: &Netns) -> anyhow::Result<()> {
     node.ip(&["link", "add", BRIDGE, "type", "bridge"])?;
-    node.ip(&["addr", "add", &netns::cidr(GATEWAY, POD_PREFIX_LEN), "dev", BRIDGE])?;
+    node.ip(&[
+        "addr",
+        "add",
+        &netns::cidr(GATEWAY, POD_PREFIX_LEN),
+        "dev",
+        BRIDGE,
+    ])?;
     node.ip(&["link", "set", BRIDGE, "up"])?;
     node.ip(&["route", "add", crate::real::SERVICE_CIDR, "dev", BRIDGE])
 }
@@ -206,7 +216,10 @@ mod tests {
         let rules = "-A KUBE-SEP-A -p tcp -m comment --comment \"ns/web:web\" -m tcp -j DNAT --to-destination 10.244.1.1:80\n\
                      -A KUBE-SEP-B -p tcp -m tcp -j DNAT --to-destination 10.244.1.2:8081\n\
                      -A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -j KUBE-SVC-X\n";
-        let want: HashSet<Ipv4Addr> = ["10.244.1.1", "10.244.1.2"].iter().map(|ip| ip.parse().unwrap()).collect();
+        let want: HashSet<Ipv4Addr> = ["10.244.1.1", "10.244.1.2"]
+            .iter()
+            .map(|ip| ip.parse().unwrap())
+            .collect();
         assert_eq!(dnat_targets(rules), want);
         assert!(dnat_targets("-A KUBE-SERVICES -j KUBE-NODEPORTS\n").is_empty());
     }

@@ -16,11 +16,17 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     /// Starts `program args` inside `netns`, stdout and stderr to `log`.
-    pub(super) fn spawn(netns: &Netns, program: &Path, args: &[String], log: PathBuf) -> anyhow::Result<Self> {
+    pub(super) fn spawn(
+        netns: &Netns,
+        program: &Path,
+        args: &[String],
+        log: PathBuf,
+    ) -> anyhow::Result<Self> {
         let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let name = program
-            .file_name()
-            .map_or_else(|| program.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let name = program.file_name().map_or_else(
+            || program.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         let child = netns
             .command(&program.display().to_string())
             .args(args)

@@ -45,7 +45,16 @@ impl Sandbox {
     ) -> anyhow::Result<Sandbox> {
         let netns = Netns::create()?;
         node.ip(&[
-            "link", "add", host_link, "type", "veth", "peer", "name", "eth0", "netns", netns.name(),
+            "link",
+            "add",
+            host_link,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            netns.name(),
         ])?;
         node.ip(&["link", "set", host_link, "master", bridge, "up"])?;
         netns.ip(&["addr", "add", &cidr(ip, prefix_len), "dev", "eth0"])?;
