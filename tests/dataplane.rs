@@ -22,23 +22,25 @@ mod support;
 #[path = "dataplane/world.rs"]
 mod world;
 
-/// Declares `<case>::roster` and `<case>::upstream`, each running `cases::<case>` on its controller's plane.
+/// A test `$test` running `cases::$case` on the plane of `Controller::$controller`.
+macro_rules! case_test {
+    ($case:ident, $test:ident, $controller:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $test() {
+            use crate::plane::{Controller, Plane};
+            if let Some(plane) = Plane::of(Controller::$controller).await {
+                crate::cases::$case(plane).await
+            }
+        }
+    };
+}
+
+/// Declares `<case>::roster` and `<case>::upstream`.
 macro_rules! with_both_controllers {
     ($($case:ident),* $(,)?) => {$(
         mod $case {
-            use crate::plane::{Controller, Plane};
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn roster() {
-                if let Some(plane) = Plane::of(Controller::Roster).await {
-                    crate::cases::$case(plane).await
-                }
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn upstream() {
-                if let Some(plane) = Plane::of(Controller::Upstream).await {
-                    crate::cases::$case(plane).await
-                }
-            }
+            case_test!($case, roster, Roster);
+            case_test!($case, upstream, Upstream);
         }
     )*};
 }
@@ -47,13 +49,7 @@ macro_rules! with_both_controllers {
 macro_rules! with_roster {
     ($($case:ident),* $(,)?) => {$(
         mod $case {
-            use crate::plane::{Controller, Plane};
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn roster() {
-                if let Some(plane) = Plane::of(Controller::Roster).await {
-                    crate::cases::$case(plane).await
-                }
-            }
+            case_test!($case, roster, Roster);
         }
     )*};
 }

@@ -22,9 +22,8 @@ use crate::controller::{Controller, ControllerKind};
 use crate::observer::{Expect, Latencies};
 use crate::report::{LatencySummary, PhaseReport};
 use crate::run::{Bench, Params};
+use crate::small_services;
 use crate::workload::readiness_churn_observed;
-
-pub const PREFIX: &str = "bench-dp";
 
 pub fn defaults(size: &str) -> Vec<(&'static str, f64)> {
     let seconds = match size {
@@ -33,6 +32,7 @@ pub fn defaults(size: &str) -> Vec<(&'static str, f64)> {
         _ => 60.0,
     };
     vec![
+        ("namespaces", 1.0),
         ("services", 10.0),
         ("pods_per_service", 10.0),
         ("nodes", 1.0),
@@ -43,6 +43,7 @@ pub fn defaults(size: &str) -> Vec<(&'static str, f64)> {
     ]
 }
 
+/// The world of S1 (Services each selecting their own ready pods), in one namespace.
 pub async fn setup(b: &Arc<Bench>, p: &Params) -> anyhow::Result<()> {
     if let Some(why) = DataPlane::unavailable() {
         bail!("{why}");
@@ -50,26 +51,12 @@ pub async fn setup(b: &Arc<Bench>, p: &Params) -> anyhow::Result<()> {
     if b.cluster.memory().is_some() {
         bail!("the data plane runs kube-proxy against a real API server: use --tier real");
     }
-    b.world
-        .create_namespaces_and_nodes(&b.cluster, PREFIX, 1, p.n("nodes"))
-        .await?;
-    let (svcs, pods) = {
-        let mut m = b.world.model();
-        let (mut svcs, mut pods) = (Vec::new(), Vec::new());
-        for i in 0..p.n("services") {
-            let app = format!("dp{i}");
-            svcs.push(m.add_service(0, &app));
-            pods.extend((0..p.n("pods_per_service")).map(|_| m.add_pod(0, &app, true)));
-        }
-        (svcs, pods)
-    };
-    b.world.create_services(&b.cluster, &svcs, 16).await?;
-    b.world.create_pods(&b.cluster, &pods, 48).await
+    small_services::setup(b, p).await
 }
 
 /// A cold start, then kube-proxy on its Endpoints, then the flips at the slow and at the fast rate.
 pub async fn run(b: &Arc<Bench>, p: &Params, kind: ControllerKind) -> anyhow::Result<Vec<PhaseReport>> {
-    b.reset(PREFIX).await?;
+    b.reset(small_services::PREFIX).await?;
     let (ctl, cold) = b.cold_start(kind, &[]).await?;
     let options = KubeProxyOptions {
         endpoint_slices: false,

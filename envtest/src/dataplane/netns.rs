@@ -133,14 +133,7 @@ fn spawn_watchdog() -> anyhow::Result<()> {
             prefix(),
             remove("\"$n\"")
         );
-        Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map(drop)
-            .map_err(|e| format!("starting the namespace watchdog: {e}"))
+        crate::real::spawn_shell(&script).map_err(|e| format!("starting the namespace watchdog: {e}"))
     });
     started.clone().map_err(anyhow::Error::msg)
 }
