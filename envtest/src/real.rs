@@ -296,7 +296,7 @@ pub fn spawn_shell(script: &str) -> std::io::Result<()> {
 
 /// Removes `dir` once this test process is gone: the shared server of a test binary lives in a static, whose
 /// destructor never runs, and its etcd data would otherwise stay on tmpfs.
-fn spawn_dir_cleaner(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn spawn_dir_cleaner(dir: &Path) -> anyhow::Result<()> {
     let me = std::process::id();
     let script = format!(
         "while kill -0 {me} 2>/dev/null; do sleep 1; done; sleep 2; rm -rf '{}'",

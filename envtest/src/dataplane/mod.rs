@@ -89,6 +89,8 @@ impl DataPlane {
         options: &KubeProxyOptions,
     ) -> anyhow::Result<DataPlane> {
         let dir = tempfile::Builder::new().prefix("roster-dataplane-").tempdir()?;
+        // A plane shared by a test binary lives in a static and is never dropped.
+        crate::real::spawn_dir_cleaner(dir.path())?;
         let node = Arc::new(Netns::create()?);
         wire_node(&node)?;
         let relay = relay_to(&node, apiserver_url)?;
