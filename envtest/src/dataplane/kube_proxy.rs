@@ -1,5 +1,6 @@
 //! kube-proxy v1.20.2 in iptables mode, as a node of the cluster would run it, inside the node namespace.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -28,20 +29,28 @@ impl Default for KubeProxyOptions {
     }
 }
 
+/// The Node kube-proxy runs as: its name, its address, and the pod range it counts as the cluster's.
+pub struct Node<'a> {
+    pub name: &'a str,
+    pub ip: Ipv4Addr,
+    pub pod_cidr: &'a str,
+}
+
 /// kube-proxy of `KUBEBUILDER_ASSETS`, when it is there.
 pub fn binary() -> Option<PathBuf> {
     let path = PathBuf::from(std::env::var_os("KUBEBUILDER_ASSETS")?).join("kube-proxy");
     path.is_file().then_some(path)
 }
 
-/// kube-proxy's flags: iptables mode; no conntrack sysctl it would change (the namespace's defaults do);
-/// health and metrics on the node namespace's own loopback.
-fn args(kubeconfig: &Path, node_name: &str, pod_cidr: &str, options: &KubeProxyOptions) -> Vec<String> {
+/// kube-proxy's flags: iptables mode; the node's address on the pod bridge as its node IP; no conntrack
+/// sysctl it would change (the namespace's defaults do); health and metrics on the node's own loopback.
+fn args(kubeconfig: &Path, node: &Node, options: &KubeProxyOptions) -> Vec<String> {
     vec![
         format!("--kubeconfig={}", kubeconfig.display()),
         "--proxy-mode=iptables".into(),
-        format!("--hostname-override={node_name}"),
-        format!("--cluster-cidr={pod_cidr}"),
+        format!("--hostname-override={}", node.name),
+        format!("--bind-address={}", node.ip),
+        format!("--cluster-cidr={}", node.pod_cidr),
         "--masquerade-all=false".into(),
         format!(
             "--feature-gates=EndpointSliceProxying={}",
@@ -64,18 +73,17 @@ fn args(kubeconfig: &Path, node_name: &str, pod_cidr: &str, options: &KubeProxyO
 /// Starts kube-proxy in `node` and waits until it has written its rules once (the `kubernetes` Service's
 /// are there).
 pub async fn start(
-    node: &Netns,
+    netns: &Netns,
     kubeconfig: &Path,
-    node_name: &str,
-    pod_cidr: &str,
+    node: &Node<'_>,
     options: &KubeProxyOptions,
     log: PathBuf,
 ) -> anyhow::Result<NodeProcess> {
     let Some(program) = binary() else {
         bail!("no kube-proxy in KUBEBUILDER_ASSETS (scripts/envtest-assets --with-kube-proxy)");
     };
-    let args = args(kubeconfig, node_name, pod_cidr, options);
-    let mut proxy = NodeProcess::spawn(node, &program, &args, log)?;
+    let args = args(kubeconfig, node, options);
+    let mut proxy = NodeProcess::spawn(netns, &program, &args, log)?;
     let started = Instant::now();
     loop {
         if let Some(status) = proxy.exited() {
@@ -84,7 +92,7 @@ pub async fn start(
                 proxy.log_tail(30)
             );
         }
-        if rules(node)?.contains("default/kubernetes:https") {
+        if rules(netns)?.contains("default/kubernetes:https") {
             return Ok(proxy);
         }
         if started.elapsed() > Duration::from_secs(60) {

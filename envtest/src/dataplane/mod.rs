@@ -97,7 +97,12 @@ impl DataPlane {
         let kubeconfig = dir.path().join("node.kubeconfig");
         crate::kubeconfig::write(&kubeconfig, &format!("https://{NODE_APISERVER}"), Some(token))?;
         let log = dir.path().join("kube-proxy.log");
-        let kube_proxy = kube_proxy::start(&node, &kubeconfig, NODE_NAME, POD_CIDR, options, log).await?;
+        let node_spec = kube_proxy::Node {
+            name: NODE_NAME,
+            ip: GATEWAY,
+            pod_cidr: POD_CIDR,
+        };
+        let kube_proxy = kube_proxy::start(&node, &kubeconfig, &node_spec, options, log).await?;
         Ok(DataPlane {
             kube_proxy,
             _relay: relay,
