@@ -85,11 +85,6 @@ impl Netns {
         self.run(|| std::net::TcpListener::bind(addr))
     }
 
-    /// A blocking connection to `addr`, routed by this namespace.
-    pub fn connect(&self, addr: SocketAddr) -> std::io::Result<std::net::TcpStream> {
-        self.run(|| std::net::TcpStream::connect(addr))
-    }
-
     /// Output of `program args` run inside this namespace.
     pub fn output(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
         let out = self.command(program).args(args).output()?;
