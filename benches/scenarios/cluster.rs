@@ -60,6 +60,11 @@ impl Cluster {
         })
     }
 
+    /// The API server's URL.
+    pub fn url(&self) -> String {
+        self.env.url()
+    }
+
     /// The harness's (admin) client.
     pub fn client(&self) -> kube::Client {
         self.env.client()

@@ -13,6 +13,7 @@
 mod big_service;
 mod cluster;
 mod controller;
+mod dataplane;
 mod floor;
 mod observer;
 mod report;
@@ -94,6 +95,8 @@ enum ScenarioId {
     Floor,
     /// Hours of random churn with invariant checks and RSS samples (issue 8), roster on the memory tier.
     Soak,
+    /// Readiness flips through kube-proxy's rules: end-to-end propagation (real tier, root).
+    E2e,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -219,6 +222,7 @@ fn defaults(scenario: ScenarioId, size: &str) -> Vec<(&'static str, f64)> {
         ScenarioId::S6 => scale::defaults(size),
         ScenarioId::Floor => floor::defaults(size),
         ScenarioId::Soak => soak::defaults(size),
+        ScenarioId::E2e => dataplane::defaults(size),
     }
 }
 
@@ -239,6 +243,7 @@ async fn run_scenario(
         ScenarioId::S5 => service_churn::setup(b, p).await?,
         ScenarioId::S6 => empty_rss = scale::setup(b, p).await?,
         ScenarioId::Soak => soak::setup(b, p).await?,
+        ScenarioId::E2e => dataplane::setup(b, p).await?,
         ScenarioId::Floor => unreachable!("the floor has no world"),
     }
     eprintln!("   world built in {:.1} s", t.elapsed().as_secs_f64());
@@ -261,6 +266,7 @@ async fn run_scenario(
                 ScenarioId::S5 => service_churn::run(b, p, kind).await?,
                 ScenarioId::S6 => scale::run(b, p, empty_rss).await?,
                 ScenarioId::Soak => soak::run(b, p, cli.csv.as_deref()).await?,
+                ScenarioId::E2e => dataplane::run(b, p, kind).await?,
                 ScenarioId::Floor => unreachable!(),
             };
             for ph in &phases {

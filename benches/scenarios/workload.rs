@@ -88,6 +88,22 @@ pub async fn readiness_churn(
     duration: Duration,
     not_ready: fn(u32) -> Expect,
 ) -> anyhow::Result<Writes> {
+    readiness_churn_observed(b, candidates, rate, duration, not_ready, |_, _| {}).await
+}
+
+/// [`readiness_churn`], calling `on_flip(ip, ready)` just before each flip's status PATCH is sent (for
+/// measurements that start at the write, beyond the Endpoints).
+pub async fn readiness_churn_observed<F>(
+    b: &Arc<Bench>,
+    candidates: &[usize],
+    rate: f64,
+    duration: Duration,
+    not_ready: fn(u32) -> Expect,
+    on_flip: F,
+) -> anyhow::Result<Writes>
+where
+    F: Fn(u32, bool) + Clone + Send + 'static,
+{
     let mut writes = Writes::default();
     let mut tick = ticker(rate);
     let end = Instant::now() + duration;
@@ -101,8 +117,9 @@ pub async fn readiness_churn(
         } else {
             ("not-ready", not_ready(ip))
         };
-        let bench = b.clone();
+        let (bench, on_flip) = (b.clone(), on_flip.clone());
         writes.spawn(b, vec![Change { key, label, expect }], async move {
+            on_flip(ip, ready);
             bench.world.set_ready(p, ready).await
         });
         writes.throttle(256).await?;

@@ -27,6 +27,15 @@ pub async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 
 async fn exchange(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    exchange_on(stream, addr, path).await
+}
+
+/// A GET over a connection the caller made (the data-plane tier makes them inside a network namespace).
+pub async fn exchange_on(
+    stream: tokio::net::TcpStream,
+    addr: SocketAddr,
+    path: &str,
+) -> Option<(u16, String)> {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .ok()?;

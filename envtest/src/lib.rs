@@ -11,7 +11,11 @@
 //!
 //! The tier comes from `ROSTER_TESTENV=memory|real|auto` (auto, the default: real when `KUBEBUILDER_ASSETS`
 //! is set).
+//!
+//! On top of the real tier, [`dataplane::DataPlane`] runs kube-proxy in a network namespace, with pods as
+//! namespaces on its bridge, so tests can send real connections through ClusterIPs.
 
+pub mod dataplane;
 pub mod facade;
 pub mod fixtures;
 pub mod http;
@@ -28,6 +32,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
 use tokio::sync::OnceCell;
 
+pub use dataplane::DataPlane;
 pub use facade::Facade;
 pub use kubelet::Kubelet;
 pub use real::{PeerApiServer, RealApiServer};

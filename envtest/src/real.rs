@@ -291,32 +291,29 @@ pub fn spawn_watchdog(pid: u32) -> anyhow::Result<()> {
     let script = format!(
         "while kill -0 {me} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 1; done; kill -9 {pid} 2>/dev/null"
     );
+    spawn_shell(&script).context("starting the process watchdog")
+}
+
+/// Runs `script` in a shell of its own, detached from this process's standard streams, without waiting.
+pub fn spawn_shell(script: &str) -> std::io::Result<()> {
     Command::new("sh")
-        .args(["-c", &script])
+        .args(["-c", script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("starting the process watchdog")?;
-    Ok(())
+        .map(drop)
 }
 
 /// Removes `dir` once this test process is gone: the shared server of a test binary lives in a static, whose
 /// destructor never runs, and its etcd data would otherwise stay on tmpfs.
-fn spawn_dir_cleaner(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn spawn_dir_cleaner(dir: &Path) -> anyhow::Result<()> {
     let me = std::process::id();
     let script = format!(
         "while kill -0 {me} 2>/dev/null; do sleep 1; done; sleep 2; rm -rf '{}'",
         dir.display()
     );
-    Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the scratch directory cleaner")?;
-    Ok(())
+    spawn_shell(&script).context("starting the scratch directory cleaner")
 }
 
 fn spawn_placeholder() -> anyhow::Result<Child> {

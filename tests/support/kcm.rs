@@ -34,6 +34,20 @@ pub fn assets(what: &str) -> Option<(PathBuf, PathBuf)> {
     None
 }
 
+/// The flags every kube-controller-manager of the tests runs with: only `controllers`, the kubeconfig's
+/// credentials for all of them, no leader election, no secure port (so it needs no delegated
+/// authentication), the real tier's feature gates.
+pub fn args(kubeconfig: &Path, controllers: &[&str]) -> Vec<String> {
+    vec![
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--controllers={}", controllers.join(",")),
+        format!("--feature-gates={FEATURE_GATES}"),
+        "--leader-elect=false".into(),
+        "--use-service-account-credentials=false".into(),
+        "--secure-port=0".into(),
+    ]
+}
+
 /// kube-controller-manager 1.20.2 running only the given controllers, with its deprecated insecure port open for `/metrics` (work queue depths) and no secure port
 /// (so it needs no delegated authentication).
 pub struct Upstream {
@@ -82,24 +96,10 @@ impl Upstream {
     fn spawn(kcm: &Path, kubeconfig: &Path, log: &Path, controllers: &[(&str, &str)]) -> (Child, SocketAddr) {
         let out = std::fs::File::create(log).unwrap();
         let port = roster_envtest::real::free_port().unwrap();
+        let names: Vec<&str> = controllers.iter().map(|(name, _)| *name).collect();
         let child = Command::new(kcm)
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .args([
-                &format!(
-                    "--controllers={}",
-                    controllers
-                        .iter()
-                        .map(|(name, _)| *name)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                ),
-                &format!("--feature-gates={FEATURE_GATES}"),
-                "--leader-elect=false",
-                "--use-service-account-credentials=false",
-                "--secure-port=0",
-                "--address=127.0.0.1",
-                &format!("--port={port}"),
-            ])
+            .args(args(kubeconfig, &names))
+            .args(["--address=127.0.0.1", &format!("--port={port}")])
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
