@@ -75,7 +75,12 @@ mod tests {
                 true,
                 Some(Exclusion::Terminal),
             ),
-            ("no ip", PodFixture::new("p").ips(&[]).build(), true, Some(Exclusion::NoIp)),
+            (
+                "no ip",
+                PodFixture::new("p").ips(&[]).build(),
+                true,
+                Some(Exclusion::NoIp),
+            ),
             (
                 "terminating excluded",
                 PodFixture::new("p").terminating().build(),

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::read::Objects;
 use super::report::Source;
 use crate::cache::{NodeLookup, PodRecord, ServiceRecord};
-use crate::desired::compare::{Difference, compare_endpoints, compare_slices};
+use crate::desired::compare::{Difference, canonical_ip, compare_endpoints, compare_slices};
 use crate::desired::{self, DesiredEndpoints, SliceInput};
 
 /// The live Endpoints and EndpointSlices of the Service.
@@ -49,7 +49,7 @@ pub struct ManagedBy {
     pub by: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Who {
     Roster,
@@ -80,6 +80,8 @@ pub struct DriftItem {
     /// An address (`IPv4 10.0.0.1` in slices), or `<Endpoints>` for the whole object.
     pub at: String,
     pub pod: Option<String>,
+    /// Who manages the live object holding the address (or the whole object); `None` when none holds it.
+    pub managed_by: Option<ManagedBy>,
     /// The README row of roster's deliberate divergence from upstream this is, if it is one.
     pub explained_by: Option<String>,
 }
@@ -92,7 +94,9 @@ impl Drift {
                 "a BackendSet's addresses follow roster's probes, which only roster sees: see the BackendSet's status"
             }
             Source::ExternalName { .. } => "an ExternalName Service has no endpoints to compare",
-            Source::InvalidSelector { .. } => "roster leaves the objects of a Service with an invalid selector alone",
+            Source::InvalidSelector { .. } => {
+                "roster leaves the objects of a Service with an invalid selector alone"
+            }
             _ => "nothing to publish, nothing to compare",
         };
         Drift {
@@ -120,24 +124,30 @@ pub fn selected(
     let pods = pods_by_ip(selected);
     let want = desired::endpoints_need_write(None, desired);
     let endpoints = compare_endpoints(want.as_ref(), objects.endpoints.as_ref());
+    let endpoints_manager = objects.endpoints.as_ref().map(|ep| endpoints_manager(svc, ep));
     let mut drift = Drift {
-        endpoints: items(endpoints, &pods),
+        endpoints: items(endpoints, &pods, &|_| endpoints_manager.clone()),
         ..Drift::default()
     };
     if objects.nodes.is_err() {
-        drift.not_compared.push("EndpointSlices: the Nodes (zones) are unknown".to_owned());
+        drift
+            .not_compared
+            .push("EndpointSlices: the Nodes (zones) are unknown".to_owned());
         return drift;
     }
     let input = SliceInput::owned_by_service(svc, desired::DEFAULT_MAX_ENDPOINTS_PER_SLICE, None);
     let want = desired::desired_slices(svc, selected, nodes, &[], &input).create;
     let slices = compare_slices(&want, &objects.slices, !svc.ports.is_empty());
-    drift.slices = items(slices, &pods);
+    drift.slices = items(slices, &pods, &|at| holding_slice(&objects.slices, at));
     drift
 }
 
 /// Drift of a selectorless Service: the live EndpointSlices against the mirror of its hand-made Endpoints.
 pub fn mirrored(svc: &ServiceRecord, objects: &Objects) -> Drift {
-    let hand_made = objects.endpoints.as_ref().filter(|ep| !desired::is_roster_endpoints(ep));
+    let hand_made = objects
+        .endpoints
+        .as_ref()
+        .filter(|ep| !desired::is_roster_endpoints(ep));
     let Some(endpoints) = hand_made else {
         let why = "EndpointSlices made by hand, without Endpoints to mirror";
         return Drift {
@@ -148,22 +158,45 @@ pub fn mirrored(svc: &ServiceRecord, objects: &Objects) -> Drift {
     let want = desired::desired_mirrored_slices(svc, endpoints, &[]).create;
     let slices = compare_slices(&want, &objects.slices, !svc.ports.is_empty());
     Drift {
-        slices: items(slices, &HashMap::new()),
+        slices: items(slices, &HashMap::new(), &|at| holding_slice(&objects.slices, at)),
         ..Drift::default()
     }
 }
 
 fn pods_by_ip(pods: &[&PodRecord]) -> HashMap<String, String> {
-    let ips = pods.iter().flat_map(|p| p.ips.iter().map(|ip| (ip.to_string(), p.name.to_string())));
+    let ips = pods
+        .iter()
+        .flat_map(|p| p.ips.iter().map(|ip| (ip.to_string(), p.name.to_string())));
     ips.collect()
 }
 
-fn items(differences: Vec<Difference>, pods: &HashMap<String, String>) -> Vec<DriftItem> {
+/// The manager of the live slice holding the address `at` (`IPv4 10.0.0.1`); for the whole set of slices
+/// (`<EndpointSlices>`), that of the first.
+fn holding_slice(slices: &[EndpointSlice], at: &str) -> Option<ManagedBy> {
+    let holds = |slice: &&EndpointSlice| match at.split_once(' ') {
+        Some((address_type, ip)) => {
+            slice.address_type == address_type
+                && slice
+                    .endpoints
+                    .iter()
+                    .any(|e| e.addresses.iter().any(|a| canonical_ip(a) == ip))
+        }
+        None => true,
+    };
+    slices.iter().find(holds).map(slice_manager)
+}
+
+fn items(
+    differences: Vec<Difference>,
+    pods: &HashMap<String, String>,
+    managed_by: &dyn Fn(&str) -> Option<ManagedBy>,
+) -> Vec<DriftItem> {
     let item = |d: Difference| {
         let ip = d.at.rsplit(' ').next().unwrap_or_default();
         DriftItem {
             kind: d.kind.label().to_owned(),
             pod: pods.get(ip).cloned(),
+            managed_by: managed_by(&d.at),
             at: d.at,
             explained_by: d.explained_by.map(str::to_owned),
         }
@@ -216,7 +249,7 @@ fn endpoints_manager(svc: &ServiceRecord, ep: &Endpoints) -> ManagedBy {
     match svc.has_spec_selector {
         true => ManagedBy {
             who: Who::Upstream,
-            by: Some("kube-controller-manager".to_owned()),
+            by: None,
         },
         false => ManagedBy {
             who: Who::ByHand,

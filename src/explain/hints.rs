@@ -20,9 +20,7 @@ pub fn hints(report: &Report) -> Vec<String> {
         )),
         _ => {}
     }
-    if report.outcome == Outcome::Drift || report.drift.unexplained() > 0 {
-        hints.push(drift_hint(report));
-    }
+    hints.extend(drift_hints(report));
     if report.outcome == Outcome::Healthy {
         hints.extend(connection_hints(report));
     }
@@ -60,20 +58,48 @@ fn selector_hints(report: &Report, selector: &str) -> Vec<String> {
     hints
 }
 
-fn drift_hint(report: &Report) -> String {
-    let managers = report.live.endpoints.iter().map(|ep| ep.managed_by.who);
-    let managers: Vec<Who> = managers
-        .chain(report.live.slices.iter().map(|s| s.managed_by.who))
+/// What to do about the drift, by who writes the objects that differ.
+fn drift_hints(report: &Report) -> Vec<String> {
+    let drift = &report.drift;
+    let unexplained = drift
+        .endpoints
+        .iter()
+        .chain(&drift.slices)
+        .filter(|d| d.explained_by.is_none());
+    let mut writers: Vec<Option<Who>> = unexplained
+        .map(|d| d.managed_by.as_ref().map(|m| m.who))
         .collect();
-    if managers.contains(&Who::Roster) {
-        return "roster writes these objects and they differ from what it computes: it may not be running, \
-                not be the leader, or not have caught up yet (its /metrics show roster_leader and \
-                roster_reconciles_total); someone may have edited them"
-            .to_owned();
+    writers.sort();
+    writers.dedup();
+    writers
+        .into_iter()
+        .map(|writer| drift_hint(report, writer))
+        .collect()
+}
+
+fn drift_hint(report: &Report, writer: Option<Who>) -> String {
+    let name = &report.service.name;
+    match writer {
+        Some(Who::Roster) => {
+            "roster writes these objects, and they differ from what it computes: it may not be \
+            running, not be the leader, or not have caught up yet (its /metrics show roster_leader and \
+            roster_reconciles_total), or someone edited them"
+                .to_owned()
+        }
+        Some(Who::Upstream) => {
+            "kube-controller-manager writes these objects: the differences are between its \
+            rules and roster's (or it has not caught up)"
+                .to_owned()
+        }
+        Some(Who::Other | Who::ByHand) => format!(
+            "an object no endpoints controller of this Service manages holds these addresses (by hand or by \
+             another controller); proxies read every EndpointSlice labelled kubernetes.io/service-name={name}: \
+             fix or delete it"
+        ),
+        None => "what roster computes is not live: is a controller managing this Service (roster with \
+            --services=all, or the roster.dev/selector annotation; or kube-controller-manager) and running?"
+            .to_owned(),
     }
-    "the live objects differ from what roster computes: the controller that writes them (see Managed by) \
-     may not be running or may follow other rules; without a controller, nothing corrects them"
-        .to_owned()
 }
 
 /// For a Service whose endpoints are ready but which clients say they cannot reach.

@@ -19,6 +19,9 @@ mod read;
 pub mod render;
 mod report;
 
+#[cfg(test)]
+mod tests;
+
 use std::io::Write as _;
 use std::process::ExitCode;
 

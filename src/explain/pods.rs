@@ -1,10 +1,15 @@
 //! Each selected pod's verdict, from the decision the Endpoints and EndpointSlices are built with
 //! ([`desired::endpoints_entry`], [`desired::slice_entry`]), and the pods the selector narrowly misses.
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::cache::{NodeLookup, PodPhase, PodRecord, Selector, ServiceRecord, TargetPort};
+use crate::cache::{
+    NodeLookup, Operator, PodPhase, PodRecord, Requirement, Selector, ServicePortRecord, ServiceRecord,
+    TargetPort,
+};
 use crate::desired::readiness::slice_conditions;
 use crate::desired::{self, DesiredEndpoints, EndpointSource, Exclusion};
 
@@ -140,7 +145,11 @@ fn listed(desired: &DesiredEndpoints, pod: &PodRecord) -> bool {
         .any(|name| name == &*pod.name)
 }
 
-fn slice_placement(svc: &ServiceRecord, pod: &PodRecord, nodes: &dyn Fn(&str) -> NodeLookup) -> SlicePlacement {
+fn slice_placement(
+    svc: &ServiceRecord,
+    pod: &PodRecord,
+    nodes: &dyn Fn(&str) -> NodeLookup,
+) -> SlicePlacement {
     let families = desired::slice_families(svc);
     if let Err(why) = desired::slice_entry(svc, pod, nodes, &families) {
         return SlicePlacement::Absent { why };
@@ -177,7 +186,12 @@ fn verdict(pod: &PodRecord, endpoints: Placement, slices: SlicePlacement) -> Ver
 
 fn port_resolutions(svc: &ServiceRecord, pod: &PodRecord) -> Vec<PortResolution> {
     let resolved = desired::resolved_ports(svc, pod);
-    let port_of = |sp| resolved.iter().find(|(p, _)| std::ptr::eq(*p, sp)).map(|(_, n)| *n);
+    let port_of = |sp| {
+        resolved
+            .iter()
+            .find(|(p, _)| std::ptr::eq(*p, sp))
+            .map(|(_, n)| *n)
+    };
     let resolution = |sp| PortResolution {
         service_port: service_port_name(sp),
         target_port: match &sp.target_port {
@@ -190,7 +204,7 @@ fn port_resolutions(svc: &ServiceRecord, pod: &PodRecord) -> Vec<PortResolution>
     svc.ports.iter().map(resolution).collect()
 }
 
-fn service_port_name(sp: &crate::cache::ServicePortRecord) -> String {
+fn service_port_name(sp: &ServicePortRecord) -> String {
     match &*sp.name {
         "" => sp.port.to_string(),
         name => format!("{name} ({})", sp.port),
@@ -199,13 +213,15 @@ fn service_port_name(sp: &crate::cache::ServicePortRecord) -> String {
 
 /// The verdict's reason, in words.
 fn reason(svc: &ServiceRecord, pod: &PodRecord, verdict: Verdict, now: Timestamp) -> String {
-    let since = pod.ready_transition.map_or_else(String::new, |at| format!(" for {}", age(now, at)));
+    let since = pod
+        .ready_transition
+        .map_or_else(String::new, |at| format!(" for {}", age(now, at)));
     let pnra = svc.publish_not_ready_addresses;
     match verdict {
         Verdict::Ready => format!("Ready=True{since}"),
-        Verdict::NotReady if pnra => format!(
-            "not Ready{since}, published as ready anyway: the Service sets publishNotReadyAddresses"
-        ),
+        Verdict::NotReady if pnra => {
+            format!("not Ready{since}, published as ready anyway: the Service sets publishNotReadyAddresses")
+        }
         Verdict::NotReady => format!(
             "not Ready{since}: a readiness probe fails or a container is not ready (kubectl describe pod {}); \
              it gets no traffic, and it is not restarted for it",
@@ -219,13 +235,10 @@ fn reason(svc: &ServiceRecord, pod: &PodRecord, verdict: Verdict, now: Timestamp
              terminating=true, serving={} so proxies can drain its connections",
             pod.ready
         ),
-        Verdict::Terminal => format!(
-            "phase {}: a finished pod never serves again",
-            phase(pod.phase)
-        ),
+        Verdict::Terminal => format!("phase {}: a finished pod never serves again", phase(pod.phase)),
         Verdict::NoIp => no_ip(pod),
         Verdict::NoIpOfFamily => "none of its IPs is of the Service's IP family".to_owned(),
-        Verdict::NoPort => "no port of the Service resolves on it (see its ports below)".to_owned(),
+        Verdict::NoPort => "no port of the Service resolves on it".to_owned(),
         Verdict::NodeMissing => format!(
             "Node {} does not exist: the EndpointSlices leave the pod out until it does (the Endpoints list it)",
             pod.node_name.as_deref().unwrap_or_default()
@@ -296,7 +309,9 @@ fn unresolved_port(pod: &PodRecord, port: &PortResolution) -> String {
 fn hostname_note(svc: &ServiceRecord, pod: &PodRecord) -> Option<String> {
     if let Some(hostname) = pod.hostname(svc) {
         let (name, ns) = (&svc.name, &svc.namespace);
-        return Some(format!("hostname {hostname}: DNS name {hostname}.{name}.{ns}.svc"));
+        return Some(format!(
+            "hostname {hostname}: DNS name {hostname}.{name}.{ns}.svc"
+        ));
     }
     let names_this = pod.subdomain.as_deref() == Some(&*svc.name);
     match (&pod.hostname, names_this) {
@@ -327,8 +342,9 @@ fn age(now: Timestamp, since: Timestamp) -> String {
     }
 }
 
-/// Pods that fail exactly one requirement of `selector`. With a one-requirement selector only pods that
-/// have its key count, or every other pod of the namespace would be a near-miss.
+/// Pods that fail exactly one requirement of `selector` and meet another. A one-requirement selector has
+/// no other to meet: there, a near-miss is a pod whose value of the key looks like a typo of a wanted value
+/// (the same but for case, or a few edits away), or every other pod would be one.
 pub fn near_misses(selector: &Selector, pods: &[PodRecord]) -> Vec<NearMiss> {
     let requirements = selector.requirements();
     let near_miss = |pod: &PodRecord| {
@@ -337,7 +353,7 @@ pub fn near_misses(selector: &Selector, pods: &[PodRecord]) -> Vec<NearMiss> {
             return None;
         };
         let value = pod.labels.get(&requirement.key);
-        if requirements.len() == 1 && value.is_none() {
+        if requirements.len() == 1 && !value.is_some_and(|v| looks_like_typo(requirement, v)) {
             return None;
         }
         Some(NearMiss {
@@ -349,6 +365,37 @@ pub fn near_misses(selector: &Selector, pods: &[PodRecord]) -> Vec<NearMiss> {
     let mut misses: Vec<NearMiss> = pods.iter().filter_map(near_miss).collect();
     misses.sort_by(|a, b| a.name.cmp(&b.name));
     misses
+}
+
+/// Whether `value` is within a typo of a value `requirement` wants: at most one edit per four characters
+/// (at least one), case ignored.
+fn looks_like_typo(requirement: &Requirement, value: &str) -> bool {
+    let wanted: &[Arc<str>] = match &requirement.operator {
+        Operator::Equals(want) => std::slice::from_ref(want),
+        Operator::In(set) => set,
+        _ => &[],
+    };
+    let close = |want: &Arc<str>| {
+        let (a, b) = (want.to_lowercase(), value.to_lowercase());
+        edit_distance(&a, &b) <= (a.chars().count().max(b.chars().count()) / 4).max(1)
+    };
+    wanted.iter().any(close)
+}
+
+/// Levenshtein distance between two strings, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
 }
 
 #[cfg(test)]

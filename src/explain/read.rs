@@ -57,11 +57,20 @@ pub async fn read(client: &Client, namespace: &str, name: &str) -> anyhow::Resul
     let slices_of = ListParams::default().labels(&format!("{LABEL_SERVICE_NAME}={name}"));
     let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), namespace);
     let (pods, nodes, endpoints, slices, backendsets) = tokio::join!(
-        list_all(Api::<PodProjection>::namespaced(client.clone(), namespace), ListParams::default()),
+        list_all(
+            Api::<PodProjection>::namespaced(client.clone(), namespace),
+            ListParams::default()
+        ),
         list_all(Api::<NodeProjection>::all(client.clone()), ListParams::default()),
         endpoints.get_opt(name),
-        list_all(Api::<EndpointSlice>::namespaced(client.clone(), namespace), slices_of),
-        list_all(Api::<BackendSet>::namespaced(client.clone(), namespace), ListParams::default()),
+        list_all(
+            Api::<EndpointSlice>::namespaced(client.clone(), namespace),
+            slices_of
+        ),
+        list_all(
+            Api::<BackendSet>::namespaced(client.clone(), namespace),
+            ListParams::default()
+        ),
     );
     Ok(Objects {
         service,

@@ -21,8 +21,9 @@ pub fn table(report: &Report) -> String {
         ("Service", format!("{}/{}", service.namespace, service.name)),
         ("Type", service_type(service, &report.source)),
         ("Ports", ports(service)),
-        ("Endpoints", source(&report.source)),
-        ("Live", live(&report.live)),
+        ("Source", source(&report.source)),
+        ("Endpoints", live_endpoints(&report.live)),
+        ("Slices", live_slices(&report.live)),
     ];
     for (name, value) in fields {
         let _ = writeln!(out, "{:<12} {value}", format!("{name}:"));
@@ -30,7 +31,10 @@ pub fn table(report: &Report) -> String {
     for note in &report.notes {
         let _ = writeln!(out, "{:<12} {note}", "Note:");
     }
-    if let Source::BackendSet { status: Some(status), .. } = &report.source {
+    if let Source::BackendSet {
+        status: Some(status), ..
+    } = &report.source
+    {
         out.push_str(&backendset(status));
     }
     out.push_str(&pods(&report.pods));
@@ -48,7 +52,9 @@ pub fn table(report: &Report) -> String {
 
 fn service_type(service: &ServiceSummary, source: &Source) -> String {
     match (source, &service.cluster_ip) {
-        (Source::ExternalName { external_name }, _) => format!("ExternalName, a DNS CNAME to {external_name}"),
+        (Source::ExternalName { external_name }, _) => {
+            format!("ExternalName, a DNS CNAME to {external_name}")
+        }
         _ if service.headless => format!("{}, headless (clusterIP: None)", service.type_),
         (_, Some(ip)) => format!("{} {ip}", service.type_),
         (_, None) => service.type_.clone(),
@@ -57,7 +63,11 @@ fn service_type(service: &ServiceSummary, source: &Source) -> String {
 
 fn ports(service: &ServiceSummary) -> String {
     let port = |p: &super::report::PortSummary| {
-        let name = if p.name.is_empty() { String::new() } else { format!("{} ", p.name) };
+        let name = if p.name.is_empty() {
+            String::new()
+        } else {
+            format!("{} ", p.name)
+        };
         format!("{name}{} -> {}/{}", p.port, p.target_port, p.protocol)
     };
     match service.ports.is_empty() {
@@ -68,33 +78,50 @@ fn ports(service: &ServiceSummary) -> String {
 
 fn source(source: &Source) -> String {
     match source {
-        Source::Selector { selector, from_annotation: false } => format!("the pods matching {selector}"),
-        Source::Selector { selector, from_annotation: true } => {
+        Source::Selector {
+            selector,
+            from_annotation: false,
+        } => format!("the pods matching {selector}"),
+        Source::Selector {
+            selector,
+            from_annotation: true,
+        } => {
             format!("the pods matching {selector} (the roster.dev/selector annotation)")
         }
         Source::InvalidSelector { message } => {
             format!("none: roster leaves this Service alone, its {message}")
         }
-        Source::HandMade => "written by hand (no selector); roster mirrors hand-made Endpoints into EndpointSlices".to_owned(),
+        Source::HandMade => {
+            "written by hand (no selector); EndpointSlices mirror hand-made Endpoints".to_owned()
+        }
         Source::BackendSet { name, status } => {
             let summary = status.as_ref().and_then(|s| s.summary.clone());
-            format!("BackendSet {name} (ready {})", summary.unwrap_or_else(|| "unknown".to_owned()))
+            format!(
+                "BackendSet {name} (ready {})",
+                summary.unwrap_or_else(|| "unknown".to_owned())
+            )
         }
         Source::Nothing => "none: no selector, no Endpoints, no BackendSet".to_owned(),
-        Source::ExternalName { .. } => "none, by design: an ExternalName Service is only a DNS name".to_owned(),
+        Source::ExternalName { .. } => {
+            "none, by design: an ExternalName Service is only a DNS name".to_owned()
+        }
     }
 }
 
-fn live(live: &Live) -> String {
-    let endpoints = match &live.endpoints {
+fn live_endpoints(live: &Live) -> String {
+    match &live.endpoints {
         Some(ep) => format!(
-            "Endpoints by {} ({} ready, {} not ready)",
-            manager(&ep.managed_by),
+            "{} ready, {} not ready, managed by {}",
             ep.ready,
-            ep.not_ready
+            ep.not_ready,
+            manager(&ep.managed_by)
         ),
-        None => "no Endpoints".to_owned(),
-    };
+        None => "none".to_owned(),
+    }
+}
+
+/// The live slices, counted per manager.
+fn live_slices(live: &Live) -> String {
     let mut by_manager: Vec<(String, usize)> = Vec::new();
     for slice in &live.slices {
         let who = manager(&slice.managed_by);
@@ -103,24 +130,23 @@ fn live(live: &Live) -> String {
             None => by_manager.push((who, 1)),
         }
     }
-    let slices = by_manager.into_iter().map(|(who, count)| match count {
-        1 => format!("1 EndpointSlice by {who}"),
-        n => format!("{n} EndpointSlices by {who}"),
+    let counts = by_manager.into_iter().map(|(who, count)| match count {
+        1 => format!("1 EndpointSlice, managed by {who}"),
+        n => format!("{n} EndpointSlices, managed by {who}"),
     });
-    let slices: Vec<String> = slices.collect();
-    match slices.is_empty() {
-        true => format!("{endpoints}; no EndpointSlices"),
-        false => format!("{endpoints}; {}", slices.join(", ")),
+    let counts: Vec<String> = counts.collect();
+    match counts.is_empty() {
+        true => "none".to_owned(),
+        false => counts.join("; "),
     }
 }
 
 fn manager(managed_by: &ManagedBy) -> String {
-    let by = managed_by.by.as_deref().unwrap_or_default();
-    match managed_by.who {
-        Who::Roster if by == "roster" => "roster".to_owned(),
-        Who::Roster | Who::Upstream => format!("{} ({by})", who(managed_by.who)),
-        Who::Other => format!("another controller ({by})"),
-        Who::ByHand => "hand (no managed-by label)".to_owned(),
+    match (managed_by.who, managed_by.by.as_deref()) {
+        (Who::Roster, Some("roster") | None) => "roster".to_owned(),
+        (Who::Upstream, None) => "upstream (kube-controller-manager)".to_owned(),
+        (Who::ByHand, _) => "hand (no manager label)".to_owned(),
+        (who, by) => format!("{} ({})", self::who(who), by.unwrap_or_default()),
     }
 }
 
@@ -136,7 +162,11 @@ fn who(who: Who) -> &'static str {
 fn backendset(status: &crate::backendset::BackendSetStatus) -> String {
     let mut out = String::new();
     for c in &status.conditions {
-        let _ = writeln!(out, "{:<12} {}={} ({}): {}", "Condition:", c.type_, c.status, c.reason, c.message);
+        let _ = writeln!(
+            out,
+            "{:<12} {}={} ({}): {}",
+            "Condition:", c.type_, c.status, c.reason, c.message
+        );
     }
     for a in &status.addresses {
         let state = if a.ready { "ready" } else { "not ready" };
@@ -150,7 +180,11 @@ fn pods(pods: &[PodExplanation]) -> String {
     if pods.is_empty() {
         return String::new();
     }
-    let mut rows = vec![["POD", "IP", "NODE", "VERDICT", "ENDPOINTS", "SLICES"].map(str::to_owned).to_vec()];
+    let mut rows = vec![
+        ["POD", "IP", "NODE", "VERDICT", "ENDPOINTS", "SLICES"]
+            .map(str::to_owned)
+            .to_vec(),
+    ];
     for pod in pods {
         rows.push(vec![
             pod.name.clone(),
@@ -162,7 +196,9 @@ fn pods(pods: &[PodExplanation]) -> String {
         ]);
     }
     let mut out = format!("\n{}", columns(&rows));
-    let explained = pods.iter().filter(|p| p.verdict != Verdict::Ready || p.why.len() > 1);
+    let explained = pods
+        .iter()
+        .filter(|p| p.verdict != Verdict::Ready || p.why.len() > 1);
     let lines: Vec<String> = explained
         .flat_map(|p| p.why.iter().map(move |why| format!("  {}: {why}", p.name)))
         .collect();
@@ -200,8 +236,14 @@ fn placement(placement: Placement) -> &'static str {
 
 fn slice_placement(placement: SlicePlacement) -> &'static str {
     match placement {
-        SlicePlacement::Endpoint { terminating: true, serving: true, .. } => "terminating, serving",
-        SlicePlacement::Endpoint { terminating: true, .. } => "terminating",
+        SlicePlacement::Endpoint {
+            terminating: true,
+            serving: true,
+            ..
+        } => "terminating, serving",
+        SlicePlacement::Endpoint {
+            terminating: true, ..
+        } => "terminating",
         SlicePlacement::Endpoint { ready: true, .. } => "ready",
         SlicePlacement::Endpoint { .. } => "not ready",
         SlicePlacement::Absent { .. } => "-",
@@ -232,8 +274,16 @@ fn drift(report: &Report) -> String {
     }
     let endpoints_live = report.live.endpoints.is_some();
     let slices_live = !report.live.slices.is_empty();
-    let lines = drift.endpoints.iter().map(|d| difference(d, "Endpoints", endpoints_live));
-    let lines = lines.chain(drift.slices.iter().map(|d| difference(d, "EndpointSlices", slices_live)));
+    let lines = drift
+        .endpoints
+        .iter()
+        .map(|d| difference(d, "Endpoints", endpoints_live));
+    let lines = lines.chain(
+        drift
+            .slices
+            .iter()
+            .map(|d| difference(d, "EndpointSlices", slices_live)),
+    );
     let lines: Vec<String> = lines.collect();
     if !lines.is_empty() {
         out.push_str("Drift: the live objects differ from what roster computes:\n");
@@ -249,13 +299,19 @@ fn difference(d: &DriftItem, object: &str, live: bool) -> String {
         Some(pod) => format!("{} ({pod})", d.at),
         None => d.at.clone(),
     };
+    let held = match &d.managed_by {
+        Some(m) if object == "EndpointSlices" => format!(" in a slice managed by {}", manager(m)),
+        _ => String::new(),
+    };
     let text = match d.kind.as_str() {
-        "address_missing" => format!("{object}: {at} is missing: roster computes it, the live object lacks it"),
-        "address_extra" => format!("{object}: {at} is extra: roster computes no such endpoint"),
+        "address_missing" => {
+            format!("{object}: {at} is missing: roster computes it, the live object lacks it")
+        }
+        "address_extra" => format!("{object}: {at} is extra{held}: roster computes no such endpoint"),
         "object" if live => format!("{object}: live, where roster computes none"),
         "object" => format!("{object}: none live, where roster computes some"),
         "labels" | "capacity" => format!("{object}: its {} differ", d.kind),
-        kind => format!("{object}: {at}: its {} differs", kind.replace('_', " ")),
+        kind => format!("{object}: {at}{held}: its {} differs", kind.replace('_', " ")),
     };
     match &d.explained_by {
         Some(row) => format!("{text} (roster's documented divergence from upstream, README row {row})"),
@@ -280,7 +336,12 @@ fn result(report: &Report) -> String {
 
 /// Rows as left-aligned columns three spaces apart, as kubectl prints them.
 fn columns(rows: &[Vec<String>]) -> String {
-    let width = |i: usize| rows.iter().map(|r| r.get(i).map_or(0, String::len)).max().unwrap_or(0);
+    let width = |i: usize| {
+        rows.iter()
+            .map(|r| r.get(i).map_or(0, String::len))
+            .max()
+            .unwrap_or(0)
+    };
     let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len)).map(width).collect();
     let mut out = String::new();
     for row in rows {

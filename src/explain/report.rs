@@ -73,10 +73,7 @@ pub enum Source {
     /// The pods matching a selector: `spec.selector`, or the `roster.dev/selector` annotation of a
     /// selectorless Service.
     #[serde(rename_all = "camelCase")]
-    Selector {
-        selector: String,
-        from_annotation: bool,
-    },
+    Selector { selector: String, from_annotation: bool },
     /// A `roster.dev/selector` annotation that does not parse: roster leaves the Service's objects alone.
     InvalidSelector { message: String },
     /// Selectorless, with Endpoints or EndpointSlices someone wrote.
@@ -131,10 +128,11 @@ pub fn explain(objects: &Objects, now: Timestamp) -> Report {
     let selector = matches!(source, Source::Selector { .. })
         .then(|| svc.active_selector())
         .flatten();
-    let selected: Vec<&PodRecord> = records
+    let mut selected: Vec<&PodRecord> = records
         .iter()
         .filter(|pod| selector.is_some_and(|s| s.matches(&pod.labels)))
         .collect();
+    selected.sort_by(|a, b| a.name.cmp(&b.name));
     let nodes = Nodes::of(objects);
     let lookup = |name: &str| nodes.lookup(name);
     let desired = desired::desired_endpoints(&svc, &selected, EndpointsInput::default());
@@ -243,7 +241,9 @@ impl Nodes {
             None => NodeLookup::Found { zone: None },
             Some(zones) => zones
                 .get(name)
-                .map_or(NodeLookup::Missing, |zone| NodeLookup::Found { zone: zone.clone() }),
+                .map_or(NodeLookup::Missing, |zone| NodeLookup::Found {
+                    zone: zone.clone(),
+                }),
         }
     }
 }
@@ -270,7 +270,10 @@ fn service_summary(svc: &ServiceRecord, service: &Service) -> ServiceSummary {
         name: svc.name.to_string(),
         type_: type_.to_owned(),
         headless: svc.is_headless() && !svc.is_external_name(),
-        cluster_ip: svc.cluster_ip.map(|ip| ip.to_string()).or(spec_ip.map(str::to_owned)),
+        cluster_ip: svc
+            .cluster_ip
+            .map(|ip| ip.to_string())
+            .or(spec_ip.map(str::to_owned)),
         ports: ports.collect(),
         publish_not_ready_addresses: svc.publish_not_ready_addresses,
     }
