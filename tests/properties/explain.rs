@@ -78,8 +78,9 @@ fn model_exclusion(svc: &SvcSpec, pod: &PodSpec) -> Option<Exclusion> {
     if !ips.iter().any(|ip| Family::of(ip) == family) {
         return Some(Exclusion::NoIpOfFamily);
     }
+    let portless_headless = svc.ports.is_empty() && svc.headless;
     let resolves = svc.ports.iter().any(|p| resolve_port(p, pod).is_some());
-    (!resolves && !(svc.ports.is_empty() && svc.headless)).then_some(Exclusion::NoPort)
+    (!resolves && !portless_headless).then_some(Exclusion::NoPort)
 }
 
 proptest! {
