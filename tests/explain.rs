@@ -380,13 +380,17 @@ async fn selectorless_services_with_and_without_hand_made_endpoints(tier: Tier) 
     roster.stop().await;
 }
 
-async fn external_name_services_have_no_endpoints_by_design(tier: Tier) {
-    let search: Service = serde_json::from_value(json!({
+/// Service `search`: a DNS CNAME to search.example.com.
+fn search() -> Service {
+    serde_json::from_value(json!({
         "metadata": {"name": "search"},
         "spec": {"type": "ExternalName", "externalName": "search.example.com"}
     }))
-    .unwrap();
-    let (world, roster) = world(tier, "explain-external", vec![search], Vec::new()).await;
+    .unwrap()
+}
+
+async fn external_name_services_have_no_endpoints_by_design(tier: Tier) {
+    let (world, roster) = world(tier, "explain-external", vec![search()], Vec::new()).await;
     let report = explain(&world, "search").await;
     let want = Source::ExternalName {
         external_name: "search.example.com".to_owned(),
@@ -438,12 +442,7 @@ async fn a_foreign_edit_is_drift_until_roster_repairs_it(tier: Tier) {
 
 /// `roster explain` as a binary and as `kubectl roster`: output, exit codes and the kubeconfig.
 async fn the_binary_and_the_kubectl_plugin(tier: Tier) {
-    let search: Service = serde_json::from_value(json!({
-        "metadata": {"name": "search"},
-        "spec": {"type": "ExternalName", "externalName": "search.example.com"}
-    }))
-    .unwrap();
-    let services = vec![web_service(), search];
+    let services = vec![web_service(), search()];
     let (world, roster) = world(tier, "explain-cli", services, vec![web_pod("web-0", "10.25.0.1")]).await;
     let kubeconfig = world.env.kubeconfig();
     let roster_explain = |args: &[&str]| {

@@ -194,14 +194,19 @@ fn port_resolutions(svc: &ServiceRecord, pod: &PodRecord) -> Vec<PortResolution>
     };
     let resolution = |sp| PortResolution {
         service_port: service_port_name(sp),
-        target_port: match &sp.target_port {
-            TargetPort::Number(n) => n.to_string(),
-            TargetPort::Name(name) => name.to_string(),
-        },
+        target_port: target_port(&sp.target_port),
         protocol: sp.protocol.as_str().to_owned(),
         resolved: port_of(sp),
     };
     svc.ports.iter().map(resolution).collect()
+}
+
+/// A `targetPort` as the Service spells it: a number or a container port name.
+pub fn target_port(target: &TargetPort) -> String {
+    match target {
+        TargetPort::Number(n) => n.to_string(),
+        TargetPort::Name(name) => name.to_string(),
+    }
 }
 
 fn service_port_name(sp: &ServicePortRecord) -> String {

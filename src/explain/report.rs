@@ -16,7 +16,7 @@ use super::read::Objects;
 use crate::backendset::binding::{Binding, ServiceFacts, SetFacts, bind};
 use crate::backendset::{BackendSet, BackendSetStatus};
 use crate::cache::{
-    Interner, NodeLookup, NodeProjection, PodRecord, SelectorSource, ServiceRecord, ServiceType, TargetPort,
+    Interner, NodeLookup, NodeProjection, PodRecord, SelectorSource, ServiceRecord, ServiceType,
 };
 use crate::desired::{self, DesiredEndpoints, EndpointsInput};
 
@@ -258,10 +258,7 @@ fn service_summary(svc: &ServiceRecord, service: &Service) -> ServiceSummary {
     let ports = svc.ports.iter().map(|p| PortSummary {
         name: p.name.to_string(),
         port: p.port,
-        target_port: match &p.target_port {
-            TargetPort::Number(n) => n.to_string(),
-            TargetPort::Name(name) => name.to_string(),
-        },
+        target_port: pods::target_port(&p.target_port),
         protocol: p.protocol.as_str().to_owned(),
     });
     let spec_ip = service.spec.as_ref().and_then(|s| s.cluster_ip.as_deref());

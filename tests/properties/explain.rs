@@ -69,12 +69,7 @@ fn model_exclusion(svc: &SvcSpec, pod: &PodSpec) -> Option<Exclusion> {
     if pod.terminating && !svc.pnra {
         return Some(Exclusion::Terminating);
     }
-    let family = svc
-        .families
-        .first()
-        .copied()
-        .or(svc.cluster_ip_family())
-        .unwrap_or(Family::of(&ips[0]));
+    let family = endpoints_family(svc, &ips);
     if !ips.iter().any(|ip| Family::of(ip) == family) {
         return Some(Exclusion::NoIpOfFamily);
     }
