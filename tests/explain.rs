@@ -472,6 +472,9 @@ async fn the_binary_and_the_kubectl_plugin(tier: Tier) {
     assert_eq!(code, Some(2));
     assert!(out.contains("roster explain explains Services, not pod"), "{out}");
 
+    let (code, out) = roster_at_kubeconfig_namespace(kubeconfig, &world.ns, &["explain", "service/web"]);
+    assert_eq!(code, Some(0), "KUBECONFIG, and its context's namespace: {out}");
+
     let plugins = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(
         env!("CARGO_BIN_EXE_roster"),
@@ -491,6 +494,40 @@ async fn the_binary_and_the_kubectl_plugin(tier: Tier) {
     let (_, help) = kubectl(&["--help"]);
     assert!(help.contains("Usage: kubectl roster explain"), "{help}");
     roster.stop().await;
+}
+
+/// `roster ARGS` with KUBECONFIG naming a copy of `kubeconfig` whose context's namespace is `ns`.
+fn roster_at_kubeconfig_namespace(kubeconfig: &Path, ns: &str, args: &[&str]) -> (Option<i32>, String) {
+    let text = std::fs::read_to_string(kubeconfig).unwrap();
+    assert!(text.contains("namespace: default"), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("kubeconfig");
+    std::fs::write(
+        &copy,
+        text.replace("namespace: default", &format!("namespace: {ns}")),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roster"));
+    cmd.args(args)
+        .env("KUBECONFIG", &copy)
+        .env_remove("ROSTER_KUBECONFIG");
+    output(cmd)
+}
+
+/// An API server that accepts connections but never answers: `--timeout` ends the wait, exit 1.
+#[test]
+fn an_api_server_that_never_answers_times_out() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let server = format!("http://{}", silent.local_addr().unwrap());
+    roster_envtest::kubeconfig::write(&kubeconfig, &server, None).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roster"));
+    cmd.args(["explain", "svc/web", "--timeout", "1s", "--kubeconfig"])
+        .arg(&kubeconfig);
+    let (code, out) = output(cmd);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("the API server did not answer within 1s"), "{out}");
 }
 
 /// Exit code and stdout followed by stderr.

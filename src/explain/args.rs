@@ -1,8 +1,11 @@
 //! `roster explain`'s flags, named as kubectl names them.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+
+use crate::args::parse_positive_duration;
 
 #[derive(Args, Debug, Clone)]
 pub struct ExplainArgs {
@@ -18,6 +21,9 @@ pub struct ExplainArgs {
     /// Output format: a table, or JSON for scripts.
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: OutputFormat,
+    /// How long reading the Service and its objects may take in all (e.g. 30s, 2m).
+    #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -47,7 +47,10 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         .namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_owned());
-    let report = explain_service(&client, &namespace, &args.service).await?;
+    let reading = explain_service(&client, &namespace, &args.service);
+    let report = tokio::time::timeout(args.timeout, reading)
+        .await
+        .map_err(|_| anyhow::anyhow!("the API server did not answer within {:?}", args.timeout))??;
     let text = match args.output {
         OutputFormat::Table => render::table(&report),
         OutputFormat::Json => render::json(&report),
