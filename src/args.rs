@@ -28,6 +28,25 @@ pub enum Command {
     /// Start an in-memory API server with roster running against it, for trying roster without a cluster.
     #[cfg(feature = "dev")]
     Dev(DevArgs),
+    /// Explain why a Service has, or lacks, its endpoints, pod by pod (read only; exit 0: ready endpoints
+    /// and no drift, 3: no ready endpoint, 4: drift). Also `kubectl roster explain` with a kubectl-roster
+    /// link on PATH.
+    Explain(crate::explain::ExplainArgs),
+}
+
+impl Cli {
+    /// The command line of this process. Run by kubectl as the `kubectl-roster` plugin, usage and errors
+    /// name the command `kubectl roster`.
+    pub fn parse_invoked() -> Cli {
+        let argv0 = std::env::args_os().next().unwrap_or_default();
+        let stem = std::path::Path::new(&argv0).file_stem();
+        let mut command = <Cli as clap::CommandFactory>::command();
+        if stem.is_some_and(|s| s == crate::explain::PLUGIN_BINARY) {
+            command = command.bin_name("kubectl roster");
+        }
+        let matches = command.get_matches();
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+    }
 }
 
 #[derive(Args, Debug, Clone)]

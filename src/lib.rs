@@ -16,6 +16,7 @@ pub mod desired;
 #[cfg(feature = "dev")]
 pub mod dev;
 pub mod error;
+pub mod explain;
 pub mod lease;
 pub mod metrics;
 pub mod run;

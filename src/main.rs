@@ -1,6 +1,6 @@
 use std::io::IsTerminal;
+use std::process::ExitCode;
 
-use clap::Parser;
 use roster::args::{Cli, Command, LogArgs, LogFormat};
 
 /// jemalloc instead of glibc's malloc: see "Memory" in the README's Failure behaviour.
@@ -26,17 +26,19 @@ fn init_logging(log: &LogArgs) -> anyhow::Result<()> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+async fn main() -> anyhow::Result<ExitCode> {
+    match Cli::parse_invoked().command {
         Command::Run(args) => {
             init_logging(&args.log)?;
             let config = roster::client::config(args.kubeconfig.as_deref()).await?;
-            roster::run::run(config, args, roster::run::shutdown_signal(), None).await
+            roster::run::run(config, args, roster::run::shutdown_signal(), None).await?;
         }
         #[cfg(feature = "dev")]
         Command::Dev(args) => {
             init_logging(&args.log)?;
-            roster::dev::run(args).await
+            roster::dev::run(args).await?;
         }
+        Command::Explain(args) => return roster::explain::run(args).await,
     }
+    Ok(ExitCode::SUCCESS)
 }

@@ -73,6 +73,7 @@ fn run(command: &str, kubeconfig: &Path, admin_port: u16) -> Vec<String> {
         .arg("-c")
         .arg(command)
         .current_dir(repo())
+        .env("PATH", path_with_roster(kubeconfig))
         .env("KUBECONFIG", kubeconfig)
         .env("ROSTER_ADMIN", format!("http://127.0.0.1:{admin_port}"))
         .env("KUBECACHEDIR", roster_envtest::kubectl_cache_dir(kubeconfig))
@@ -84,6 +85,27 @@ fn run(command: &str, kubeconfig: &Path, admin_port: u16) -> Vec<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     text.lines().map(str::to_string).collect()
+}
+
+/// PATH with the roster binary first, as `roster` and as the kubectl plugin `kubectl-roster` (a link made
+/// beside the kubeconfig, in the test's own directory).
+fn path_with_roster(kubeconfig: &Path) -> std::ffi::OsString {
+    let roster = Path::new(env!("CARGO_BIN_EXE_roster"));
+    let plugins = kubeconfig
+        .parent()
+        .expect("the kubeconfig's directory")
+        .join("bin");
+    let plugin = plugins.join("kubectl-roster");
+    if !plugin.exists() {
+        std::fs::create_dir_all(&plugins).expect("a directory for the plugin");
+        std::os::unix::fs::symlink(roster, &plugin).expect("the kubectl-roster link");
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let first = [
+        roster.parent().expect("the binary's directory").to_path_buf(),
+        plugins,
+    ];
+    std::env::join_paths(first.into_iter().chain(std::env::split_paths(&path))).expect("PATH")
 }
 
 struct Dev(Child);
@@ -135,7 +157,9 @@ async fn walkthrough_commands_print_what_the_readme_shows() {
     for (command, expected) in steps {
         let want = normalise(&expected);
         // Reads may need the controller to catch up; anything else runs once.
-        let retry = command.starts_with("kubectl get") || command.starts_with("curl");
+        let retry = ["kubectl get", "curl", "roster explain", "kubectl roster explain"]
+            .iter()
+            .any(|read| command.starts_with(read));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let got = normalise(&run(&command, &kubeconfig, port));

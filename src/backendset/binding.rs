@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
+use kube::ResourceExt;
 
+use super::crd::BackendSet;
+use super::spec::service_name;
 use crate::cache::{BackendSetKey, ServiceKey, ServiceRecord};
 use crate::desired::ANNOTATION_SELECTOR;
 
@@ -80,6 +83,15 @@ pub struct SetFacts {
 }
 
 impl SetFacts {
+    pub fn of(bs: &BackendSet) -> SetFacts {
+        SetFacts {
+            namespace: bs.namespace().unwrap_or_default(),
+            name: bs.name_any(),
+            created: bs.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            service: service_name(bs),
+        }
+    }
+
     pub fn key(&self) -> BackendSetKey {
         BackendSetKey::new(&self.namespace, &self.name)
     }

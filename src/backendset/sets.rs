@@ -196,15 +196,6 @@ fn service_key(bs: &BackendSet) -> ServiceKey {
     ServiceKey::new(&bs.namespace().unwrap_or_default(), &service_name(bs))
 }
 
-fn set_facts(bs: &BackendSet) -> SetFacts {
-    SetFacts {
-        namespace: bs.namespace().unwrap_or_default(),
-        name: bs.name_any(),
-        created: bs.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        service: service_name(bs),
-    }
-}
-
 fn naming<'a>(
     sets: &'a BTreeMap<BackendSetKey, Entry>,
     service: &'a ServiceKey,
@@ -212,7 +203,7 @@ fn naming<'a>(
     let namespace = BackendSetKey::new(&service.namespace, "");
     sets.range(namespace..)
         .take_while(|(key, _)| key.namespace == service.namespace)
-        .map(|(_, entry)| set_facts(&entry.bs))
+        .map(|(_, entry)| SetFacts::of(&entry.bs))
         .filter(|facts| facts.service == *service.name)
 }
 

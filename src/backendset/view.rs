@@ -16,7 +16,7 @@ use super::deny::{DenyList, unpublishable};
 use super::spec::{ParsedSpec, Source, ValidBackend};
 use super::threshold::Threshold;
 use crate::cache::{NodeLookup, ServiceKey, ServicePortRecord, ServiceRecord, TargetPort, ip_sort_key};
-use crate::desired::EndpointSource;
+use crate::desired::{EndpointSource, Exclusion};
 
 /// Identifies the BackendSet a view comes from (the owner of the objects published from it).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -72,8 +72,8 @@ impl EndpointSource for AddressState {
         std::slice::from_ref(&self.ip)
     }
 
-    fn is_endpoint(&self, _include_terminating: bool) -> bool {
-        true
+    fn exclusion(&self, _include_terminating: bool) -> Option<Exclusion> {
+        None
     }
 
     fn ready(&self) -> bool {

@@ -135,7 +135,7 @@ fn over_capacity(ep: &Endpoints) -> bool {
 }
 
 /// The canonical text of an IP (so `::ffff:10.0.0.1` or `010.0.0.1` compare equal to roster's form).
-fn canonical_ip(text: &str) -> String {
+pub fn canonical_ip(text: &str) -> String {
     parse_ip(text).map_or_else(|| text.to_owned(), |ip| ip.to_string())
 }
 

@@ -15,6 +15,7 @@ use super::labels::{
 use super::repack::repack_subsets;
 use super::source::EndpointSource;
 use super::trigger::format_trigger_time;
+use super::verdict::endpoints_entry;
 use crate::cache::{IpFamily, ServiceRecord};
 
 /// Inputs of [`desired_endpoints`] besides the Service and its endpoint sources.
@@ -119,35 +120,26 @@ pub fn endpoints_ip<S: EndpointSource + ?Sized>(svc: &ServiceRecord, source: &S)
 }
 
 fn source_subset<S: EndpointSource + ?Sized>(svc: &ServiceRecord, source: &S) -> Option<EndpointSubset> {
-    if !source.is_endpoint(svc.publish_not_ready_addresses) {
-        return None;
-    }
+    let entry = endpoints_entry(svc, source).ok()?;
     let address = EndpointAddress {
-        ip: endpoints_ip(svc, source)?.to_string(),
+        ip: entry.ip.to_string(),
         hostname: source.hostname(svc),
         node_name: source.node_name().map(str::to_owned),
         target_ref: source.target_ref(),
     };
-    let ports: Vec<EndpointPort> = svc
+    let ports: Vec<EndpointPort> = entry
         .ports
         .iter()
-        .filter_map(|sp| {
-            Some(EndpointPort {
-                name: Some(sp.name.to_string()).filter(|n| !n.is_empty()),
-                port: source.port(sp)?,
-                protocol: Some(sp.protocol.as_str().to_owned()),
-                app_protocol: sp.app_protocol.as_ref().map(|p| p.to_string()),
-            })
+        .map(|(sp, port)| EndpointPort {
+            name: Some(sp.name.to_string()).filter(|n| !n.is_empty()),
+            port: *port,
+            protocol: Some(sp.protocol.as_str().to_owned()),
+            app_protocol: sp.app_protocol.as_ref().map(|p| p.to_string()),
         })
         .collect();
-    let portless_headless = svc.ports.is_empty() && svc.is_headless();
-    if ports.is_empty() && !portless_headless {
-        return None;
-    }
-    let ready = svc.publish_not_ready_addresses || source.ready();
     Some(EndpointSubset {
-        addresses: ready.then(|| vec![address.clone()]),
-        not_ready_addresses: (!ready).then(|| vec![address]),
+        addresses: entry.ready.then(|| vec![address.clone()]),
+        not_ready_addresses: (!entry.ready).then(|| vec![address]),
         ports: Some(ports).filter(|p| !p.is_empty()),
     })
 }

@@ -4,7 +4,8 @@
 //! from [`EndpointSource`]s: its pods, or the backends of the BackendSet bound to it. The pipeline for one
 //! Service:
 //!
-//! 1. [`readiness`] and [`ports`] decide which sources are endpoints, in which condition, on which ports;
+//! 1. [`verdict`] decides, with [`readiness`] and [`ports`], whether each source is an endpoint, in which
+//!    condition and on which ports, and if not why (`roster explain` shows the same decision);
 //! 2. [`desired_endpoints`] builds the canonical, truncated Endpoints and [`endpoints_need_write`] compares it
 //!    with the current object;
 //! 3. [`desired_slices`] plans EndpointSlice creates, updates and deletes against the existing slices;
@@ -23,6 +24,7 @@ mod repack;
 mod slices;
 mod source;
 mod trigger;
+pub mod verdict;
 
 #[cfg(test)]
 mod endpoints_tests;
@@ -46,3 +48,6 @@ pub use slices::{
 };
 pub use source::{EndpointSource, pod_reference};
 pub use trigger::{TriggerTimeTracker, format_trigger_time};
+pub use verdict::{
+    EndpointsEntry, Exclusion, ResolvedPort, SliceEntry, endpoints_entry, resolved_ports, slice_entry,
+};

@@ -3,12 +3,22 @@
 use k8s_openapi::api::discovery::v1::EndpointConditions;
 
 use super::source::EndpointSource;
+use super::verdict::Exclusion;
 use crate::cache::{PodRecord, ServiceRecord};
 
-/// Whether a pod is published at all: not terminal (Succeeded/Failed), has an IP, and is not terminating
-/// unless `include_terminating`. Endpoints pass `publishNotReadyAddresses`; EndpointSlices pass `true`.
-pub fn pod_is_endpoint(pod: &PodRecord, include_terminating: bool) -> bool {
-    !pod.phase.is_terminal() && !pod.ips.is_empty() && (include_terminating || !pod.terminating)
+/// Why a pod is not published at all (`None`: it is): it is terminal (Succeeded/Failed), has no IP, or is
+/// terminating and `include_terminating` is false. Endpoints pass `publishNotReadyAddresses`;
+/// EndpointSlices pass `true`.
+pub fn pod_exclusion(pod: &PodRecord, include_terminating: bool) -> Option<Exclusion> {
+    if pod.phase.is_terminal() {
+        Some(Exclusion::Terminal)
+    } else if pod.ips.is_empty() {
+        Some(Exclusion::NoIp)
+    } else if pod.terminating && !include_terminating {
+        Some(Exclusion::Terminating)
+    } else {
+        None
+    }
 }
 
 /// EndpointSlices: `serving` is the source's readiness, `terminating` its deletion, and `ready` is
@@ -38,43 +48,54 @@ mod tests {
     use crate::desired::fixtures::{PodFixture, ServiceFixture};
 
     #[test]
-    fn pod_inclusion_rules() {
+    fn pod_exclusion_rules() {
         let cases = [
-            ("running ready", PodFixture::new("p").build(), false, true),
+            ("running ready", PodFixture::new("p").build(), false, None),
             (
                 "not ready still included",
                 PodFixture::new("p").not_ready().build(),
                 false,
-                true,
+                None,
             ),
             (
                 "succeeded",
                 PodFixture::new("p").phase(PodPhase::Succeeded).build(),
                 true,
-                false,
+                Some(Exclusion::Terminal),
             ),
             (
                 "failed",
                 PodFixture::new("p").phase(PodPhase::Failed).build(),
                 true,
-                false,
+                Some(Exclusion::Terminal),
             ),
-            ("no ip", PodFixture::new("p").ips(&[]).build(), true, false),
+            (
+                "terminal before no ip",
+                PodFixture::new("p").phase(PodPhase::Failed).ips(&[]).build(),
+                true,
+                Some(Exclusion::Terminal),
+            ),
+            (
+                "no ip",
+                PodFixture::new("p").ips(&[]).build(),
+                true,
+                Some(Exclusion::NoIp),
+            ),
             (
                 "terminating excluded",
                 PodFixture::new("p").terminating().build(),
                 false,
-                false,
+                Some(Exclusion::Terminating),
             ),
             (
                 "terminating included",
                 PodFixture::new("p").terminating().build(),
                 true,
-                true,
+                None,
             ),
         ];
         for (name, pod, include_terminating, want) in cases {
-            assert_eq!(pod_is_endpoint(&pod, include_terminating), want, "{name}");
+            assert_eq!(pod_exclusion(&pod, include_terminating), want, "{name}");
         }
     }
 

@@ -23,6 +23,7 @@ use super::labels::{
 use super::readiness::slice_conditions;
 use super::source::EndpointSource;
 use super::trigger::format_trigger_time;
+use super::verdict::{Exclusion, ResolvedPort, slice_entry};
 use crate::cache::{IpFamily, NodeLookup, ServiceRecord};
 
 /// Why an address was not published (mirroring). Each maps to a Warning Event reason on the Endpoints.
@@ -293,20 +294,18 @@ where
     P: Deref<Target: EndpointSource>,
 {
     let mut groups = DesiredGroups::new();
-    for source in sources.iter().map(|s| &**s).filter(|s| s.is_endpoint(true)) {
-        let Some(ports) = resolved_ports(svc, source) else {
-            continue;
-        };
-        let zone = match source.placement(nodes) {
-            NodeLookup::Found { zone } => zone,
-            NodeLookup::Missing if svc.publish_not_ready_addresses => None,
-            NodeLookup::Missing => {
+    for source in sources.iter().map(|s| &**s) {
+        let entry = match slice_entry(svc, source, nodes, families) {
+            Ok(entry) => entry,
+            Err(Exclusion::NodeMissing) => {
                 missing_nodes.insert(source.node_name().unwrap_or_default().to_owned());
                 continue;
             }
+            Err(_) => continue,
         };
+        let ports = slice_ports(&entry.ports);
         for family in families {
-            let Some(endpoint) = source_endpoint(svc, source, *family, zone.as_deref()) else {
+            let Some(endpoint) = source_endpoint(svc, source, *family, entry.zone.as_deref()) else {
                 continue;
             };
             let group = groups
@@ -321,25 +320,19 @@ where
     groups
 }
 
-/// The source's resolved ports, sorted; `None` when the Service has ports and none resolves on it.
-fn resolved_ports<S: EndpointSource + ?Sized>(svc: &ServiceRecord, source: &S) -> Option<Vec<EndpointPort>> {
-    let mut ports: Vec<EndpointPort> = svc
-        .ports
+/// A source's resolved ports as a slice lists them, sorted.
+fn slice_ports(resolved: &[ResolvedPort<'_>]) -> Vec<EndpointPort> {
+    let mut ports: Vec<EndpointPort> = resolved
         .iter()
-        .filter_map(|sp| {
-            Some(EndpointPort {
-                name: Some(sp.name.to_string()),
-                port: Some(source.port(sp)?),
-                protocol: Some(sp.protocol.as_str().to_owned()),
-                app_protocol: sp.app_protocol.as_ref().map(|p| p.to_string()),
-            })
+        .map(|(sp, port)| EndpointPort {
+            name: Some(sp.name.to_string()),
+            port: Some(*port),
+            protocol: Some(sp.protocol.as_str().to_owned()),
+            app_protocol: sp.app_protocol.as_ref().map(|p| p.to_string()),
         })
         .collect();
-    if ports.is_empty() && !svc.ports.is_empty() {
-        return None;
-    }
     ports.sort_by_key(|p| ports_key(Some(std::slice::from_ref(p))));
-    Some(ports)
+    ports
 }
 
 fn source_endpoint<S: EndpointSource + ?Sized>(

@@ -7,16 +7,17 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::ObjectReference;
 
 use super::ports::find_port;
-use super::readiness::{endpoint_hostname, pod_is_endpoint};
+use super::readiness::{endpoint_hostname, pod_exclusion};
+use super::verdict::Exclusion;
 use crate::cache::{NodeLookup, PodRecord, ServicePortRecord, ServiceRecord};
 
 /// Something that may be an endpoint of a Service.
 pub trait EndpointSource {
     /// Its IPs, primary first.
     fn ips(&self) -> &[IpAddr];
-    /// Whether it is published at all, given whether terminating endpoints are: a pod must not be terminal,
-    /// must have an IP, and is left out while terminating unless `include_terminating`.
-    fn is_endpoint(&self, include_terminating: bool) -> bool;
+    /// Why it is not published at all, given whether terminating endpoints are (`None`: it is): a pod must
+    /// not be terminal, must have an IP, and is left out while terminating unless `include_terminating`.
+    fn exclusion(&self, include_terminating: bool) -> Option<Exclusion>;
     /// Ready by its own account: a pod's Ready condition, a backend's probe.
     fn ready(&self) -> bool;
     fn terminating(&self) -> bool;
@@ -36,8 +37,8 @@ impl EndpointSource for PodRecord {
         &self.ips
     }
 
-    fn is_endpoint(&self, include_terminating: bool) -> bool {
-        pod_is_endpoint(self, include_terminating)
+    fn exclusion(&self, include_terminating: bool) -> Option<Exclusion> {
+        pod_exclusion(self, include_terminating)
     }
 
     fn ready(&self) -> bool {

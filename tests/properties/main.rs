@@ -6,6 +6,8 @@
 //! exactly the eligible pods, are deterministic and independent of pod and event order, and a second pass
 //! over what was just written plans no write.
 //!
+//! `roster explain`'s verdicts are checked against both: the model, and the Endpoints roster computes.
+//!
 //! `generators` makes the random Services, pods and selectors; `model` recomputes what roster should
 //! produce and checks it as the API server would; each other module holds the properties of one subject.
 
@@ -16,6 +18,7 @@ mod support;
 
 mod cache;
 mod endpoints;
+mod explain;
 mod mirroring;
 mod selectors;
 mod slices;

@@ -56,6 +56,13 @@ pub type EpTuple = (
     Option<String>,
 );
 
+/// The one family the Endpoints carry (F16): `ipFamilies[0]`, else the cluster IP's, else (headless) the
+/// pod's primary IP's. `ips` is not empty.
+pub fn endpoints_family(svc: &SvcSpec, ips: &[IpAddr]) -> Family {
+    let service_family = svc.families.first().copied().or(svc.cluster_ip_family());
+    service_family.unwrap_or(Family::of(&ips[0]))
+}
+
 pub fn model_endpoints(svc: &SvcSpec, pods: &[(String, PodSpec)]) -> BTreeSet<EpTuple> {
     let mut out = BTreeSet::new();
     for (name, pod) in pods {
@@ -63,12 +70,7 @@ pub fn model_endpoints(svc: &SvcSpec, pods: &[(String, PodSpec)]) -> BTreeSet<Ep
         if pod.is_terminal() || ips.is_empty() || (pod.terminating && !svc.pnra) {
             continue;
         }
-        let family = svc
-            .families
-            .first()
-            .copied()
-            .or(svc.cluster_ip_family())
-            .unwrap_or(Family::of(&ips[0]));
+        let family = endpoints_family(svc, &ips);
         let Some(ip) = ips.iter().find(|ip| Family::of(ip) == family) else {
             continue;
         };
