@@ -2,8 +2,8 @@
 //! (`_total` counters, `_seconds` durations, base units); the README lists them.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder, exponential_buckets,
+    Counter, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder, exponential_buckets,
 };
 
 #[derive(Clone)]
@@ -12,6 +12,8 @@ pub struct Metrics {
     pub reconciles: IntCounterVec,
     pub reconcile_duration: Histogram,
     pub api_writes: IntCounterVec,
+    pub write_budget_wait: Counter,
+    pub write_budget_qps: Gauge,
     pub api_requests: IntCounterVec,
     pub api_request_duration: HistogramVec,
     pub queue_depth: IntGauge,
@@ -64,6 +66,18 @@ impl Maker {
         g
     }
 
+    fn float_counter(&self, name: &str, help: &str) -> Counter {
+        let c = Counter::with_opts(Maker::opts(name, help)).expect("valid counter");
+        self.0.register(Box::new(c.clone())).expect("unique counter");
+        c
+    }
+
+    fn float_gauge(&self, name: &str, help: &str) -> Gauge {
+        let g = Gauge::with_opts(Maker::opts(name, help)).expect("valid gauge");
+        self.0.register(Box::new(g.clone())).expect("unique gauge");
+        g
+    }
+
     fn gauge(&self, name: &str, help: &str) -> IntGauge {
         let g = IntGauge::with_opts(Maker::opts(name, help)).expect("valid gauge");
         self.0.register(Box::new(g.clone())).expect("unique gauge");
@@ -111,6 +125,14 @@ impl Metrics {
                 "api_writes_total",
                 "Writes roster made, by resource, verb and outcome (success, or the error kind: conflict, ...)",
                 &["resource", "verb", "outcome"],
+            ),
+            write_budget_wait: m.float_counter(
+                "write_budget_wait_seconds_total",
+                "Time writes waited for the write budget (it was exhausted); a rate of 1 means always",
+            ),
+            write_budget_qps: m.float_gauge(
+                "write_budget_qps",
+                "The write budget's sustained writes per second (--write-qps)",
             ),
             api_requests: m.counter(
                 "api_requests_total",
@@ -247,6 +269,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("roster_build_info{"), "{text}");
+        m.write_budget_qps.set(2.5);
+        let text = m.render();
+        assert!(text.contains("roster_write_budget_qps 2.5"), "{text}");
+        assert!(
+            text.contains("roster_write_budget_wait_seconds_total 0"),
+            "{text}"
+        );
         assert!(text.contains("process_start_time_seconds"), "{text}");
     }
 }

@@ -85,6 +85,7 @@ impl Writer {
             instance: Some(instance),
         };
         let recorder = Recorder::new(client.clone(), reporter);
+        metrics.write_budget_qps.set(budget.qps());
         Writer {
             client,
             budget,
@@ -303,7 +304,7 @@ impl Writer {
             action: action.into(),
             secondary: None,
         };
-        self.budget.acquire().await;
+        self.spend_budget().await;
         let result = self.recorder.publish(&event, regarding).await;
         let outcome = if result.is_ok() { "success" } else { "error" };
         let writes = &self.metrics.api_writes;
@@ -311,6 +312,12 @@ impl Writer {
         if let Err(err) = result {
             tracing::warn!(%err, reason, "could not publish an Event");
         }
+    }
+
+    /// Waits for the write budget, counting the time it was exhausted.
+    async fn spend_budget(&self) {
+        let waited = self.budget.acquire().await;
+        self.metrics.write_budget_wait.inc_by(waited.as_secs_f64());
     }
 
     /// One write: leader only, within the budget, counted by outcome and logged with `why`.
@@ -326,7 +333,7 @@ impl Writer {
         if !self.leadership.is_leader() {
             return Err(Error::NotLeader);
         }
-        self.budget.acquire().await;
+        self.spend_budget().await;
         if !self.leadership.is_leader() {
             return Err(Error::NotLeader);
         }
