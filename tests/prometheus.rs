@@ -227,6 +227,16 @@ async fn failing_writes_and_a_killed_leader_fire_their_alerts() {
         }
         wait.retry(&prometheus, format!("{targets:?}")).await;
     }
+    // The alerts' state once the rules have been evaluated on what was scraped.
+    let scraped = jiff::Timestamp::now();
+    let wait = Wait::new("the rules evaluated after the first scrapes");
+    loop {
+        let last = prometheus.last_evaluation().await;
+        if last.is_some_and(|t| t > scraped) {
+            break;
+        }
+        wait.retry(&prometheus, format!("{last:?}")).await;
+    }
     let startup = [
         "RosterNoLeader",
         "RosterMultipleLeaders",

@@ -101,6 +101,14 @@ impl Prometheus {
             .collect()
     }
 
+    /// When every rule group was last evaluated (the earliest of them); `None` before the first evaluation.
+    pub async fn last_evaluation(&mut self) -> Option<jiff::Timestamp> {
+        let data = self.api("/api/v1/rules").await?;
+        let groups = data["groups"].as_array()?;
+        let times = groups.iter().map(|g| g["lastEvaluation"].as_str()?.parse().ok());
+        times.collect::<Option<Vec<jiff::Timestamp>>>()?.into_iter().min()
+    }
+
     /// (job, scrape URL, health) of every active target.
     pub async fn targets(&mut self) -> Vec<(String, String, String)> {
         let data = self.api("/api/v1/targets?state=active").await;
