@@ -298,7 +298,7 @@ def check_rendered(value_set: str, docs: list[dict[str, Any]], old_docs: list[di
     expected = {"CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
                 "RoleBinding", "Deployment", "Service", "PodDisruptionBudget"}
     if value_set == "all-on":
-        expected |= {"ServiceMonitor", "ConfigMap"}
+        expected |= {"ServiceMonitor", "ConfigMap", "PrometheusRule"}
     if set(kinds) != expected:
         failures.append(f"{value_set}: rendered kinds {sorted(kinds)}, expected {sorted(expected)}")
     for doc in docs:

@@ -269,6 +269,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("roster_build_info{"), "{text}");
+        m.write_budget.set(2.5);
+        let text = m.render();
+        assert!(text.contains("roster_write_budget_qps 2.5"), "{text}");
+        assert!(
+            text.contains("roster_write_budget_wait_seconds_count 0"),
+            "{text}"
+        );
         assert!(text.contains("process_start_time_seconds"), "{text}");
     }
 }

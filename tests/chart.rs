@@ -80,18 +80,21 @@ async fn the_real_1_20_api_server_accepts_every_rendered_object() {
     }
     let env = TestEnv::with_real(real_server().await).await.unwrap();
     let kc = env.kubeconfig();
-    let (ok, out) = kubectl(
-        kc,
-        &[
-            "apply",
-            "-f",
-            &format!("{REPO}/tests/chart/servicemonitor-crd.yaml"),
-        ],
-    );
-    assert!(ok, "installing the ServiceMonitor CRD: {out}");
-    let crd = "crd/servicemonitors.monitoring.coreos.com";
-    let (ok, out) = kubectl(kc, &["wait", "--for=condition=Established", crd, "--timeout=60s"]);
-    assert!(ok, "{out}");
+    for (file, crd) in [
+        (
+            "servicemonitor-crd.yaml",
+            "crd/servicemonitors.monitoring.coreos.com",
+        ),
+        (
+            "prometheusrule-crd.yaml",
+            "crd/prometheusrules.monitoring.coreos.com",
+        ),
+    ] {
+        let (ok, out) = kubectl(kc, &["apply", "-f", &format!("{REPO}/tests/chart/{file}")]);
+        assert!(ok, "installing the {crd}: {out}");
+        let (ok, out) = kubectl(kc, &["wait", "--for=condition=Established", crd, "--timeout=60s"]);
+        assert!(ok, "{out}");
+    }
     let release_ns = env.create_namespace("chart").await.unwrap();
     let apps_ns = env.create_namespace("apps").await.unwrap();
     let monitoring_ns = env.create_namespace("monitoring").await.unwrap();
@@ -106,14 +109,15 @@ async fn the_real_1_20_api_server_accepts_every_rendered_object() {
         if set == "all-on" {
             render = render
                 .with("controller.namespace", json!(apps_ns))
-                .with("metrics.serviceMonitor.namespace", json!(monitoring_ns));
+                .with("metrics.serviceMonitor.namespace", json!(monitoring_ns))
+                .with("metrics.prometheusRule.namespace", json!(monitoring_ns));
         }
         let out_dir = dir.path().join(set);
         let docs = render.run(&out_dir);
         let pdb = of_kind(&docs, "PodDisruptionBudget");
         assert_eq!(pdb[0]["apiVersion"], "policy/v1beta1", "1.20 serves no policy/v1");
         if set == "all-on" {
-            for k in ["ServiceMonitor", "ConfigMap", "Role"] {
+            for k in ["ServiceMonitor", "PrometheusRule", "ConfigMap", "Role"] {
                 assert!(!of_kind(&docs, k).is_empty(), "all-on renders a {k}");
             }
         }
@@ -484,17 +488,22 @@ fn metric_families(scrape: &str) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
-/// Dashboard names not exported: `X_bucket` needs histogram X, anything else a family of that name.
+/// Dashboard names not exported: `X_bucket`, `X_sum` and `X_count` need histogram X, anything else a family
+/// of that name.
 fn missing_metrics(
     wanted: &std::collections::BTreeSet<String>,
     exported: &std::collections::BTreeMap<String, String>,
 ) -> Vec<String> {
+    let histogram_of = |name: &str| {
+        ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .filter(|family| exported.get(*family).map(String::as_str) == Some("histogram"))
+            .is_some()
+    };
     wanted
         .iter()
-        .filter(|name| match name.strip_suffix("_bucket") {
-            Some(histogram) => exported.get(histogram).map(String::as_str) != Some("histogram"),
-            None => !exported.contains_key(*name),
-        })
+        .filter(|name| !exported.contains_key(*name) && !histogram_of(name))
         .cloned()
         .collect()
 }

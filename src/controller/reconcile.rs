@@ -375,12 +375,16 @@ async fn warn_failed_slices(ctx: &Context, key: &ServiceKey, err: &Error) {
 }
 
 /// Failures that are no news to an operator: a conflict is retried at once, a follower writes nothing, a
-/// terminating namespace takes everything with it, and a write that waited for the budget is made after
-/// computing again.
+/// terminating namespace takes everything with it, throttling slows the write budget down (which logs it),
+/// and a write that waited for the budget is made after computing again.
 fn quiet_failure(err: &Error) -> bool {
     matches!(
         err,
-        Error::Conflict { .. } | Error::NotLeader | Error::NamespaceTerminating(_) | Error::Recompute
+        Error::Conflict { .. }
+            | Error::NotLeader
+            | Error::NamespaceTerminating(_)
+            | Error::TooManyRequests
+            | Error::Recompute
     )
 }
 

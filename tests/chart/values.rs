@@ -452,3 +452,104 @@ fn the_lease_role_names_its_lease() {
     );
     assert!(container_args(&docs).contains(&"--lease-name=roster".to_string()));
 }
+
+/// prometheus/roster.rules.yaml, the plain rules file, parsed.
+fn rules_file() -> Value {
+    let path = std::path::Path::new(REPO).join("charts/roster/prometheus/roster.rules.yaml");
+    serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).expect("the rules file is YAML")
+}
+
+/// Every rule of a `groups:` document, in order.
+fn rules_of(groups: &Value) -> Vec<&Value> {
+    let groups = groups.as_array().expect("groups");
+    groups
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .collect()
+}
+
+#[test]
+fn the_prometheus_rule_is_the_plain_rules_file() {
+    if !tools_available(false) {
+        return;
+    }
+    assert!(
+        of_kind(&render(&[]), "PrometheusRule").is_empty(),
+        "rendered only when enabled"
+    );
+    let docs = render(&[("metrics.prometheusRule.enabled", json!(true))]);
+    let rule = of_kind(&docs, "PrometheusRule");
+    assert_eq!(rule.len(), 1, "{:?}", names(&docs));
+    assert_eq!(rule[0]["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(rule[0]["metadata"]["namespace"], NS);
+    let file = rules_file();
+    assert!(rules_of(&file["groups"]).len() > 10, "{file}");
+    assert_eq!(
+        rule[0]["spec"]["groups"], file["groups"],
+        "the defaults render the rules file unchanged"
+    );
+}
+
+#[test]
+fn prometheus_rule_values_set_the_slo_add_labels_and_leave_alerts_out() {
+    if !tools_available(false) {
+        return;
+    }
+    let docs = render_all_on();
+    let rule = of_kind(&docs, "PrometheusRule")[0];
+    assert_eq!(rule["metadata"]["namespace"], "monitoring");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prometheus");
+    let file = rules_file();
+    let (want, got) = (rules_of(&file["groups"]), rules_of(&rule["spec"]["groups"]));
+    let alert_names = |rules: &[&Value]| -> Vec<String> {
+        rules
+            .iter()
+            .filter_map(|r| r["alert"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let mut expected = alert_names(&want);
+    expected.retain(|a| a != "RosterDNSLookupsFailing");
+    assert_eq!(
+        alert_names(&got),
+        expected,
+        "disabledAlerts leaves only its alert out"
+    );
+    for (rule, original) in got
+        .iter()
+        .zip(want.iter().filter(|r| r["alert"] != "RosterDNSLookupsFailing"))
+    {
+        if rule["record"] == "roster:propagation_latency_slo_seconds" {
+            assert_eq!(rule["expr"], "vector(2.5)", "propagationLatencySLO");
+            continue;
+        }
+        assert_eq!(rule["expr"], original["expr"]);
+        assert_eq!(rule["for"], original["for"]);
+        assert_eq!(rule["annotations"], original["annotations"]);
+        assert_eq!(
+            rule["labels"]["team"], "networking",
+            "alertLabels on {}",
+            rule["alert"]
+        );
+        assert_eq!(rule["labels"]["severity"], original["labels"]["severity"]);
+    }
+
+    // What the Prometheus Operator hands Prometheus: the spec's groups, as a rules file.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rendered.rules.yaml");
+    let groups = json!({"groups": rule["spec"]["groups"]});
+    std::fs::write(&file, serde_json::to_string(&groups).unwrap()).unwrap();
+    let check = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool (apt-get install prometheus; scripts/test does)");
+    let out = String::from_utf8_lossy(&check.stdout).into_owned() + &String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "promtool check rules, rendered:\n{out}");
+
+    let typo = (
+        "metrics.prometheusRule.disabledAlerts",
+        json!(["RosterNoLeaders"]),
+    );
+    let err = render_as("roster", &[("metrics.prometheusRule.enabled", json!(true)), typo]).unwrap_err();
+    assert!(err.contains("roster has no alert RosterNoLeaders"), "{err}");
+}
