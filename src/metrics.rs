@@ -31,6 +31,7 @@ pub struct Metrics {
     pub shadow_divergences: IntCounterVec,
     pub upstream_active: IntGauge,
     pub handback_waiting: IntGauge,
+    pub ready_held_pods: IntGauge,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -128,6 +129,10 @@ impl Metrics {
             handback_waiting: m.gauge(
                 "handback_waiting_services",
                 "Services handed back whose roster slices wait for an upstream slice",
+            ),
+            ready_held_pods: m.gauge(
+                "ready_held_pods",
+                "Flapping pods kept out of the ready endpoints by a readiness hold-down (roster.dev/ready-hold-down)",
             ),
             registry: m.0,
         }

@@ -1,11 +1,13 @@
 //! The controller: watches fill the caches and queue keys; workers reconcile one key at a time: a Service
 //! (read caches → pure desired state → diff → the writer), or a BackendSet's status.
 
+mod holddown;
 pub mod queue;
 mod reconcile;
 pub mod shadow;
 mod status;
 pub mod takeover;
+pub mod topology;
 pub mod watch;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -25,9 +27,11 @@ use crate::cache::{Cache, NodeProjection, Objects, PodProjection, SelectorSource
 use crate::desired::{self, TriggerTimeTracker};
 use crate::metrics::Metrics;
 use crate::write::Writer;
+use holddown::ReadyHistory;
 use queue::{WorkKey, WorkQueue};
 use shadow::Shadow;
 use takeover::Upstream;
+use topology::HintsEvents;
 
 /// What the controller was asked to do, fixed at start-up.
 #[derive(Clone, Debug)]
@@ -102,6 +106,12 @@ pub struct Context {
     pub shadow: Option<Shadow>,
     /// What roster knows of the built-in controllers it takes over from and hands back to.
     pub upstream: Upstream,
+    /// The server stores EndpointSlice hints ([`topology::server_stores_hints`]); without it none is written.
+    pub hints_supported: bool,
+    /// What was last said in Events about each Service's topology hints.
+    pub hints_events: HintsEvents,
+    /// Readiness transitions of the pods under a readiness hold-down.
+    pub ready_history: ReadyHistory,
 }
 
 impl Context {
@@ -126,6 +136,9 @@ impl Context {
             writer,
             metrics,
             backendsets,
+            hints_supported: false,
+            hints_events: HintsEvents::default(),
+            ready_history: ReadyHistory::default(),
         }
     }
 

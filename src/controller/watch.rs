@@ -16,8 +16,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::Context;
 use super::queue::WorkKey;
+use super::{Context, holddown};
 use crate::args::ServicesMode;
 use crate::backendset::BackendSet;
 use crate::cache::written::{Kind, ObjectId, Seen, Version};
@@ -119,15 +119,24 @@ impl Watched for PodProjection {
         ctx.cache.write().expect("cache lock").hold_pod(&pod)
     }
     fn apply(ctx: &Context, pod: Self) -> Vec<WorkKey> {
-        services(ctx.cache.write().expect("cache lock").upsert_pod(pod))
+        let key = ObjectKey::of(&pod.metadata);
+        let mut cache = ctx.cache.write().expect("cache lock");
+        let before = cache.pod(&key.namespace, &key.name);
+        let affected = cache.upsert_pod(pod);
+        holddown::observe(ctx, &cache, &key, before.as_deref(), &affected);
+        services(affected)
     }
     fn delete(ctx: &Context, pod: Self) -> Vec<WorkKey> {
         let key = ObjectKey::of(&pod.metadata);
+        ctx.ready_history.forget_pod(&key);
         let mut cache = ctx.cache.write().expect("cache lock");
         services(cache.delete_pod(&key.namespace, &key.name))
     }
     fn relisted(ctx: &Context, all: Vec<Arc<PodRecord>>) -> Vec<WorkKey> {
-        services(ctx.cache.write().expect("cache lock").replace_pods(all))
+        let mut cache = ctx.cache.write().expect("cache lock");
+        let affected = cache.replace_pods(all);
+        holddown::relisted(ctx, &cache);
+        services(affected)
     }
     fn delay(ctx: &Context) -> Duration {
         ctx.config.batch_window
