@@ -262,6 +262,47 @@ fn auto_moves_endpoints_from_zones_above_their_cpu_share_to_zones_below() {
 }
 
 #[test]
+fn auto_tops_up_a_zone_that_rounding_leaves_below_its_minimum() {
+    // Shares of 12: zone-a 3.54, zone-b 3.84 (minimum 4), zone-c 4.62. Moving towards the targets stops
+    // with zone-b at 3 (the surpluses left, 0.46 and 0.38, are under half an endpoint each).
+    let mut endpoints = [
+        in_zone("zone-a", 6, 0),
+        in_zone("zone-b", 1, 1),
+        in_zone("zone-c", 5, 2),
+    ]
+    .concat();
+    let zones = topology(capacity(&[("zone-a", 4370), ("zone-b", 4733), ("zone-c", 5698)]));
+    assert_eq!(
+        hint(HintsMode::Auto, &zones, &mut endpoints, &no_previous),
+        HintsOutcome::Allocated
+    );
+    let hinted = zones_hinted(&endpoints);
+    let count = |zone: &str| hinted.iter().filter(|z| *z == zone).count();
+    assert_eq!((count("zone-a"), count("zone-b"), count("zone-c")), (3, 4, 5));
+}
+
+#[test]
+fn auto_sets_no_hints_when_no_zone_can_spare_an_endpoint_for_a_minimum() {
+    // zone-x has no Nodes that count: its endpoints are never given away, and the two even zones need 3
+    // each of the 6 ready endpoints.
+    let mut endpoints = [
+        in_zone("zone-a", 3, 0),
+        in_zone("zone-b", 1, 1),
+        in_zone("zone-x", 2, 2),
+    ]
+    .concat();
+    let zones = topology(capacity(&[("zone-a", 1000), ("zone-b", 1000)]));
+    let outcome = hint(HintsMode::Auto, &zones, &mut endpoints, &no_previous);
+    assert_eq!(
+        outcome,
+        HintsOutcome::Disabled(HintsDisabled::Overloaded {
+            endpoints: 6,
+            zones: 2
+        })
+    );
+}
+
+#[test]
 fn auto_keeps_an_endpoint_already_hinted_for_a_receiving_zone() {
     let mut endpoints = [in_zone("zone-a", 3, 0), in_zone("zone-b", 3, 1)].concat();
     let zones = topology(capacity(&[("zone-a", 2000), ("zone-b", 1000)]));
@@ -349,7 +390,7 @@ fn auto_safeguards_remove_every_hint_and_say_why() {
     ];
     for (name, zones, mut endpoints, why) in cases {
         for e in &mut endpoints {
-            e.hints = super::zone_hint("stale");
+            e.hints = zone_hint("stale");
         }
         let outcome = hint(HintsMode::Auto, &topology(zones), &mut endpoints, &no_previous);
         assert_eq!(outcome, HintsOutcome::Disabled(why), "{name}");

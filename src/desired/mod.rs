@@ -15,6 +15,7 @@
 //!
 //! Equal inputs give equal outputs, and an existing object that already matches produces no write.
 
+mod allocation;
 pub mod compare;
 mod endpoints;
 pub mod hints;
