@@ -1,0 +1,355 @@
+//! Topology hints end to end (README row F30): `trafficDistribution` and `topology-mode: Auto` on the
+//! in-memory tier (Nodes with zones and allocatable CPU, changes of Nodes, zones, readiness and mode), zero
+//! writes when nothing changed, and on the real tier (kube-apiserver 1.20, which cannot store hints) slices
+//! without hints and a Warning instead of a write that fails forever.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use roster_envtest::{TestEnv, Tier, fixtures};
+use serde_json::{Value, json};
+use support::*;
+
+const WEB: &[(&str, &str)] = &[("app", "web")];
+
+/// Service `web` (port 8080 to the pods' `http`) with these `spec` fields and annotations added.
+fn web_service(spec: Value, annotations: Value) -> Service {
+    let mut svc = serde_json::to_value(fixtures::service("web", WEB, &[("http", 8080, "http")])).unwrap();
+    for (key, value) in spec.as_object().unwrap() {
+        svc["spec"][key] = value.clone();
+    }
+    svc["metadata"]["annotations"] = annotations;
+    serde_json::from_value(svc).unwrap()
+}
+
+/// Ready pod `web-<i>` at 10.6.0.<i+1> on `node`.
+fn web_pod(i: usize, node: &str) -> PodPlan {
+    let mut pod = PodPlan::new(format!("web-{i}"), WEB, format!("10.6.0.{}", i + 1)).port("http", 80);
+    pod.node = node.to_owned();
+    pod
+}
+
+/// What kubelet reports of a Node: allocatable CPU and the Ready condition, with a fresh heartbeat (which
+/// roster does not read).
+async fn report_node(env: &TestEnv, name: &str, cpu: &str, ready: bool) {
+    let status = if ready { "True" } else { "False" };
+    let heartbeat = jiff::Timestamp::now().to_string();
+    let patch = json!({"status": {"allocatable": {"cpu": cpu, "pods": "110"},
+        "conditions": [{"type": "Ready", "status": status, "reason": "KubeletReady",
+                        "lastHeartbeatTime": heartbeat}]}});
+    Api::<Node>::all(env.client())
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap_or_else(|err| panic!("reporting Node {name}: {err}"));
+}
+
+async fn label_node_zone(env: &TestEnv, name: &str, zone: &str) {
+    let patch = json!({"metadata": {"labels": {"topology.kubernetes.io/zone": zone}}});
+    Api::<Node>::all(env.client())
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap_or_else(|err| panic!("labelling Node {name}: {err}"));
+}
+
+/// One endpoint as a proxy reads it: (address, zone, zones hinted, nodes hinted).
+type Hinted = (String, Option<String>, Vec<String>, Vec<String>);
+
+async fn hints(env: &TestEnv, ns: &str, service: &str) -> Vec<Hinted> {
+    let mut all: Vec<Hinted> = slices(env, ns, service)
+        .await
+        .iter()
+        .flat_map(|s| s.endpoints.clone())
+        .map(|e| {
+            let h = e.hints.unwrap_or_default();
+            let zones = h
+                .for_zones
+                .unwrap_or_default()
+                .into_iter()
+                .map(|z| z.name)
+                .collect();
+            let nodes = h
+                .for_nodes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|n| n.name)
+                .collect();
+            (e.addresses[0].clone(), e.zone, zones, nodes)
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+fn hinted(ip: &str, zone: &str, zones: &[&str], nodes: &[&str]) -> Hinted {
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+    (ip.to_owned(), Some(zone.to_owned()), names(zones), names(nodes))
+}
+
+async fn wait_hints(env: &TestEnv, ns: &str, what: &str, want: Vec<Hinted>) {
+    eventually_value(what, || hints(env, ns, "web"), |got| *got == want).await;
+}
+
+/// How many ready endpoints are hinted for each zone.
+fn per_zone(endpoints: &[Hinted]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for (_, _, zones, _) in endpoints {
+        for zone in zones {
+            *counts.entry(zone.clone()).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// The first Event with `reason` whose note contains `saying`.
+async fn event(env: &TestEnv, ns: &str, reason: &str, saying: &str) -> Event {
+    let api = Api::<Event>::namespaced(env.client(), ns);
+    eventually_some(&format!("a {reason} Event saying {saying:?}"), || async {
+        let list = api.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some(reason) && e.note.as_deref().is_some_and(|n| n.contains(saying))
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_distribution_hints_follow_zones_readiness_and_the_field() {
+    let World { env, ns } = World::builder(Tier::Memory, "close")
+        .node("n1", Some("zone-a"))
+        .node("n2", Some("zone-b"))
+        .service(web_service(
+            json!({"trafficDistribution": "PreferClose"}),
+            json!({}),
+        ))
+        .pods([web_pod(0, "n1"), web_pod(1, "n2"), web_pod(2, "n1")])
+        .build()
+        .await;
+    let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
+    wait_hints(
+        &env,
+        &ns,
+        "PreferClose: each endpoint for its own zone",
+        vec![
+            hinted("10.6.0.1", "zone-a", &["zone-a"], &[]),
+            hinted("10.6.0.2", "zone-b", &["zone-b"], &[]),
+            hinted("10.6.0.3", "zone-a", &["zone-a"], &[]),
+        ],
+    )
+    .await;
+
+    env.kubelet().set_ready(&ns, "web-1", false).await.unwrap();
+    label_node_zone(&env, "n1", "zone-c").await;
+    wait_hints(
+        &env,
+        &ns,
+        "no hint when not ready; a new zone",
+        vec![
+            hinted("10.6.0.1", "zone-c", &["zone-c"], &[]),
+            hinted("10.6.0.2", "zone-b", &[], &[]),
+            hinted("10.6.0.3", "zone-c", &["zone-c"], &[]),
+        ],
+    )
+    .await;
+
+    env.kubelet().set_ready(&ns, "web-1", true).await.unwrap();
+    merge_patch::<Service>(
+        &env,
+        &ns,
+        "web",
+        json!({"spec": {"trafficDistribution": "PreferSameNode"}}),
+    )
+    .await;
+    wait_hints(
+        &env,
+        &ns,
+        "PreferSameNode: own node and own zone",
+        vec![
+            hinted("10.6.0.1", "zone-c", &["zone-c"], &["n1"]),
+            hinted("10.6.0.2", "zone-b", &["zone-b"], &["n2"]),
+            hinted("10.6.0.3", "zone-c", &["zone-c"], &["n1"]),
+        ],
+    )
+    .await;
+
+    merge_patch::<Service>(&env, &ns, "web", json!({"spec": {"trafficDistribution": null}})).await;
+    wait_hints(
+        &env,
+        &ns,
+        "no trafficDistribution: hints removed",
+        vec![
+            hinted("10.6.0.1", "zone-c", &[], &[]),
+            hinted("10.6.0.2", "zone-b", &[], &[]),
+            hinted("10.6.0.3", "zone-c", &[], &[]),
+        ],
+    )
+    .await;
+    roster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_hints_follow_the_cpu_and_readiness_of_nodes() {
+    let auto = json!({"service.kubernetes.io/topology-mode": "Auto"});
+    let nodes = ["n1", "n1", "n1", "n2", "n2", "n2"];
+    let World { env, ns } = World::builder(Tier::Memory, "auto")
+        .node("n1", Some("zone-a"))
+        .node("n2", Some("zone-b"))
+        // The annotation wins over trafficDistribution.
+        .service(web_service(
+            json!({"trafficDistribution": "PreferSameNode"}),
+            auto,
+        ))
+        .pods(nodes.iter().enumerate().map(|(i, n)| web_pod(i, n)))
+        .build()
+        .await;
+    report_node(&env, "n1", "4", true).await;
+    report_node(&env, "n2", "2", true).await;
+    // Started on a complete world, roster's first sync of the Service already sets hints.
+    let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
+
+    // zone-a has two thirds of the CPU: 4 of the 6 endpoints, so one of zone-b's serves zone-a.
+    let split = eventually_value(
+        "hints by CPU share",
+        || hints(&env, &ns, "web"),
+        |got| per_zone(got) == BTreeMap::from([("zone-a".into(), 4), ("zone-b".into(), 2)]),
+    )
+    .await;
+    let given: Vec<&Hinted> = split
+        .iter()
+        .filter(|(_, zone, zones, _)| Some(&zones[0]) != zone.as_ref())
+        .collect();
+    assert_eq!(given.len(), 1, "exactly one endpoint changes zone: {split:?}");
+    assert_eq!(
+        (given[0].1.as_deref(), given[0].3.len()),
+        (Some("zone-b"), 0),
+        "and no node hint"
+    );
+    let enabled = event(&env, &ns, "TopologyAwareHintsEnabled", "allocatable CPU").await;
+    assert_eq!(enabled.type_.as_deref(), Some("Normal"));
+
+    report_node(&env, "n2", "4", true).await;
+    let even = |got: &Vec<Hinted>| got.iter().all(|(_, zone, zones, _)| zone.iter().eq(zones.iter()));
+    eventually_value(
+        "even CPU: each for its own zone",
+        || hints(&env, &ns, "web"),
+        even,
+    )
+    .await;
+
+    report_node(&env, "n2", "4", false).await;
+    let none = |got: &Vec<Hinted>| got.len() == 6 && got.iter().all(|h| h.2.is_empty());
+    eventually_value(
+        "ready Nodes in one zone: no hints",
+        || hints(&env, &ns, "web"),
+        none,
+    )
+    .await;
+    let disabled = event(&env, &ns, "TopologyAwareHintsDisabled", "all in one zone").await;
+    assert_eq!(disabled.type_.as_deref(), Some("Warning"));
+
+    report_node(&env, "n2", "4", true).await;
+    eventually_value("the Node is back: hints back", || hints(&env, &ns, "web"), even).await;
+    roster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_hints_cost_no_writes() {
+    let World { env, ns } = World::builder(Tier::Memory, "hintnoop")
+        .node("n1", Some("zone-a"))
+        .node("n2", Some("zone-b"))
+        .build()
+        .await;
+    report_node(&env, "n1", "4", true).await;
+    report_node(&env, "n2", "4", true).await;
+    let first = Roster::start(&env, &ns, &["--services", "all"]).await;
+    let auto = json!({"service.kubernetes.io/topology-mode": "Auto"});
+    create(&env, &ns, &web_service(json!({}), auto)).await;
+    let mut node = web_service(json!({"trafficDistribution": "PreferSameNode"}), json!({}));
+    node.metadata.name = Some("web-node".into());
+    create(&env, &ns, &node).await;
+    let nodes = ["n1", "n2", "n1", "n2"];
+    start_pods(&env, &ns, nodes.iter().enumerate().map(|(i, n)| web_pod(i, n))).await;
+    let hinted_all = |got: &Vec<Hinted>| got.len() == 4 && got.iter().all(|h| !h.2.is_empty());
+    eventually_value("Auto hints", || hints(&env, &ns, "web"), hinted_all).await;
+    eventually_value(
+        "PreferSameNode hints",
+        || hints(&env, &ns, "web-node"),
+        hinted_all,
+    )
+    .await;
+    settled(&first, 2).await;
+
+    // A heartbeat changes nothing roster reads; a restart reconciles every Service again.
+    let server = env.memory_server().unwrap();
+    server.reset_request_counts();
+    let node_events = || async { metric(&first.metrics().await, "roster_watch_events_total{kind=\"node\"}") };
+    let seen = node_events().await;
+    report_node(&env, "n1", "4", true).await;
+    eventually("the heartbeat seen", || async { node_events().await > seen }).await;
+    first.stop().await;
+    let second = Roster::start(&env, &ns, &["--services", "all"]).await;
+    settled(&second, 2).await;
+    let counts = server.request_counts();
+    assert_eq!(counts.writes("endpointslices"), 0, "hinted slices rewritten");
+    assert_eq!(counts.writes("endpoints"), 0, "Endpoints rewritten");
+    assert_no_noop_writes(&counts);
+    second.stop().await;
+}
+
+/// kube-apiserver 1.20 has no hints (its facade refuses them with a 422): roster writes slices without
+/// them and says why, once, instead of failing on every sync. A server of the test's own, so that its Nodes
+/// alone decide what the Auto allocation would do: here, hint every endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_cannot_store_hints_gets_slices_without_them() {
+    if !tier_available(Tier::Real) {
+        return;
+    }
+    let auto = json!({"service.kubernetes.io/topology-mode": "Auto"});
+    let World { env, ns } = World::builder(Tier::Real, "nohints")
+        .dedicated()
+        .node("n1", Some("zone-a"))
+        .node("n2", Some("zone-b"))
+        .service(web_service(json!({}), auto))
+        .pods([web_pod(0, "n1"), web_pod(1, "n2")])
+        .build()
+        .await;
+    report_node(&env, "n1", "4", true).await;
+    report_node(&env, "n2", "4", true).await;
+    let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
+    wait_hints(
+        &env,
+        &ns,
+        "slices without hints",
+        vec![
+            hinted("10.6.0.1", "zone-a", &[], &[]),
+            hinted("10.6.0.2", "zone-b", &[], &[]),
+        ],
+    )
+    .await;
+    let disabled = event(
+        &env,
+        &ns,
+        "TopologyAwareHintsDisabled",
+        "cannot store EndpointSlice hints",
+    )
+    .await;
+    assert_eq!(disabled.type_.as_deref(), Some("Warning"));
+    env.kubelet().set_ready(&ns, "web-1", false).await.unwrap();
+    wait_endpoint_ips(&env, &ns, "web", &["10.6.0.1"], &["10.6.0.2"]).await;
+    settled(&roster, 2).await;
+    let metrics = roster.metrics().await;
+    assert_eq!(
+        metric(&metrics, "roster_reconciles_total{result=\"invalid\"}"),
+        0.0,
+        "a write was refused"
+    );
+    assert_eq!(
+        metric_sum(&metrics, "roster_queue_retries_total"),
+        0.0,
+        "a write failed"
+    );
+    roster.stop().await;
+}
