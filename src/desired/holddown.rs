@@ -72,7 +72,7 @@ mod tests {
             .enumerate()
             .map(|(i, s)| Transition {
                 at: t0 + Duration::from_secs(*s),
-                ready: ((n - 1 - i) % 2 == 0) == last_ready,
+                ready: (n - 1 - i).is_multiple_of(2) == last_ready,
             })
             .collect()
     }
