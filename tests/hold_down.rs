@@ -6,8 +6,6 @@
 mod support;
 
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams};
 use roster_envtest::{TestEnv, Tier, fixtures};
 use serde_json::json;
 use support::*;
@@ -43,16 +41,6 @@ async fn flip(env: &TestEnv, ns: &str, ready: bool) {
     };
 }
 
-async fn hold_events(env: &TestEnv, ns: &str) -> Vec<Event> {
-    let api = Api::<Event>::namespaced(env.client(), ns);
-    let list = api.list(&ListParams::default()).await.expect("events");
-    let held = list
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("ReadyHeldDown"));
-    held.collect()
-}
-
 /// A hold-down of an hour: any hold would outlast the test.
 async fn steady_pods_and_single_failures_are_never_held(tier: Tier) {
     let (env, ns) = world(tier, "steady", "1h").await;
@@ -75,7 +63,10 @@ async fn steady_pods_and_single_failures_are_never_held(tier: Tier) {
     )
     .await;
     settled(&roster, 1).await;
-    assert!(hold_events(&env, &ns).await.is_empty(), "a pod was held");
+    assert!(
+        events_with_reason(&env, &ns, "ReadyHeldDown").await.is_empty(),
+        "a pod was held"
+    );
     assert_eq!(metric(&roster.metrics().await, "roster_ready_held_pods"), 0.0);
     roster.stop().await;
 }
@@ -92,7 +83,7 @@ async fn a_flapping_pod_is_held_until_it_stays_ready(tier: Tier) {
     env.kubelet().set_ready(&ns, "web-1", true).await.unwrap();
     let events = eventually_value(
         "a ReadyHeldDown Event",
-        || hold_events(&env, &ns),
+        || events_with_reason(&env, &ns, "ReadyHeldDown"),
         |e| !e.is_empty(),
     )
     .await;
@@ -125,14 +116,7 @@ async fn an_invalid_hold_down_is_reported_and_ignored(tier: Tier) {
     let (env, ns) = world(tier, "badhold", "soon").await;
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
     wait_endpoint_ips(&env, &ns, "web", &BOTH, &[] as &[&str]).await;
-    let api = Api::<Event>::namespaced(env.client(), &ns);
-    let warning = eventually_some("an InvalidReadyHoldDown Event", || async {
-        let list = api.list(&ListParams::default()).await.ok()?;
-        list.items
-            .into_iter()
-            .find(|e| e.reason.as_deref() == Some("InvalidReadyHoldDown"))
-    })
-    .await;
+    let warning = wait_event(&env, &ns, "InvalidReadyHoldDown", "invalid duration").await;
     assert_eq!(warning.regarding.and_then(|r| r.kind).as_deref(), Some("Service"));
     let fixed = json!({"metadata": {"annotations": {"roster.dev/ready-hold-down": "1h"}}});
     merge_patch::<Service>(&env, &ns, "web", fixed).await;

@@ -8,8 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use roster_envtest::{TestEnv, Tier, fixtures};
 use serde_json::{Value, json};
 use support::*;
@@ -102,18 +101,6 @@ fn per_zone(endpoints: &[Hinted]) -> BTreeMap<String, usize> {
         }
     }
     counts
-}
-
-/// The first Event with `reason` whose note contains `saying`.
-async fn event(env: &TestEnv, ns: &str, reason: &str, saying: &str) -> Event {
-    let api = Api::<Event>::namespaced(env.client(), ns);
-    eventually_some(&format!("a {reason} Event saying {saying:?}"), || async {
-        let list = api.list(&ListParams::default()).await.ok()?;
-        list.items.into_iter().find(|e| {
-            e.reason.as_deref() == Some(reason) && e.note.as_deref().is_some_and(|n| n.contains(saying))
-        })
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +214,7 @@ async fn auto_hints_follow_the_cpu_and_readiness_of_nodes() {
         (Some("zone-b"), 0),
         "and no node hint"
     );
-    let enabled = event(&env, &ns, "TopologyAwareHintsEnabled", "allocatable CPU").await;
+    let enabled = wait_event(&env, &ns, "TopologyAwareHintsEnabled", "allocatable CPU").await;
     assert_eq!(enabled.type_.as_deref(), Some("Normal"));
 
     report_node(&env, "n2", "4", true).await;
@@ -247,7 +234,7 @@ async fn auto_hints_follow_the_cpu_and_readiness_of_nodes() {
         none,
     )
     .await;
-    let disabled = event(&env, &ns, "TopologyAwareHintsDisabled", "all in one zone").await;
+    let disabled = wait_event(&env, &ns, "TopologyAwareHintsDisabled", "all in one zone").await;
     assert_eq!(disabled.type_.as_deref(), Some("Warning"));
 
     report_node(&env, "n2", "4", true).await;
@@ -329,7 +316,7 @@ async fn a_server_that_cannot_store_hints_gets_slices_without_them() {
         ],
     )
     .await;
-    let disabled = event(
+    let disabled = wait_event(
         &env,
         &ns,
         "TopologyAwareHintsDisabled",
