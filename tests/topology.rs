@@ -83,13 +83,19 @@ async fn hints(env: &TestEnv, ns: &str, service: &str) -> Vec<Hinted> {
     all
 }
 
-fn hinted(ip: &str, zone: &str, zones: &[&str], nodes: &[&str]) -> Hinted {
-    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
-    (ip.to_owned(), Some(zone.to_owned()), names(zones), names(nodes))
+/// Waits until the endpoints of `web` are `want`: (address, zone, zone hinted, node hinted), `""` for none.
+async fn wait_hints(env: &TestEnv, ns: &str, what: &str, want: &[(&str, &str, &str, &str)]) {
+    let names = |name: &str| name.split_terminator(',').map(str::to_owned).collect();
+    let want: Vec<Hinted> = want
+        .iter()
+        .map(|(ip, zone, zones, nodes)| (ip.to_string(), Some(zone.to_string()), names(zones), names(nodes)))
+        .collect();
+    wait_web(env, ns, what, |got| *got == want).await;
 }
 
-async fn wait_hints(env: &TestEnv, ns: &str, what: &str, want: Vec<Hinted>) {
-    eventually_value(what, || hints(env, ns, "web"), |got| *got == want).await;
+/// Waits until the endpoints of `web` satisfy `holds`, and returns them.
+async fn wait_web(env: &TestEnv, ns: &str, what: &str, holds: impl Fn(&Vec<Hinted>) -> bool) -> Vec<Hinted> {
+    eventually_value(what, || hints(env, ns, "web"), holds).await
 }
 
 /// How many ready endpoints are hinted for each zone.
@@ -103,77 +109,68 @@ fn per_zone(endpoints: &[Hinted]) -> BTreeMap<String, usize> {
     counts
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn traffic_distribution_hints_follow_zones_readiness_and_the_field() {
-    let World { env, ns } = World::builder(Tier::Memory, "close")
+/// Service `web` with `trafficDistribution` and pods web-0 (n1, zone-a), web-1 (n2, zone-b), web-2 (n1).
+async fn close_world(prefix: &str, traffic_distribution: &str) -> (TestEnv, String) {
+    let World { env, ns } = World::builder(Tier::Memory, prefix)
         .node("n1", Some("zone-a"))
         .node("n2", Some("zone-b"))
         .service(web_service(
-            json!({"trafficDistribution": "PreferClose"}),
+            json!({"trafficDistribution": traffic_distribution}),
             json!({}),
         ))
         .pods([web_pod(0, "n1"), web_pod(1, "n2"), web_pod(2, "n1")])
         .build()
         .await;
+    (env, ns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_distribution_hints_follow_zones_and_readiness() {
+    let (env, ns) = close_world("close", "PreferClose").await;
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
+    let own_zones = [
+        ("10.6.0.1", "zone-a", "zone-a", ""),
+        ("10.6.0.2", "zone-b", "zone-b", ""),
+        ("10.6.0.3", "zone-a", "zone-a", ""),
+    ];
     wait_hints(
         &env,
         &ns,
         "PreferClose: each endpoint for its own zone",
-        vec![
-            hinted("10.6.0.1", "zone-a", &["zone-a"], &[]),
-            hinted("10.6.0.2", "zone-b", &["zone-b"], &[]),
-            hinted("10.6.0.3", "zone-a", &["zone-a"], &[]),
-        ],
+        &own_zones,
     )
     .await;
 
     env.kubelet().set_ready(&ns, "web-1", false).await.unwrap();
     label_node_zone(&env, "n1", "zone-c").await;
-    wait_hints(
-        &env,
-        &ns,
-        "no hint when not ready; a new zone",
-        vec![
-            hinted("10.6.0.1", "zone-c", &["zone-c"], &[]),
-            hinted("10.6.0.2", "zone-b", &[], &[]),
-            hinted("10.6.0.3", "zone-c", &["zone-c"], &[]),
-        ],
-    )
-    .await;
+    let moved = [
+        ("10.6.0.1", "zone-c", "zone-c", ""),
+        ("10.6.0.2", "zone-b", "", ""),
+        ("10.6.0.3", "zone-c", "zone-c", ""),
+    ];
+    wait_hints(&env, &ns, "no hint when not ready; a new zone", &moved).await;
+    roster.stop().await;
+}
 
-    env.kubelet().set_ready(&ns, "web-1", true).await.unwrap();
-    merge_patch::<Service>(
-        &env,
-        &ns,
-        "web",
-        json!({"spec": {"trafficDistribution": "PreferSameNode"}}),
-    )
-    .await;
-    wait_hints(
-        &env,
-        &ns,
-        "PreferSameNode: own node and own zone",
-        vec![
-            hinted("10.6.0.1", "zone-c", &["zone-c"], &["n1"]),
-            hinted("10.6.0.2", "zone-b", &["zone-b"], &["n2"]),
-            hinted("10.6.0.3", "zone-c", &["zone-c"], &["n1"]),
-        ],
-    )
-    .await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_distribution_changes_change_the_hints() {
+    let (env, ns) = close_world("samenode", "PreferSameNode").await;
+    let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
+    let own_nodes = [
+        ("10.6.0.1", "zone-a", "zone-a", "n1"),
+        ("10.6.0.2", "zone-b", "zone-b", "n2"),
+        ("10.6.0.3", "zone-a", "zone-a", "n1"),
+    ];
+    wait_hints(&env, &ns, "PreferSameNode: own node and own zone", &own_nodes).await;
+
+    let same_zone = json!({"spec": {"trafficDistribution": "PreferSameZone"}});
+    merge_patch::<Service>(&env, &ns, "web", same_zone).await;
+    let own_zones = own_nodes.map(|(ip, zone, hint, _)| (ip, zone, hint, ""));
+    wait_hints(&env, &ns, "PreferSameZone: own zone only", &own_zones).await;
 
     merge_patch::<Service>(&env, &ns, "web", json!({"spec": {"trafficDistribution": null}})).await;
-    wait_hints(
-        &env,
-        &ns,
-        "no trafficDistribution: hints removed",
-        vec![
-            hinted("10.6.0.1", "zone-c", &[], &[]),
-            hinted("10.6.0.2", "zone-b", &[], &[]),
-            hinted("10.6.0.3", "zone-c", &[], &[]),
-        ],
-    )
-    .await;
+    let none = own_nodes.map(|(ip, zone, _, _)| (ip, zone, "", ""));
+    wait_hints(&env, &ns, "no trafficDistribution: hints removed", &none).await;
     roster.stop().await;
 }
 
@@ -198,12 +195,8 @@ async fn auto_hints_follow_the_cpu_and_readiness_of_nodes() {
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
 
     // zone-a has two thirds of the CPU: 4 of the 6 endpoints, so one of zone-b's serves zone-a.
-    let split = eventually_value(
-        "hints by CPU share",
-        || hints(&env, &ns, "web"),
-        |got| per_zone(got) == BTreeMap::from([("zone-a".into(), 4), ("zone-b".into(), 2)]),
-    )
-    .await;
+    let two_to_one = BTreeMap::from([("zone-a".into(), 4), ("zone-b".into(), 2)]);
+    let split = wait_web(&env, &ns, "hints by CPU share", |got| per_zone(got) == two_to_one).await;
     let given: Vec<&Hinted> = split
         .iter()
         .filter(|(_, zone, zones, _)| Some(&zones[0]) != zone.as_ref())
@@ -219,26 +212,16 @@ async fn auto_hints_follow_the_cpu_and_readiness_of_nodes() {
 
     report_node(&env, "n2", "4", true).await;
     let even = |got: &Vec<Hinted>| got.iter().all(|(_, zone, zones, _)| zone.iter().eq(zones.iter()));
-    eventually_value(
-        "even CPU: each for its own zone",
-        || hints(&env, &ns, "web"),
-        even,
-    )
-    .await;
+    wait_web(&env, &ns, "even CPU: each for its own zone", even).await;
 
     report_node(&env, "n2", "4", false).await;
     let none = |got: &Vec<Hinted>| got.len() == 6 && got.iter().all(|h| h.2.is_empty());
-    eventually_value(
-        "ready Nodes in one zone: no hints",
-        || hints(&env, &ns, "web"),
-        none,
-    )
-    .await;
+    wait_web(&env, &ns, "ready Nodes in one zone: no hints", none).await;
     let disabled = wait_event(&env, &ns, "TopologyAwareHintsDisabled", "all in one zone").await;
     assert_eq!(disabled.type_.as_deref(), Some("Warning"));
 
     report_node(&env, "n2", "4", true).await;
-    eventually_value("the Node is back: hints back", || hints(&env, &ns, "web"), even).await;
+    wait_web(&env, &ns, "the Node is back: hints back", even).await;
     roster.stop().await;
 }
 
@@ -260,7 +243,7 @@ async fn unchanged_hints_cost_no_writes() {
     let nodes = ["n1", "n2", "n1", "n2"];
     start_pods(&env, &ns, nodes.iter().enumerate().map(|(i, n)| web_pod(i, n))).await;
     let hinted_all = |got: &Vec<Hinted>| got.len() == 4 && got.iter().all(|h| !h.2.is_empty());
-    eventually_value("Auto hints", || hints(&env, &ns, "web"), hinted_all).await;
+    wait_web(&env, &ns, "Auto hints", hinted_all).await;
     eventually_value(
         "PreferSameNode hints",
         || hints(&env, &ns, "web-node"),
@@ -310,10 +293,7 @@ async fn a_server_that_cannot_store_hints_gets_slices_without_them() {
         &env,
         &ns,
         "slices without hints",
-        vec![
-            hinted("10.6.0.1", "zone-a", &[], &[]),
-            hinted("10.6.0.2", "zone-b", &[], &[]),
-        ],
+        &[("10.6.0.1", "zone-a", "", ""), ("10.6.0.2", "zone-b", "", "")],
     )
     .await;
     let disabled = wait_event(

@@ -331,74 +331,79 @@ fn auto_leaves_not_ready_endpoints_unhinted_and_uncounted() {
     );
 }
 
+/// Stale hints on `endpoints`, then the Auto allocation: none left, for `why`.
+fn assert_disabled(name: &str, zones: ZoneCapacity, mut endpoints: Vec<Endpoint>, why: HintsDisabled) {
+    for e in &mut endpoints {
+        e.hints = zone_hint("stale");
+    }
+    let outcome = hint(HintsMode::Auto, &topology(zones), &mut endpoints, &no_previous);
+    assert_eq!(outcome, HintsOutcome::Disabled(why), "{name}");
+    assert!(
+        endpoints.iter().all(|e| e.hints.is_none()),
+        "{name}: hints removed"
+    );
+}
+
 #[test]
-fn auto_safeguards_remove_every_hint_and_say_why() {
-    let two_zones = capacity(&[("zone-a", 1000), ("zone-b", 1000)]);
-    let three_zones = capacity(&[("zone-a", 1000), ("zone-b", 1000), ("zone-c", 1000)]);
+fn auto_safeguards_on_nodes_remove_every_hint_and_say_why() {
     let balanced = || [in_zone("zone-a", 2, 0), in_zone("zone-b", 2, 1)].concat();
+    let no_info = ZoneCapacity::Insufficient;
+    assert_disabled(
+        "no Node information",
+        no_info,
+        balanced(),
+        HintsDisabled::InsufficientNodeInfo,
+    );
+    let one_zone = capacity(&[("zone-a", 1000)]);
+    assert_disabled("one zone", one_zone, balanced(), HintsDisabled::NodesInOneZone);
+}
+
+#[test]
+fn auto_safeguards_on_endpoints_remove_every_hint_and_say_why() {
+    let two_zones = || capacity(&[("zone-a", 1000), ("zone-b", 1000)]);
+    let three_zones = || capacity(&[("zone-a", 1000), ("zone-b", 1000), ("zone-c", 1000)]);
+    let too_few = HintsDisabled::TooFewEndpoints {
+        endpoints: 2,
+        zones: 3,
+    };
+    assert_disabled(
+        "fewer endpoints than zones",
+        three_zones(),
+        in_zone("zone-a", 2, 0),
+        too_few,
+    );
+    let uneven = [
+        in_zone("zone-a", 2, 0),
+        in_zone("zone-b", 1, 1),
+        in_zone("zone-c", 1, 2),
+    ]
+    .concat();
+    let overloaded = HintsDisabled::Overloaded {
+        endpoints: 4,
+        zones: 3,
+    };
+    assert_disabled(
+        "minimums past the overload threshold",
+        three_zones(),
+        uneven,
+        overloaded,
+    );
     // Six ready endpoints over two even zones: at least three each, so only the missing zone disables.
     let mut zoneless = [in_zone("zone-a", 3, 0), in_zone("zone-b", 2, 1)].concat();
     zoneless.push(endpoint("10.0.9.9", None, Some("n9"), true));
-    let cases = [
-        (
-            "no Node information",
-            ZoneCapacity::Insufficient,
-            balanced(),
-            HintsDisabled::InsufficientNodeInfo,
-        ),
-        (
-            "one zone",
-            capacity(&[("zone-a", 1000)]),
-            balanced(),
-            HintsDisabled::NodesInOneZone,
-        ),
-        (
-            "fewer endpoints than zones",
-            three_zones.clone(),
-            in_zone("zone-a", 2, 0),
-            HintsDisabled::TooFewEndpoints {
-                endpoints: 2,
-                zones: 3,
-            },
-        ),
-        (
-            "minimums past the overload threshold",
-            three_zones.clone(),
-            [
-                in_zone("zone-a", 2, 0),
-                in_zone("zone-b", 1, 1),
-                in_zone("zone-c", 1, 2),
-            ]
-            .concat(),
-            HintsDisabled::Overloaded {
-                endpoints: 4,
-                zones: 3,
-            },
-        ),
-        (
-            "an endpoint without a zone",
-            two_zones.clone(),
-            zoneless,
-            HintsDisabled::EndpointWithoutZone,
-        ),
-        (
-            "a zone without endpoints",
-            two_zones,
-            in_zone("zone-a", 4, 0),
-            HintsDisabled::ZoneWithoutEndpoints("zone-b".into()),
-        ),
-    ];
-    for (name, zones, mut endpoints, why) in cases {
-        for e in &mut endpoints {
-            e.hints = zone_hint("stale");
-        }
-        let outcome = hint(HintsMode::Auto, &topology(zones), &mut endpoints, &no_previous);
-        assert_eq!(outcome, HintsOutcome::Disabled(why), "{name}");
-        assert!(
-            endpoints.iter().all(|e| e.hints.is_none()),
-            "{name}: hints removed"
-        );
-    }
+    assert_disabled(
+        "an endpoint without a zone",
+        two_zones(),
+        zoneless,
+        HintsDisabled::EndpointWithoutZone,
+    );
+    let without_b = HintsDisabled::ZoneWithoutEndpoints("zone-b".into());
+    assert_disabled(
+        "a zone without endpoints",
+        two_zones(),
+        in_zone("zone-a", 4, 0),
+        without_b,
+    );
 }
 
 #[test]
