@@ -85,27 +85,25 @@ impl ReadyHistory {
         self.state().pods.remove(key);
     }
 
-    fn forget_service(&self, key: &ServiceKey) {
-        self.state().held.remove(key);
-    }
-
-    /// Pods held across all Services.
-    pub fn held(&self) -> usize {
-        self.state().held.values().sum()
+    /// Records how many pods a Service holds; returns how many all Services hold.
+    fn set_held(&self, key: &ServiceKey, held: usize) -> usize {
+        let mut state = self.state();
+        match held {
+            0 => state.held.remove(key),
+            n => state.held.insert(key.clone(), n),
+        };
+        state.held.values().sum()
     }
 
     /// Decides each pod of a Service with hold-down `hold` at `now`.
-    fn decide(
-        &self,
-        service: &ServiceKey,
-        pods: &[Arc<PodRecord>],
-        hold: Duration,
-        now: Instant,
-    ) -> Vec<Held> {
+    fn decide(&self, pods: &[Arc<PodRecord>], hold: Duration, now: Instant) -> Vec<Held> {
         let mut state = self.state();
         let mut held = Vec::new();
         for pod in pods {
-            let key = ObjectKey::new(&pod.namespace, &pod.name);
+            let key = ObjectKey {
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+            };
             let Some(history) = state.pods.get_mut(&key) else {
                 continue;
             };
@@ -122,15 +120,18 @@ impl ReadyHistory {
                 news,
             });
         }
-        state.held.insert(service.clone(), held.len());
         held
     }
 }
 
 /// A Service whose pods roster no longer selects holds none.
 pub fn forget_service(ctx: &Context, key: &ServiceKey) {
-    ctx.ready_history.forget_service(key);
-    ctx.metrics.ready_held_pods.set(ctx.ready_history.held() as i64);
+    set_held(ctx, key, 0);
+}
+
+fn set_held(ctx: &Context, key: &ServiceKey, held: usize) {
+    let all = ctx.ready_history.set_held(key, held);
+    ctx.metrics.ready_held_pods.set(all as i64);
 }
 
 /// Records a readiness change the pod watch just delivered: `before` is the pod as cached before the event,
@@ -186,12 +187,9 @@ pub fn apply(ctx: &Context, svc: &ServiceRecord, pods: Vec<Arc<PodRecord>>, now:
     };
     let held = match hold.is_zero() {
         true => Vec::new(),
-        false => ctx.ready_history.decide(&key, &pods, hold, now),
+        false => ctx.ready_history.decide(&pods, hold, now),
     };
-    if held.is_empty() {
-        ctx.ready_history.forget_service(&key);
-    }
-    ctx.metrics.ready_held_pods.set(ctx.ready_history.held() as i64);
+    set_held(ctx, &key, held.len());
     if let Some(first) = held.iter().map(|h| h.until).min() {
         ctx.enqueue([WorkKey::Service(key)], first.saturating_duration_since(now));
     }

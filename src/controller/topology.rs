@@ -103,15 +103,27 @@ impl HintsEvents {
         self.announced.lock().expect("hints events lock").remove(key);
     }
 
-    /// The Events for the states that changed, which are remembered as announced.
+    /// The Events for the states that changed, which are remembered as announced (a quiet state is not
+    /// kept: most Services never ask for hints).
     fn changes(&self, key: &ServiceKey, outcomes: &[(IpFamily, HintsOutcome)]) -> Vec<HintsEvent> {
         let mut announced = self.announced.lock().expect("hints events lock");
-        let last = announced.entry(key.clone()).or_default();
         let mut events = Vec::new();
         for (family, outcome) in outcomes {
             let now = Announced::of(outcome);
-            let before = last.insert(*family, now.clone()).unwrap_or_default();
+            let last = announced.get(key).and_then(|a| a.get(family)).cloned();
+            let before = last.unwrap_or_default();
+            if now == before {
+                continue;
+            }
             events.extend(event(&before, &now, family.address_type()));
+            let of_service = announced.entry(key.clone()).or_default();
+            match now {
+                Announced::Quiet => of_service.remove(family),
+                now => of_service.insert(*family, now),
+            };
+        }
+        if announced.get(key).is_some_and(BTreeMap::is_empty) {
+            announced.remove(key);
         }
         events
     }
