@@ -56,6 +56,17 @@ enum Announced {
 }
 
 impl Announced {
+    /// The same thing to say: a reason whose counts changed (endpoints scaling up one by one, say) is not
+    /// news.
+    fn same_as(&self, other: &Announced) -> bool {
+        match (self, other) {
+            (Announced::Disabled(a), Announced::Disabled(b)) => {
+                std::mem::discriminant(a) == std::mem::discriminant(b)
+            }
+            (a, b) => a == b,
+        }
+    }
+
     fn of(outcome: &HintsOutcome) -> Announced {
         match outcome {
             HintsOutcome::NotRequested | HintsOutcome::TrafficDistribution => Announced::Quiet,
@@ -112,7 +123,7 @@ impl HintsEvents {
             let now = Announced::of(outcome);
             let last = announced.get(key).and_then(|a| a.get(family)).cloned();
             let before = last.unwrap_or_default();
-            if now == before {
+            if now.same_as(&before) {
                 continue;
             }
             events.extend(event(&before, &now, family.address_type()));
@@ -131,7 +142,7 @@ impl HintsEvents {
 
 fn event(before: &Announced, now: &Announced, address_type: &str) -> Option<HintsEvent> {
     let (warning, reason, note) = match (before, now) {
-        (before, now) if before == now => return None,
+        (before, now) if now.same_as(before) => return None,
         (_, Announced::Enabled) => (
             false,
             "TopologyAwareHintsEnabled",
@@ -196,7 +207,12 @@ mod tests {
             reasons(v4(too_few.clone())),
             [(true, "TopologyAwareHintsDisabled")]
         );
+        let fewer = HintsOutcome::Disabled(HintsDisabled::TooFewEndpoints {
+            endpoints: 2,
+            zones: 3,
+        });
         assert_eq!(reasons(v4(too_few)), [], "said once");
+        assert_eq!(reasons(v4(fewer)), [], "the same reason with other counts");
         assert_eq!(
             reasons(v4(HintsOutcome::Allocated)),
             [(false, "TopologyAwareHintsEnabled")]
