@@ -41,6 +41,7 @@ pub struct Metrics {
     pub slices_desired: IntGauge,
     pub slice_endpoints_desired: IntGauge,
     pub dns_lookups: IntCounterVec,
+    pub ready_held_pods: IntGauge,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -221,6 +222,10 @@ impl Metrics {
                 "dns_lookups_total",
                 "BackendSet DNS lookups by result (success, failure)",
                 &["result"],
+            ),
+            ready_held_pods: m.gauge(
+                "ready_held_pods",
+                "Flapping pods kept out of the ready endpoints by a readiness hold-down (roster.dev/ready-hold-down)",
             ),
             registry: m.0,
         }

@@ -103,7 +103,14 @@ async fn context(
     let identity = lease::identity(&args.lease);
     let writer = Writer::new(client.clone(), budget, metrics.clone(), leadership, identity);
     let backendsets = backendsets.then(|| args.backends.clone());
-    controller::Context::new(config, slices_enabled, writer, metrics, backendsets)
+    let mut ctx = controller::Context::new(config, slices_enabled, writer, metrics, backendsets);
+    ctx.hints_supported = slices_enabled && controller::topology::server_stores_hints(client).await;
+    if slices_enabled && !ctx.hints_supported {
+        tracing::warn!(
+            "the API server cannot store EndpointSlice hints (before 1.21): no topology hints are written"
+        );
+    }
+    ctx
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints, Service};
-use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointSlice};
+use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointHints, EndpointSlice, ForZone};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::json;
 
@@ -12,7 +12,7 @@ use super::view::{AddressState, BackendSetRef, BackendView};
 use crate::cache::{Interner, NodeLookup, SelectorSource, ServiceRecord};
 use crate::desired::{
     DesiredEndpoints, EndpointsInput, LABEL_MANAGED_BY, LABEL_SERVICE_NAME, SLICE_CONTROLLER_NAME,
-    SliceInput, SlicePlan, desired_endpoints, desired_slices, endpoints_need_write,
+    SliceInput, SlicePlan, TopologyInput, desired_endpoints, desired_slices, endpoints_need_write,
 };
 
 fn desired_backend_endpoints(svc: &ServiceRecord, view: &BackendView) -> DesiredEndpoints {
@@ -35,6 +35,10 @@ fn desired_backend_slices(
         max_per_slice,
         trigger_time: None,
         owner: view.owner_reference(),
+        topology: TopologyInput {
+            hints_supported: true,
+            ..TopologyInput::default()
+        },
     };
     let sources: Vec<&AddressState> = view.addresses.iter().collect();
     desired_slices(svc, &sources, &|_| NodeLookup::Missing, existing, &input)
@@ -387,6 +391,24 @@ fn slices_are_owned_by_the_backendset_and_carry_the_probe_conditions() {
             (Some("pg".into()), Some(6432))
         ]
     );
+}
+
+#[test]
+fn backends_are_hinted_for_the_zone_they_name() {
+    let mut zoned = address("198.51.100.10", true);
+    zoned.zone = Some("zone-a".into());
+    let mut svc = pg_service();
+    svc.traffic_distribution = Some("PreferSameNode".into());
+    let plan = desired_backend_slices(&svc, &view(vec![zoned, address("198.51.100.20", true)]), &[], 100);
+    let hints: Vec<Option<EndpointHints>> =
+        plan.create[0].endpoints.iter().map(|e| e.hints.clone()).collect();
+    let zone_a = EndpointHints {
+        for_zones: Some(vec![ForZone {
+            name: "zone-a".into(),
+        }]),
+        for_nodes: None,
+    };
+    assert_eq!(hints, [Some(zone_a), None], "its own zone; no hint without one");
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::{Deserialize, Deserializer};
 
-use crate::desired::labels::LABEL_ZONE;
+use crate::desired::labels::{CONTROL_PLANE_LABELS, LABEL_ZONE};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -38,11 +38,11 @@ pub(super) fn pod_meta<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Obj
     Ok(SlimMeta::deserialize(deserializer)?.into())
 }
 
-/// Node metadata: identity, resource version and only the zone label.
+/// Node metadata: identity, resource version and only the zone and control-plane labels.
 pub(super) fn node_meta<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta, D::Error> {
     let mut meta: ObjectMeta = SlimMeta::deserialize(deserializer)?.into();
     if let Some(labels) = &mut meta.labels {
-        labels.retain(|key, _| key == LABEL_ZONE);
+        labels.retain(|key, _| key == LABEL_ZONE || CONTROL_PLANE_LABELS.contains(&key.as_str()));
     }
     Ok(meta)
 }

@@ -31,10 +31,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use index::NamespaceIndex;
 
+use crate::desired::ZoneCapacity;
+
 pub use interner::Interner;
 pub use ip::{IpFamily, ip_sort_key, parse_ip};
 pub use labels::Labels;
-pub use node::{NodeLookup, NodeProjection};
+pub use node::{
+    AllocatableProjection, NodeConditionProjection, NodeLookup, NodeProjection, NodeRecord,
+    NodeStatusProjection, cpu_millis,
+};
 pub use objects::{Objects, SERVICE_NAME_LABEL, key_of, slice_service};
 pub use pod::{
     ContainerPortProjection, ContainerProjection, NamedPort, PodConditionProjection, PodIpProjection,
@@ -143,8 +148,9 @@ pub fn same_version(uid: &str, resource_version: &str, meta: &ObjectMeta) -> boo
 pub struct Cache {
     interner: Interner,
     namespaces: HashMap<Arc<str>, NamespaceIndex>,
-    /// Node name → zone label.
-    nodes: HashMap<Arc<str>, Option<Arc<str>>>,
+    nodes: HashMap<Arc<str>, NodeRecord>,
+    /// Allocatable CPU per zone, from `nodes` (for topology-mode Auto).
+    zone_capacity: Arc<ZoneCapacity>,
     pods_by_node: HashMap<Arc<str>, HashSet<PodKey>>,
     pod_count: usize,
     service_count: usize,
@@ -273,18 +279,19 @@ impl Cache {
             .iter()
             .map(|n| n.metadata.name.clone().unwrap_or_default())
             .collect();
-        let mut affected = Affected::unchanged();
-        for node in nodes {
-            affected = affected.merge(self.upsert_node(node));
+        let mut services = BTreeSet::new();
+        let mut changed = false;
+        for node in &nodes {
+            changed |= self.put_node(node, &mut services);
         }
         let gone: Vec<Arc<str>> = self
             .node_names()
             .filter(|n| !listed.contains(n.as_ref()))
             .collect();
         for name in gone {
-            affected = affected.merge(self.delete_node(&name));
+            changed |= self.remove_node(&name, &mut services);
         }
-        affected
+        self.nodes_changed(changed, services)
     }
 
     /// Adds or replaces a Service. Returns its key when anything roster reads changed.
@@ -327,24 +334,66 @@ impl Cache {
         Affected::changed(BTreeSet::from([old.key()]))
     }
 
-    /// Adds or replaces a node. A new node or a zone change affects the Services selecting its pods.
+    /// Adds or replaces a node. A new node or a zone change affects the Services selecting its pods; a change
+    /// of the allocatable CPU per zone affects the Services asking for hints by it.
     pub fn upsert_node(&mut self, node: NodeProjection) -> Affected {
+        let mut services = BTreeSet::new();
+        let changed = self.put_node(&node, &mut services);
+        self.nodes_changed(changed, services)
+    }
+
+    /// Removes a node. Affects the Services selecting its pods, and those asking for hints by CPU per zone
+    /// when that changes.
+    pub fn delete_node(&mut self, name: &str) -> Affected {
+        let mut services = BTreeSet::new();
+        let changed = self.remove_node(name, &mut services);
+        self.nodes_changed(changed, services)
+    }
+
+    /// Stores a node's record; adds to `services` those selecting its pods when its zone is new. Returns
+    /// whether anything roster reads changed.
+    fn put_node(&mut self, node: &NodeProjection, services: &mut BTreeSet<ServiceKey>) -> bool {
         let name = self
             .interner
             .intern(node.metadata.name.as_deref().unwrap_or_default());
-        let zone = node.zone().map(|z| self.interner.intern(z));
-        if self.nodes.insert(name.clone(), zone.clone()) == Some(zone) {
-            return Affected::unchanged();
+        let record = NodeRecord::from_projection(node, &mut self.interner);
+        let old = self.nodes.insert(name.clone(), record.clone());
+        if old.as_ref().map(|o| &o.zone) != Some(&record.zone) {
+            services.extend(self.services_on_node(&name));
         }
-        Affected::changed(self.services_on_node(&name))
+        old.as_ref() != Some(&record)
     }
 
-    /// Removes a node. Affects the Services selecting its pods.
-    pub fn delete_node(&mut self, name: &str) -> Affected {
+    fn remove_node(&mut self, name: &str, services: &mut BTreeSet<ServiceKey>) -> bool {
         if self.nodes.remove(name).is_none() {
+            return false;
+        }
+        services.extend(self.services_on_node(name));
+        true
+    }
+
+    /// After node changes: the CPU per zone is recomputed, and when it changed every Service asking for hints
+    /// by it is affected too.
+    fn nodes_changed(&mut self, changed: bool, mut services: BTreeSet<ServiceKey>) -> Affected {
+        if !changed {
             return Affected::unchanged();
         }
-        Affected::changed(self.services_on_node(name))
+        let capacity = ZoneCapacity::of_nodes(self.nodes.values());
+        if capacity != *self.zone_capacity {
+            self.zone_capacity = Arc::new(capacity);
+            services.extend(self.services_with_auto_hints());
+        }
+        Affected::changed(services)
+    }
+
+    fn services_with_auto_hints(&self) -> impl Iterator<Item = ServiceKey> + '_ {
+        let records = self.namespaces.values().flat_map(|ns| ns.services.values());
+        records.filter(|s| s.topology_auto()).map(|s| s.key())
+    }
+
+    /// Allocatable CPU per zone of the Nodes that count for topology-mode Auto.
+    pub fn zone_capacity(&self) -> Arc<ZoneCapacity> {
+        self.zone_capacity.clone()
     }
 
     /// The pods selected by a Service (same namespace, selector matches), sorted by name. Examines only the
@@ -382,7 +431,11 @@ impl Cache {
 
     /// The zone label of a node, `None` if the node is missing or has no zone.
     pub fn node_zone(&self, name: &str) -> Option<Arc<str>> {
-        self.nodes.get(name).cloned().flatten()
+        self.nodes.get(name)?.zone.clone()
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeRecord> {
+        self.nodes.get(name)
     }
 
     pub fn node_exists(&self, name: &str) -> bool {
@@ -392,7 +445,9 @@ impl Cache {
     /// What the EndpointSlice desired state needs to know about a pod's node.
     pub fn node_lookup(&self, name: &str) -> NodeLookup {
         match self.nodes.get(name) {
-            Some(zone) => NodeLookup::Found { zone: zone.clone() },
+            Some(node) => NodeLookup::Found {
+                zone: node.zone.clone(),
+            },
             None => NodeLookup::Missing,
         }
     }

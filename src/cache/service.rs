@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
@@ -14,7 +15,11 @@ use super::ip::{IpFamily, parse_ip};
 use super::labels::Labels;
 use super::pod::Protocol;
 use super::selector::{Selector, SelectorError};
-use crate::desired::labels::{ANNOTATION_PREFIX_ROSTER, ANNOTATION_SELECTOR};
+use crate::args::parse_duration;
+use crate::desired::labels::{
+    ANNOTATION_PREFIX_ROSTER, ANNOTATION_READY_HOLD_DOWN, ANNOTATION_SELECTOR,
+    ANNOTATION_TOPOLOGY_AWARE_HINTS, ANNOTATION_TOPOLOGY_MODE,
+};
 
 /// Where a Service's pod selector comes from (the `--services` mode).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -106,6 +111,13 @@ pub struct ServiceRecord {
     pub publish_not_ready_addresses: bool,
     /// The annotations roster reads: those under the `roster.dev/` prefix.
     pub annotations: BTreeMap<Arc<str>, Arc<str>>,
+    /// `spec.trafficDistribution`.
+    pub traffic_distribution: Option<Arc<str>>,
+    /// The topology annotation in effect: `service.kubernetes.io/topology-aware-hints` when set (the
+    /// deprecated name takes precedence, as upstream), else `service.kubernetes.io/topology-mode`.
+    pub topology_mode: Option<Arc<str>>,
+    /// `roster.dev/ready-hold-down`: none, the hold-down, or why the value does not parse.
+    pub ready_hold_down: Result<Option<Duration>, String>,
     pub resource_version: String,
 }
 
@@ -161,7 +173,10 @@ impl ServiceRecord {
                 .map(|p| ServicePortRecord::from_port(p, interner))
                 .collect(),
             publish_not_ready_addresses: spec.publish_not_ready_addresses.unwrap_or(false),
+            ready_hold_down: ready_hold_down(annotations.get(ANNOTATION_READY_HOLD_DOWN)),
             annotations,
+            traffic_distribution: spec.traffic_distribution.as_deref().map(|t| interner.intern(t)),
+            topology_mode: topology_mode(meta.annotations.as_ref()).map(|m| interner.intern(m)),
             resource_version: meta.resource_version.clone().unwrap_or_default(),
         }
     }
@@ -193,6 +208,11 @@ impl ServiceRecord {
         self.type_ != ServiceType::ExternalName && self.active_selector().is_some()
     }
 
+    /// The topology annotation asks for the allocation by CPU (`Auto`, or `auto`).
+    pub fn topology_auto(&self) -> bool {
+        matches!(self.topology_mode.as_deref(), Some("Auto" | "auto"))
+    }
+
     /// Whether everything roster reads is the same (the resource version aside).
     pub fn relevant_eq(&self, other: &ServiceRecord) -> bool {
         self.namespace == other.namespace
@@ -209,5 +229,24 @@ impl ServiceRecord {
             && self.ports == other.ports
             && self.publish_not_ready_addresses == other.publish_not_ready_addresses
             && self.annotations == other.annotations
+            && self.traffic_distribution == other.traffic_distribution
+            && self.topology_mode == other.topology_mode
+            && self.ready_hold_down == other.ready_hold_down
     }
+}
+
+/// The value of the topology annotation that counts: the deprecated key's when present.
+fn topology_mode(annotations: Option<&BTreeMap<String, String>>) -> Option<&str> {
+    let annotations = annotations?;
+    let value = annotations.get(ANNOTATION_TOPOLOGY_AWARE_HINTS);
+    value
+        .or_else(|| annotations.get(ANNOTATION_TOPOLOGY_MODE))
+        .map(String::as_str)
+}
+
+/// `roster.dev/ready-hold-down` read as a duration (`10s`, `1m30s`); `0s` turns it off.
+fn ready_hold_down(value: Option<&Arc<str>>) -> Result<Option<Duration>, String> {
+    let Some(text) = value else { return Ok(None) };
+    let hold = parse_duration(text).map_err(|err| format!("{ANNOTATION_READY_HOLD_DOWN}: {err}"))?;
+    Ok((!hold.is_zero()).then_some(hold))
 }

@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::desired::ZoneCapacity;
 
 fn pod_json(ns: &str, name: &str, labels: Value, ip: &str, node: &str) -> Value {
     json!({
@@ -151,6 +152,165 @@ fn node_projection_keeps_only_zone_label() {
     let labels = projection.metadata.labels.as_ref().unwrap();
     assert_eq!(labels.len(), 1);
     assert_eq!(projection.zone(), Some("zone-1"));
+}
+
+/// A Node as kubelet reports it: its zone, allocatable CPU and Ready condition, among much else.
+fn worker(name: &str, zone: &str, cpu: &str, ready: &str) -> NodeProjection {
+    serde_json::from_value(json!({
+        "metadata": { "name": name, "labels": {
+            "topology.kubernetes.io/zone": zone, "kubernetes.io/hostname": name } },
+        "status": {
+            "capacity": { "cpu": "8", "memory": "32Gi" },
+            "allocatable": { "cpu": cpu, "memory": "30Gi", "pods": "110" },
+            "conditions": [
+                { "type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory" },
+                { "type": "Ready", "status": ready, "reason": "KubeletReady", "message": "kubelet is posting ready status" }
+            ],
+            "images": [{ "names": ["registry.k8s.io/pause:3.9"], "sizeBytes": 1 }]
+        }
+    }))
+    .unwrap()
+}
+
+#[test]
+fn node_record_keeps_zone_cpu_readiness_and_control_plane_labels() {
+    let mut interner = Interner::new();
+    let record = NodeRecord::from_projection(&worker("n1", "zone-a", "3500m", "True"), &mut interner);
+    let want = NodeRecord {
+        zone: Some("zone-a".into()),
+        cpu_millis: 3500,
+        ready: true,
+        control_plane: false,
+    };
+    assert_eq!(record, want);
+    let labels = json!({ "topology.kubernetes.io/zone": "", "node-role.kubernetes.io/control-plane": "",
+                          "node-role.kubernetes.io/worker": "" });
+    let mut value = serde_json::to_value(worker("cp", "zone-a", "4", "False")).unwrap();
+    value["metadata"] = json!({ "name": "cp", "labels": labels });
+    let control_plane: NodeProjection = serde_json::from_value(value).unwrap();
+    assert_eq!(
+        control_plane.metadata.labels.as_ref().unwrap().len(),
+        2,
+        "the zone and control-plane labels only"
+    );
+    let record = NodeRecord::from_projection(&control_plane, &mut interner);
+    let want = NodeRecord {
+        zone: None,
+        cpu_millis: 4000,
+        ready: false,
+        control_plane: true,
+    };
+    assert_eq!(record, want, "an empty zone is no zone");
+    let bare: NodeProjection = serde_json::from_value(json!({ "metadata": { "name": "bare" } })).unwrap();
+    assert_eq!(
+        NodeRecord::from_projection(&bare, &mut interner),
+        NodeRecord::default()
+    );
+}
+
+#[test]
+fn a_change_of_cpu_per_zone_affects_services_asking_for_auto_hints() {
+    let mut cache = Cache::new();
+    let mut auto = service_json("shop", "auto", json!({ "app": "web" }));
+    auto["metadata"]["annotations"] = json!({ "service.kubernetes.io/topology-mode": "Auto" });
+    cache.upsert_service(&serde_json::from_value(auto).unwrap(), SelectorSource::Spec);
+    cache.upsert_service(
+        &service("shop", "plain", json!({ "app": "db" })),
+        SelectorSource::Spec,
+    );
+    assert_eq!(*cache.zone_capacity(), ZoneCapacity::Insufficient);
+
+    assert_eq!(
+        keys(&cache.upsert_node(worker("n1", "zone-a", "4", "True"))),
+        ["shop/auto"]
+    );
+    assert_eq!(
+        keys(&cache.upsert_node(worker("n2", "zone-b", "2", "True"))),
+        ["shop/auto"]
+    );
+    let zones =
+        |pairs: &[(&str, u64)]| ZoneCapacity::Known(pairs.iter().map(|(z, c)| (Arc::from(*z), *c)).collect());
+    assert_eq!(
+        *cache.zone_capacity(),
+        zones(&[("zone-a", 4000), ("zone-b", 2000)])
+    );
+    let mut heartbeat = worker("n2", "zone-b", "2", "True");
+    heartbeat.metadata.resource_version = Some("99".into());
+    assert_eq!(
+        cache.upsert_node(heartbeat),
+        Affected::default(),
+        "nothing read changed"
+    );
+    assert_eq!(
+        keys(&cache.upsert_node(worker("n2", "zone-b", "3", "True"))),
+        ["shop/auto"]
+    );
+    assert_eq!(
+        keys(&cache.upsert_node(worker("n2", "zone-b", "3", "False"))),
+        ["shop/auto"]
+    );
+    assert_eq!(*cache.zone_capacity(), zones(&[("zone-a", 4000)]));
+    let affected = cache.replace_nodes(vec![worker("n1", "zone-a", "4", "True")]);
+    assert_eq!(
+        affected,
+        Affected::changed(BTreeSet::new()),
+        "n2 gone, CPU per zone the same"
+    );
+    assert_eq!(keys(&cache.delete_node("n1")), ["shop/auto"]);
+    assert_eq!(*cache.zone_capacity(), ZoneCapacity::Insufficient);
+}
+
+#[test]
+fn service_record_reads_traffic_distribution_topology_mode_and_hold_down() {
+    let record = |annotations: Value, spec: Value| {
+        let mut value = service_json("shop", "web", json!({ "app": "web" }));
+        value["metadata"]["annotations"] = annotations;
+        for (key, v) in spec.as_object().unwrap() {
+            value["spec"][key] = v.clone();
+        }
+        ServiceRecord::from_service(
+            &serde_json::from_value(value).unwrap(),
+            SelectorSource::Spec,
+            &mut Interner::new(),
+        )
+    };
+    let plain = record(json!({}), json!({}));
+    assert_eq!(
+        (plain.traffic_distribution.clone(), plain.topology_mode.clone()),
+        (None, None)
+    );
+    assert_eq!(plain.ready_hold_down, Ok(None));
+    let close = record(json!({}), json!({ "trafficDistribution": "PreferClose" }));
+    assert_eq!(close.traffic_distribution.as_deref(), Some("PreferClose"));
+    assert!(!close.relevant_eq(&plain));
+
+    let mode = "service.kubernetes.io/topology-mode";
+    let deprecated = "service.kubernetes.io/topology-aware-hints";
+    let auto = record(json!({ mode: "Auto" }), json!({}));
+    assert!(auto.topology_auto() && !auto.relevant_eq(&plain));
+    let overridden = record(json!({ mode: "Auto", deprecated: "disabled" }), json!({}));
+    assert_eq!(
+        overridden.topology_mode.as_deref(),
+        Some("disabled"),
+        "the deprecated key wins"
+    );
+    assert!(!overridden.topology_auto());
+    assert!(record(json!({ deprecated: "auto" }), json!({})).topology_auto());
+
+    let hold = "roster.dev/ready-hold-down";
+    let held = record(json!({ hold: "1m30s" }), json!({}));
+    assert_eq!(held.ready_hold_down, Ok(Some(std::time::Duration::from_secs(90))));
+    assert_eq!(
+        record(json!({ hold: "0s" }), json!({})).ready_hold_down,
+        Ok(None),
+        "0 turns it off"
+    );
+    let bad = record(json!({ hold: "soon" }), json!({})).ready_hold_down;
+    assert!(
+        bad.as_ref()
+            .is_err_and(|e| e.starts_with("roster.dev/ready-hold-down: invalid duration")),
+        "{bad:?}"
+    );
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! The controller: watches fill the caches and queue keys; workers reconcile one key at a time: a Service
 //! (read caches → pure desired state → diff → the writer), or a BackendSet's status.
 
+mod holddown;
 pub mod queue;
 mod reconcile;
 pub mod shadow;
 mod status;
 pub mod takeover;
+pub mod topology;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -27,9 +29,11 @@ use crate::desired::{self, SliceStats, TriggerTimeTracker};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::write::Writer;
+use holddown::ReadyHistory;
 use queue::{Urgency, WorkKey, WorkQueue};
 use shadow::Shadow;
 use takeover::Upstream;
+use topology::HintsEvents;
 
 /// What the controller was asked to do, fixed at start-up.
 #[derive(Clone, Debug)]
@@ -109,6 +113,12 @@ pub struct Context {
     pub upstream: Upstream,
     /// Each Service's desired EndpointSlices and endpoints, for the gauges.
     slice_stats: Mutex<HashMap<ServiceKey, (usize, usize)>>,
+    /// The server stores EndpointSlice hints ([`topology::server_stores_hints`]); without it none is written.
+    pub hints_supported: bool,
+    /// What was last said in Events about each Service's topology hints.
+    pub hints_events: HintsEvents,
+    /// Readiness transitions of the pods under a readiness hold-down.
+    pub ready_history: ReadyHistory,
 }
 
 impl Context {
@@ -134,6 +144,9 @@ impl Context {
             metrics,
             backendsets,
             slice_stats: Mutex::default(),
+            hints_supported: false,
+            hints_events: HintsEvents::default(),
+            ready_history: ReadyHistory::default(),
         }
     }
 

@@ -12,11 +12,11 @@ use tracing::Instrument;
 
 use super::queue::WorkKey;
 use super::shadow::Sides;
-use super::{Context, takeover};
+use super::{Context, holddown, takeover};
 use crate::args::ServicesMode;
 use crate::backendset::BackendView;
 use crate::cache::{PodRecord, ServiceKey, ServiceRecord};
-use crate::desired::{self, EndpointSource, EndpointsInput, SliceInput, SlicePlan};
+use crate::desired::{self, EndpointSource, EndpointsInput, SliceInput, SlicePlan, TopologyInput};
 use crate::error::{Error, Result};
 use crate::write::reference;
 
@@ -41,6 +41,9 @@ pub async fn reconcile(ctx: &Context, key: &ServiceKey, waited: Duration) -> Res
     async {
         let started = Instant::now();
         let plan = plan(ctx, key);
+        if !matches!(plan, Plan::Select(_)) {
+            holddown::forget_service(ctx, key);
+        }
         if let Some(shadow) = &ctx.shadow {
             shadow.compare(ctx, key, shadow_sides(ctx, key, &plan));
             return Ok(());
@@ -126,9 +129,18 @@ fn skip_mirror(ctx: &Context, svc: &ServiceRecord) -> bool {
     ctx.slices_enabled && !svc.has_spec_selector
 }
 
+/// What topology hints need: whether the server stores them, and the Nodes' CPU per zone.
+fn topology(ctx: &Context) -> TopologyInput {
+    TopologyInput {
+        hints_supported: ctx.hints_supported,
+        zones: ctx.cache.read().expect("cache lock").zone_capacity(),
+    }
+}
+
 /// How the pods of `svc` are published: Endpoints adopted in place in `all` mode, slices owned by the Service.
 fn pods_publication(ctx: &Context, svc: &ServiceRecord, pods: &[Arc<PodRecord>]) -> Publication {
     let trigger_time = ctx.triggers.lock().expect("triggers lock").compute(svc, pods);
+    let max = ctx.config.max_endpoints_per_slice;
     Publication {
         endpoints: EndpointsInput {
             trigger_time,
@@ -136,7 +148,10 @@ fn pods_publication(ctx: &Context, svc: &ServiceRecord, pods: &[Arc<PodRecord>])
             owner: None,
             adopt: ctx.config.services == ServicesMode::All,
         },
-        slices: SliceInput::owned_by_service(svc, ctx.config.max_endpoints_per_slice, trigger_time),
+        slices: SliceInput {
+            topology: topology(ctx),
+            ..SliceInput::owned_by_service(svc, max, trigger_time)
+        },
     }
 }
 
@@ -154,6 +169,7 @@ fn backendset_publication(ctx: &Context, svc: &ServiceRecord, view: &BackendView
             max_per_slice: ctx.config.max_endpoints_per_slice,
             trigger_time: None,
             owner,
+            topology: topology(ctx),
         },
     }
 }
@@ -168,8 +184,10 @@ async fn take_over(ctx: &Context, key: &ServiceKey, manager: Option<&str>) -> Re
 
 async fn select(ctx: &Context, key: &ServiceKey, svc: &ServiceRecord) -> Result<usize> {
     let pods: Vec<Arc<PodRecord>> = ctx.cache.read().expect("cache lock").pods_for_service(key);
-    let publication = pods_publication(ctx, svc, &pods);
-    let writes = publish(ctx, key, svc, &pods, publication).await?;
+    let hold_down = holddown::apply(ctx, svc, pods, Instant::now());
+    let publication = pods_publication(ctx, svc, &hold_down.pods);
+    let writes = publish(ctx, key, svc, &hold_down.pods, publication).await?;
+    holddown::announce(ctx, svc, &hold_down).await;
     Ok(writes + take_over(ctx, key, Some(desired::SLICE_CONTROLLER_NAME)).await?)
 }
 
@@ -220,6 +238,7 @@ where
     let plan = desired::desired_slices(svc, sources, &node, &existing, &publication.slices);
     ctx.record_slice_stats(key, Some(&plan.stats));
     writes += apply_slice_plan(ctx, &work, &plan, "publish").await?;
+    ctx.hints_events.announce(ctx, svc, &plan.hints).await;
     if !plan.missing_nodes.is_empty() {
         return Err(Error::NodesMissing(plan.missing_nodes.clone()));
     }
@@ -285,6 +304,7 @@ async fn clean_up(ctx: &Context, key: &ServiceKey) -> Result<usize> {
     }
     ctx.triggers.lock().expect("triggers lock").forget(key);
     ctx.record_slice_stats(key, None);
+    ctx.hints_events.forget(key);
     Ok(writes + take_over(ctx, key, None).await?)
 }
 

@@ -16,8 +16,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::Context;
 use super::queue::{Urgency, WorkKey};
+use super::{Context, holddown};
 use crate::admin::Liveness;
 use crate::args::ServicesMode;
 use crate::backendset::BackendSet;
@@ -181,13 +181,19 @@ impl Watched for PodProjection {
     fn apply(ctx: &Context, pod: Self) -> Queued {
         let mut cache = ctx.cache.write().expect("cache lock");
         let record = cache.compact_pod(&pod);
-        let old = cache.pod(&record.namespace, &record.name);
-        let urgency = pod_urgency(old.as_deref(), Some(&record));
-        let keys = services(cache.upsert_pod_record(record));
-        Queued { keys, urgency }
+        let key = ObjectKey::of(&pod.metadata);
+        let before = cache.pod(&record.namespace, &record.name);
+        let urgency = pod_urgency(before.as_deref(), Some(&record));
+        let affected = cache.upsert_pod_record(record);
+        holddown::observe(ctx, &cache, &key, before.as_deref(), &affected);
+        Queued {
+            keys: services(affected),
+            urgency,
+        }
     }
     fn delete(ctx: &Context, pod: Self) -> Queued {
         let key = ObjectKey::of(&pod.metadata);
+        ctx.ready_history.forget_pod(&key);
         let mut cache = ctx.cache.write().expect("cache lock");
         let old = cache.pod(&key.namespace, &key.name);
         let urgency = pod_urgency(old.as_deref(), None);
@@ -195,7 +201,10 @@ impl Watched for PodProjection {
         Queued { keys, urgency }
     }
     fn relisted(ctx: &Context, all: Vec<Arc<PodRecord>>) -> Queued {
-        services(ctx.cache.write().expect("cache lock").replace_pods(all)).into()
+        let mut cache = ctx.cache.write().expect("cache lock");
+        let affected = cache.replace_pods(all);
+        holddown::relisted(ctx, &cache);
+        services(affected).into()
     }
     fn delay(ctx: &Context) -> Duration {
         ctx.config.batch_window

@@ -6,6 +6,11 @@
 //! labels, the managed-by label). Each remaining difference is of one [`DifferenceKind`]; the ones that are
 //! roster's documented divergences from upstream (README's behaviour table) name their row, so that on a
 //! healthy cluster every difference left unexplained is a finding.
+//!
+//! Hints are compared endpoint by endpoint. Where either side hints an endpoint for a zone other than its
+//! own (only the Auto allocation does), the hints of that address type differ as README row F30 says:
+//! upstream's choice of which endpoints a zone gives away depends on slice order and map iteration, roster's
+//! on endpoint order, and roster sets no hints where a zone has no endpoints.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -246,7 +251,16 @@ struct SliceEndpoint {
     node_name: Option<String>,
     hostname: Option<String>,
     target: Option<String>,
-    hints: Option<String>,
+    /// Zones and nodes hinted, when there are hints.
+    hints: Option<(Vec<String>, Vec<String>)>,
+}
+
+impl SliceEndpoint {
+    /// Hinted for a zone not its own: handed to another zone by the Auto allocation.
+    fn donated(&self) -> bool {
+        let hinted = self.hints.iter().flat_map(|(zones, _)| zones);
+        hinted.into_iter().any(|zone| Some(zone) != self.zone.as_ref())
+    }
 }
 
 /// Address type and address.
@@ -269,10 +283,20 @@ pub fn compare_slices(
 ) -> Vec<Difference> {
     let (d, l) = (slices_view(desired), slices_view(live));
     let mut differences = compare_views(&d, &l, slice_endpoint_differences);
+    let allocated: BTreeSet<&str> = d
+        .iter()
+        .chain(&l)
+        .filter(|(_, e)| e.donated())
+        .map(|(a, _)| a.0.as_str())
+        .collect();
     for difference in &mut differences {
         let portless = |at: &str| l.iter().any(|(a, e)| a.to_string() == at && e.ports.is_empty());
         if difference.kind == DifferenceKind::AddressExtra && service_has_ports && portless(&difference.at) {
             difference.explained_by = Some("F18");
+        }
+        let address_type = difference.at.split(' ').next().unwrap_or_default();
+        if difference.kind == DifferenceKind::Hints && allocated.contains(address_type) {
+            difference.explained_by = Some("F30");
         }
     }
     let labels = |slices: &[EndpointSlice]| -> BTreeSet<BTreeMap<String, String>> {
@@ -333,8 +357,18 @@ fn slice_endpoint(endpoint: &Endpoint, ports: &BTreeSet<String>) -> SliceEndpoin
                 uid.unwrap_or("")
             )
         }),
-        hints: endpoint.hints.as_ref().map(|h| format!("{h:?}")),
+        hints: endpoint.hints.as_ref().map(|h| {
+            let zones = h.for_zones.iter().flatten().map(|z| z.name.clone());
+            let nodes = h.for_nodes.iter().flatten().map(|n| n.name.clone());
+            (sorted(zones), sorted(nodes))
+        }),
     }
+}
+
+fn sorted(names: impl Iterator<Item = String>) -> Vec<String> {
+    let mut names: Vec<String> = names.collect();
+    names.sort();
+    names
 }
 
 fn slice_endpoint_differences(
@@ -348,7 +382,7 @@ fn slice_endpoint_differences(
         (d.node_name != l.node_name, DifferenceKind::NodeName, None),
         (d.hostname != l.hostname, DifferenceKind::Hostname, None),
         (d.target != l.target, DifferenceKind::TargetRef, None),
-        (d.hints != l.hints, DifferenceKind::Hints, Some("F30")),
+        (d.hints != l.hints, DifferenceKind::Hints, None),
     ];
     checks
         .into_iter()

@@ -1,5 +1,5 @@
 use k8s_openapi::api::core::v1::{EndpointPort, EndpointSubset, ObjectReference};
-use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointPort as SlicePort};
+use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointPort as SlicePort, ForNode, ForZone};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::*;
@@ -187,5 +187,73 @@ fn upstreams_portless_group_is_explained() {
             (DifferenceKind::AddressMissing, "IPv4 10.0.0.1".into(), None),
             (DifferenceKind::Object, "<EndpointSlices>".into(), None)
         ]
+    );
+}
+
+fn hinted(mut slice: EndpointSlice, hints: &[(&str, &[&str], &[&str])]) -> EndpointSlice {
+    for (endpoint, (zone, zones, nodes)) in slice.endpoints.iter_mut().zip(hints) {
+        endpoint.zone = Some(zone.to_string());
+        let names = |v: &[&str]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        endpoint.hints = Some(k8s_openapi::api::discovery::v1::EndpointHints {
+            for_zones: Some(names(zones).into_iter().map(|name| ForZone { name }).collect()),
+            for_nodes: (!nodes.is_empty())
+                .then(|| names(nodes).into_iter().map(|name| ForNode { name }).collect()),
+        });
+    }
+    slice
+}
+
+#[test]
+fn hints_are_compared_and_only_auto_donor_choices_are_explained() {
+    let two = |manager| slice(manager, &[80], &[("10.0.0.1", true), ("10.0.0.2", true)]);
+    let own = [
+        ("zone-a", &["zone-a"][..], &[][..]),
+        ("zone-b", &["zone-b"][..], &[][..]),
+    ];
+    let roster = [hinted(two("roster"), &own)];
+    assert_eq!(
+        compare_slices(&roster, &[hinted(two("upstream"), &own)], true),
+        vec![]
+    );
+    assert_eq!(
+        kinds(&compare_slices(&roster, &[two("upstream")], true)),
+        vec![
+            (DifferenceKind::Zone, "IPv4 10.0.0.1".into(), None),
+            (DifferenceKind::Hints, "IPv4 10.0.0.1".into(), None),
+            (DifferenceKind::Zone, "IPv4 10.0.0.2".into(), None),
+            (DifferenceKind::Hints, "IPv4 10.0.0.2".into(), None),
+        ],
+        "hints roster writes and upstream does not are a finding"
+    );
+    let nodes = [
+        ("zone-a", &["zone-a"][..], &["n1"][..]),
+        ("zone-b", &["zone-b"][..], &["n2"][..]),
+    ];
+    assert_eq!(
+        kinds(&compare_slices(&roster, &[hinted(two("upstream"), &nodes)], true)),
+        vec![
+            (DifferenceKind::Hints, "IPv4 10.0.0.1".into(), None),
+            (DifferenceKind::Hints, "IPv4 10.0.0.2".into(), None),
+        ]
+    );
+    let donated = [
+        ("zone-a", &["zone-a"][..], &[][..]),
+        ("zone-b", &["zone-a"][..], &[][..]),
+    ];
+    let other_donor = [
+        ("zone-a", &["zone-b"][..], &[][..]),
+        ("zone-b", &["zone-b"][..], &[][..]),
+    ];
+    assert_eq!(
+        kinds(&compare_slices(
+            &[hinted(two("roster"), &donated)],
+            &[hinted(two("upstream"), &other_donor)],
+            true
+        )),
+        vec![
+            (DifferenceKind::Hints, "IPv4 10.0.0.1".into(), Some("F30")),
+            (DifferenceKind::Hints, "IPv4 10.0.0.2".into(), Some("F30")),
+        ],
+        "which endpoint a zone gives away is the Auto allocation's choice"
     );
 }

@@ -134,8 +134,21 @@ impl ServiceFixture {
             ports: vec![port("web-port", 8080, Protocol::Tcp, TargetPort::Number(80))],
             publish_not_ready_addresses: false,
             annotations: BTreeMap::new(),
+            traffic_distribution: None,
+            topology_mode: None,
+            ready_hold_down: Ok(None),
             resource_version: "1".into(),
         })
+    }
+
+    pub fn traffic_distribution(mut self, value: &str) -> Self {
+        self.0.traffic_distribution = Some(value.into());
+        self
+    }
+
+    pub fn topology_mode(mut self, value: &str) -> Self {
+        self.0.topology_mode = Some(value.into());
+        self
     }
 
     pub fn headless(mut self) -> Self {

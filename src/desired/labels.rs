@@ -33,6 +33,11 @@ pub const LABEL_ENDPOINTS_MANAGED_BY: &str = "endpoints.roster.dev/managed-by";
 pub const ENDPOINTS_MANAGER: &str = "roster";
 /// The Node label that gives an endpoint its zone.
 pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
+/// Nodes labelled with either key (any value) run the control plane: their CPU never counts for hints.
+pub const CONTROL_PLANE_LABELS: [&str; 2] = [
+    "node-role.kubernetes.io/control-plane",
+    "node-role.kubernetes.io/master",
+];
 
 /// Time of the Pod or Service change that caused the write (RFC 3339, UTC, nanoseconds trimmed).
 pub const ANNOTATION_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
@@ -47,6 +52,12 @@ pub const ANNOTATION_LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-co
 pub const ANNOTATION_PREFIX_ROSTER: &str = "roster.dev/";
 /// In `--services=annotated` mode: the label selector (string syntax) of a selectorless Service.
 pub const ANNOTATION_SELECTOR: &str = "roster.dev/selector";
+/// roster's own extension: how long a flapping pod must stay Ready before it rejoins (a duration).
+pub const ANNOTATION_READY_HOLD_DOWN: &str = "roster.dev/ready-hold-down";
+/// `Auto` (or `auto`) asks for topology hints by allocatable CPU per zone.
+pub const ANNOTATION_TOPOLOGY_MODE: &str = "service.kubernetes.io/topology-mode";
+/// The deprecated name of [`ANNOTATION_TOPOLOGY_MODE`]; when present, it is the one that counts.
+pub const ANNOTATION_TOPOLOGY_AWARE_HINTS: &str = "service.kubernetes.io/topology-aware-hints";
 
 /// Most addresses (ready and not ready) one Endpoints object carries.
 pub const MAX_ENDPOINTS_ADDRESSES: usize = 1000;

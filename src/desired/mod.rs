@@ -8,14 +8,19 @@
 //!    condition and on which ports, and if not why (`roster explain` shows the same decision);
 //! 2. [`desired_endpoints`] builds the canonical, truncated Endpoints and [`endpoints_need_write`] compares it
 //!    with the current object;
-//! 3. [`desired_slices`] plans EndpointSlice creates, updates and deletes against the existing slices;
+//! 3. [`desired_slices`] plans EndpointSlice creates, updates and deletes against the existing slices, with
+//!    the topology [`hints`] the Service asks for;
 //! 4. [`desired_mirrored_slices`] does the same for Endpoints of selectorless Services;
-//! 5. [`TriggerTimeTracker`] supplies the last-change-trigger-time annotation.
+//! 5. [`TriggerTimeTracker`] supplies the last-change-trigger-time annotation;
+//! 6. [`holddown`] decides whether a flapping pod stays out of the ready endpoints a while longer.
 //!
 //! Equal inputs give equal outputs, and an existing object that already matches produces no write.
 
+mod allocation;
 pub mod compare;
 mod endpoints;
+pub mod hints;
+pub mod holddown;
 pub mod labels;
 mod mirroring;
 pub mod ports;
@@ -39,6 +44,7 @@ pub use endpoints::{
     DesiredEndpoints, EndpointsInput, desired_endpoints, endpoints_change, endpoints_ip, endpoints_labels,
     endpoints_need_write, released_endpoints,
 };
+pub use hints::{HintsDisabled, HintsMode, HintsOutcome, TopologyInput, ZoneCapacity};
 pub use labels::*;
 pub use mirroring::desired_mirrored_slices;
 pub use repack::{count_addresses, repack_subsets};

@@ -8,14 +8,16 @@
 //! type with no endpoints keeps one empty placeholder slice. Slices that already match are not touched.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::ops::Deref;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
+use super::hints::{HintsMode, HintsOutcome, TopologyInput, set_hints};
 use super::labels::{
     ANNOTATION_TRIGGER_TIME, LABEL_HEADLESS, LABEL_MANAGED_BY, LABEL_SERVICE_NAME,
     MAX_ENDPOINTS_PER_SLICE_LIMIT, MAX_MIRRORED_PER_SUBSET, RESERVED_SLICE_LABELS, SLICE_CONTROLLER_NAME,
@@ -73,6 +75,8 @@ pub struct SlicePlan {
     pub missing_nodes: Vec<String>,
     /// Addresses left out, with why (mirroring only).
     pub skipped: Vec<(String, SkipReason)>,
+    /// The hints each address type's endpoints got (not for mirroring).
+    pub hints: Vec<(IpFamily, HintsOutcome)>,
     pub stats: SliceStats,
 }
 
@@ -117,6 +121,8 @@ pub struct SliceInput {
     pub trigger_time: Option<Timestamp>,
     /// The controller owner of the slices: the Service, or the BackendSet that publishes to it.
     pub owner: OwnerReference,
+    /// Whether hints can be written, and the Nodes' CPU per zone.
+    pub topology: TopologyInput,
 }
 
 impl SliceInput {
@@ -130,6 +136,7 @@ impl SliceInput {
             max_per_slice,
             trigger_time,
             owner: controller_reference("Service", &svc.name, &svc.uid),
+            topology: TopologyInput::default(),
         }
     }
 }
@@ -189,7 +196,8 @@ struct Group {
 /// Plans the EndpointSlices of a Service.
 ///
 /// `existing` are the slices labelled with this Service's name and roster's managed-by value; `nodes` tells
-/// the zone of a pod's node. Existing slices not owned by `input.owner` are replaced.
+/// the zone of a pod's node. Existing slices not owned by `input.owner` are replaced. Endpoints carry the
+/// hints the Service asks for ([`super::hints`]), so they are compared, and written, with them.
 ///
 /// Divergence from upstream: a source on which none of the Service's ports resolve (a named `targetPort` the
 /// pod does not declare) is left out, as in the Endpoints, instead of being published in a `ports: []` slice
@@ -219,13 +227,16 @@ where
         labels: slice_labels(svc),
         owner: &input.owner,
     };
+    let mode = HintsMode::of(svc);
     for family in &families {
         let of_family: Vec<&EndpointSlice> = existing
             .iter()
             .copied()
             .filter(|s| s.address_type == family.address_type())
             .collect();
-        let groups = desired.remove(family).unwrap_or_default();
+        let mut groups = desired.remove(family).unwrap_or_default();
+        let hints = hint_family(mode, &input.topology, &mut groups, &of_family);
+        plan.hints.push((*family, hints));
         plan_family(&template, *family, groups, of_family, max, &mut plan);
     }
     let unsupported = existing
@@ -318,6 +329,38 @@ where
         }
     }
     groups
+}
+
+/// Sets the hints of one address type's desired endpoints, computed over all of them. The Auto allocation
+/// is told the zone each endpoint is hinted for in the existing slices, so that it moves as few as it can.
+fn hint_family(
+    mode: HintsMode,
+    topology: &TopologyInput,
+    groups: &mut BTreeMap<PortsKey, Group>,
+    existing: &[&EndpointSlice],
+) -> HintsOutcome {
+    let previous: HashMap<EndpointKey, Arc<str>> = match mode {
+        HintsMode::Auto => existing
+            .iter()
+            .flat_map(|s| &s.endpoints)
+            .filter_map(|e| Some((endpoint_key(e), hinted_zone(e)?)))
+            .collect(),
+        _ => HashMap::new(),
+    };
+    let mut endpoints: Vec<&mut Endpoint> = groups
+        .values_mut()
+        .flat_map(|g| g.endpoints.values_mut())
+        .collect();
+    let was_for = |e: &Endpoint| previous.get(&endpoint_key(e)).cloned();
+    set_hints(mode, topology, &mut endpoints, &was_for)
+}
+
+/// The one zone an endpoint is hinted for.
+fn hinted_zone(endpoint: &Endpoint) -> Option<Arc<str>> {
+    match endpoint.hints.as_ref()?.for_zones.as_deref()? {
+        [zone] => Some(Arc::from(zone.name.as_str())),
+        _ => None,
+    }
 }
 
 /// A source's resolved ports as a slice lists them, sorted.

@@ -1,7 +1,8 @@
 //! The demo world of `roster dev --demo`, after the seed notes' examples: a web app behind a ClusterIP
 //! Service with a named port, a headless Service with hostnames, a Service with session affinity and two
-//! named ports, a selectorless Service with hand-made Endpoints, an ExternalName Service, and a BackendSet
-//! whose TCP probe checks a listener this process opens on the machine's address. Then it flips a pod's
+//! named ports, a zone-aware Service (`trafficDistribution: PreferClose`) over pods in two zones, a
+//! selectorless Service with hand-made Endpoints, an ExternalName Service, and a BackendSet whose TCP probe
+//! checks a listener this process opens on the machine's address. Then it flips a pod's
 //! readiness, deletes a pod gracefully, and closes the BackendSet's listener.
 
 use std::time::Duration;
@@ -45,6 +46,7 @@ async fn seed(client: &Client) -> anyhow::Result<()> {
     let mut pods: Vec<Value> = (0..3).map(|i| pod(&format!("web-{i}"), "web", i, None)).collect();
     pods.extend((0..2).map(|i| pod(&format!("db-{i}"), "db", i, Some("db"))));
     pods.extend((0..2).map(|i| pod(&format!("api-{i}"), "api", i, None)));
+    pods.extend((0..2).map(|i| pod(&format!("checkout-{i}"), "checkout", i, None)));
     create_all::<Pod>(Api::namespaced(client.clone(), NS), pods).await?;
     create_all::<Service>(Api::namespaced(client.clone(), NS), services()).await?;
     let manual = json!({"metadata": {"name": "external-db"},
@@ -100,6 +102,8 @@ fn services() -> Vec<Value> {
             "ports": [{"name": "http", "port": 80}]}}),
         json!({"metadata": {"name": "api"}, "spec": {"selector": {"app": "api"}, "sessionAffinity": "ClientIP",
             "ports": [{"name": "http", "port": 80, "targetPort": "http"}, {"name": "metrics", "port": 9090, "targetPort": "metrics"}]}}),
+        json!({"metadata": {"name": "checkout"}, "spec": {"selector": {"app": "checkout"}, "trafficDistribution": "PreferClose",
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}),
         json!({"metadata": {"name": "external-db"}, "spec": {"ports": [{"port": 5432}]}}),
         json!({"metadata": {"name": "search"}, "spec": {"type": "ExternalName", "externalName": "search.example.com"}}),
     ]

@@ -1,11 +1,13 @@
-//! The live view of `roster dev`: every Service with its endpoints, ready or not and why. On a terminal it
-//! redraws a compact table on change; otherwise it prints plain lines for each Service that changed.
+//! The live view of `roster dev`: every Service with its endpoints, ready or not and why, and the zones an
+//! address is hinted for when its EndpointSlice carries topology hints. On a terminal it redraws a compact
+//! table on change; otherwise it prints plain lines for each Service that changed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -14,10 +16,11 @@ pub async fn run(client: Client, tty: bool) {
     let (services, s_task) = reflect::<Service>(&client);
     let (endpoints, e_task) = reflect::<Endpoints>(&client);
     let (pods, p_task) = reflect::<Pod>(&client);
+    let (slices, _slices_task) = reflect::<EndpointSlice>(&client);
     let mut shown: BTreeMap<String, String> = BTreeMap::new();
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let rows = render(&services, &endpoints, &pods);
+        let rows = render(&services, &endpoints, &pods, &slices);
         if rows == shown {
             continue;
         }
@@ -61,6 +64,7 @@ fn render(
     services: &Store<Service>,
     endpoints: &Store<Endpoints>,
     pods: &Store<Pod>,
+    slices: &Store<EndpointSlice>,
 ) -> BTreeMap<String, String> {
     let mut rows = BTreeMap::new();
     for svc in services.state() {
@@ -83,14 +87,33 @@ fn render(
         let cell = match ep {
             None if kind == "ExternalName" => "none (DNS CNAME only)".to_string(),
             None => "<none>".to_string(),
-            Some(ep) => describe(&ep, pods),
+            Some(ep) => describe(&ep, pods, &hinted_zones(&svc, slices)),
         };
         rows.insert(key.clone(), format!("{key:<28} {kind:<13} {cell}"));
     }
     rows
 }
 
-fn describe(ep: &Endpoints, pods: &Store<Pod>) -> String {
+/// Address → the zones its endpoint is hinted for, from the Service's EndpointSlices.
+fn hinted_zones(svc: &Service, slices: &Store<EndpointSlice>) -> BTreeMap<String, String> {
+    let of_service = slices.state().into_iter().filter(|s| {
+        s.namespace() == svc.namespace()
+            && s.labels().get("kubernetes.io/service-name") == Some(&svc.name_any())
+    });
+    let mut zones = BTreeMap::new();
+    for slice in of_service {
+        for endpoint in &slice.endpoints {
+            let hinted = endpoint.hints.iter().flat_map(|h| h.for_zones.iter().flatten());
+            let names: Vec<&str> = hinted.map(|z| z.name.as_str()).collect();
+            if !names.is_empty() {
+                zones.extend(endpoint.addresses.iter().map(|a| (a.clone(), names.join(","))));
+            }
+        }
+    }
+    zones
+}
+
+fn describe(ep: &Endpoints, pods: &Store<Pod>, hinted: &BTreeMap<String, String>) -> String {
     let mut parts = Vec::new();
     for subset in ep.subsets.iter().flatten() {
         let ports: Vec<String> = subset
@@ -105,7 +128,10 @@ fn describe(ep: &Endpoints, pods: &Store<Pod>) -> String {
             format!(":{}", ports.join(","))
         };
         for a in subset.addresses.iter().flatten() {
-            parts.push(format!("{}{port} ready", a.ip));
+            match hinted.get(&a.ip) {
+                Some(zones) => parts.push(format!("{}{port} ready for {zones}", a.ip)),
+                None => parts.push(format!("{}{port} ready", a.ip)),
+            }
         }
         let probed = ep
             .metadata

@@ -1,7 +1,7 @@
 //! Properties of the pure layer (`roster::desired`) and of the caches (`roster::cache`), over random Services
 //! and pods built through the same decoders the watches use.
 //!
-//! Every expectation is recomputed here from the documented rules (README rows F6–F20, F24, F27, F31), never
+//! Every expectation is recomputed here from the documented rules (README rows F6–F20, F24, F27, F30, F31), never
 //! by calling roster's own helpers: the produced Endpoints and EndpointSlices are valid API objects, contain
 //! exactly the eligible pods, are deterministic and independent of pod and event order, and a second pass
 //! over what was just written plans no write.
@@ -19,6 +19,7 @@ mod support;
 mod cache;
 mod endpoints;
 mod explain;
+mod hints;
 mod mirroring;
 mod selectors;
 mod slices;

@@ -19,6 +19,7 @@ use std::time::Duration;
 use clap::Parser;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use roster::args::{Cli, Command};
 use roster_envtest::memory::RequestCounts;
@@ -310,6 +311,27 @@ pub async fn slices(env: &TestEnv, ns: &str, service: &str) -> Vec<EndpointSlice
         .await
         .expect("list slices")
         .items
+}
+
+/// The Events of namespace `ns` with `reason`.
+pub async fn events_with_reason(env: &TestEnv, ns: &str, reason: &str) -> Vec<Event> {
+    let list = Api::<Event>::namespaced(env.client(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("list events");
+    let found = list.items.into_iter();
+    found.filter(|e| e.reason.as_deref() == Some(reason)).collect()
+}
+
+/// Waits for an Event with `reason` whose note contains `saying`, and returns it.
+pub async fn wait_event(env: &TestEnv, ns: &str, reason: &str, saying: &str) -> Event {
+    eventually_some(&format!("a {reason} Event saying {saying:?}"), || async {
+        let events = events_with_reason(env, ns, reason).await.into_iter();
+        events
+            .into_iter()
+            .find(|e| e.note.as_deref().is_some_and(|n| n.contains(saying)))
+    })
+    .await
 }
 
 /// Ready and not-ready IPs of an Endpoints object, each sorted.
