@@ -318,3 +318,111 @@ async fn warning_event(env: &TestEnv, ns: &str, reason: &str) -> k8s_openapi::ap
     })
     .await
 }
+
+/// Services `s<i>` of `pods` pods each (`s<i>-<j>` at 10.6.<i>.<j+1>), for the storm.
+fn storm_world(services: usize, pods: usize) -> WorldBuilder {
+    let service = |i: usize| {
+        let app = format!("s{i}");
+        fixtures::service(&app, &[("app", &app)], &[("http", 80, "http")])
+    };
+    let pod = |i: usize, j: usize| {
+        let app = format!("s{i}");
+        PodPlan::new(
+            format!("s{i}-{j}"),
+            &[("app", &app)],
+            format!("10.6.{i}.{}", j + 1),
+        )
+        .port("http", 8080)
+    };
+    World::builder(Tier::Memory, "storm")
+        .node("n1", Some("zone-a"))
+        .services((0..services).map(service))
+        .pods((0..services).flat_map(|i| (0..pods).map(move |j| pod(i, j))))
+}
+
+/// A readiness storm while the API server answers 429 with Retry-After, then 503: the adaptive budget slows
+/// down (its gauge and cuts show it), no write is sent while Retry-After lasts, every change is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_storm_slows_the_budget_loses_nothing_and_converges() {
+    const SERVICES: usize = 12;
+    const PODS: usize = 4;
+    let World { env, ns } = storm_world(SERVICES, PODS).build().await;
+    let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
+    let ips = |i: usize, ready: &[usize]| -> Vec<String> {
+        ready.iter().map(|j| format!("10.6.{i}.{}", j + 1)).collect()
+    };
+    for i in 0..SERVICES {
+        wait_ready_ips(&env, &ns, &format!("s{i}"), &ips(i, &[0, 1, 2, 3])).await;
+    }
+    let server = env.memory_server().unwrap();
+    let writes = |code: u16, times: u32| Fault {
+        resource: Some("endpoints".into()),
+        verb: Some(Verb::Update),
+        times: Some(times),
+        ..Fault::new(FaultAction::Status {
+            code,
+            retry_after_secs: (code == 429).then_some(1),
+        })
+    };
+    // The first matching rule answers: eight 429s, then five 503s.
+    server.inject_fault(writes(429, 8));
+    server.inject_fault(writes(503, 5));
+    // Every Service loses two pods, and half of them get one back, while the server pushes back.
+    let kubelet = env.kubelet();
+    let flips = (0..SERVICES).flat_map(|i| [(i, 0, false), (i, 1, false)]);
+    let back = (0..SERVICES).filter(|i| i % 2 == 0).map(|i| (i, 0, true));
+    for (i, j, ready) in flips.chain(back) {
+        kubelet.set_ready(&ns, &format!("s{i}-{j}"), ready).await.unwrap();
+    }
+    let lowest = std::sync::Mutex::new(f64::INFINITY);
+    eventually(
+        "the budget was cut for throttling and for server errors",
+        || async {
+            let m = roster.metrics().await;
+            let rate = metric(&m, "roster_write_budget_qps");
+            let mut lowest = lowest.lock().unwrap();
+            *lowest = lowest.min(rate);
+            let cuts = |reason: &str| {
+                metric(
+                    &m,
+                    &format!("roster_write_budget_cuts_total{{reason=\"{reason}\"}}"),
+                )
+            };
+            cuts("throttled") >= 1.0 && cuts("server_error") >= 1.0
+        },
+    )
+    .await;
+    let lowest = *lowest.lock().unwrap();
+    assert!(
+        lowest < 200.0,
+        "the budget gauge shows the slower rate: lowest seen {lowest}"
+    );
+    for i in 0..SERVICES {
+        let ready = if i % 2 == 0 { vec![0, 2, 3] } else { vec![2, 3] };
+        wait_ready_ips(&env, &ns, &format!("s{i}"), &ips(i, &ready)).await;
+    }
+    let log = server.request_log();
+    let answered = |code: u16| {
+        log.iter()
+            .filter(|r| r.resource == "endpoints" && r.verb == Some(Verb::Update) && r.status == code)
+            .count()
+    };
+    assert_eq!(
+        (answered(429), answered(503)),
+        (8, 5),
+        "every fault was met and retried"
+    );
+    // While the first Retry-After (1 s) lasts, only writes already in flight arrive: one per worker at most.
+    let first = log.iter().find(|r| r.status == 429).expect("a 429").time;
+    let paused = first..first + std::time::Duration::from_millis(900);
+    let sent_while_paused = log
+        .iter()
+        .filter(|r| r.verb.is_some_and(Verb::is_write) && paused.contains(&r.time) && r.time > first)
+        .filter(|r| r.resource == "endpoints" || r.resource == "endpointslices")
+        .count();
+    assert!(
+        sent_while_paused <= 5,
+        "{sent_while_paused} writes arrived during the Retry-After pause"
+    );
+    roster.stop().await;
+}

@@ -18,7 +18,7 @@ pub enum Verb {
 }
 
 impl Verb {
-    fn is_write(self) -> bool {
+    pub fn is_write(self) -> bool {
         matches!(self, Verb::Create | Verb::Update | Verb::Patch | Verb::Delete)
     }
 }
