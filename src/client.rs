@@ -80,6 +80,9 @@ fn connector(
     }
     let mut http = HttpConnector::new();
     http.enforce_http(false);
+    // HTTP/2 writes a request as several frames: Nagle's algorithm would hold the later ones back until the
+    // server acknowledges the first (tens of milliseconds with delayed ACKs).
+    http.set_nodelay(true);
     let https = builder.enable_all_versions().wrap_connector(http);
     let mut connector = hyper_timeout::TimeoutConnector::new(https);
     connector.set_connect_timeout(config.connect_timeout);

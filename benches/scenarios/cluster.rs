@@ -4,7 +4,9 @@
 //!   write to a resource the harness itself never writes is the controller's).
 //! * real: etcd + kube-apiserver v1.20.2 from `KUBEBUILDER_ASSETS`, with a second static token for the
 //!   controller under test (user `bench-controller`), so the audit log separates its requests from the
-//!   harness's.
+//!   harness's. The controller and the harness talk to kube-apiserver itself, not through the test
+//!   environment's EndpointSlice facade: 1.20 serves no discovery.k8s.io/v1, so both controllers are compared
+//!   on Endpoints, over kube-apiserver's own TLS (and HTTP/2).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -32,6 +34,8 @@ const HARNESS_RESOURCES: [&str; 6] = [
 
 pub struct Cluster {
     env: TestEnv,
+    /// The harness's client: admin, to the API server itself.
+    client: kube::Client,
     controller_kubeconfig: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -52,9 +56,15 @@ impl Cluster {
             }
         };
         let token = (tier == Tier::Real).then_some(CONTROLLER_TOKEN);
-        kubeconfig::write(&controller_kubeconfig, &env.url(), token)?;
+        let url = env.apiserver_url();
+        kubeconfig::write(&controller_kubeconfig, &url, token)?;
+        let client = match tier {
+            Tier::Memory => env.client(),
+            Tier::Real => kube::Client::try_from(kubeconfig::admin_config(&url).await?)?,
+        };
         Ok(Cluster {
             env,
+            client,
             controller_kubeconfig,
             _dir: dir,
         })
@@ -62,12 +72,12 @@ impl Cluster {
 
     /// The API server's URL.
     pub fn url(&self) -> String {
-        self.env.url()
+        self.env.apiserver_url()
     }
 
     /// The harness's (admin) client.
     pub fn client(&self) -> kube::Client {
-        self.env.client()
+        self.client.clone()
     }
 
     pub fn memory(&self) -> Option<&MemoryApiServer> {

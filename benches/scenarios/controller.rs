@@ -18,14 +18,15 @@ use crate::cluster::Cluster;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ControllerKind {
-    /// roster at its defaults (`--services all`, 5 workers, 20 write QPS / burst 30, no batch window).
+    /// roster at its defaults (`--services all`, 5 workers, the adaptive write budget up to 200 writes/s,
+    /// no batch window).
     Roster,
     /// kube-controller-manager `--controllers=endpoint` at its defaults (5 syncs, 20 QPS / burst 30).
     Upstream,
     /// kube-controller-manager with the scale-test flags (100 QPS / burst 100, 500 ms batch period).
     UpstreamScale,
-    /// roster configured like upstream's scale-test flags: `--write-qps 100 --write-burst 100
-    /// --batch-window 500ms`, the like-for-like peer of `upstream-scale`.
+    /// roster configured like upstream's scale-test flags: `--write-budget fixed --write-qps 100
+    /// --write-burst 100 --batch-window 500ms`, the like-for-like peer of `upstream-scale`.
     RosterScale,
 }
 
@@ -91,6 +92,8 @@ impl Controller {
             ControllerKind::Roster => roster_command(kubeconfig, extra)?,
             ControllerKind::RosterScale => {
                 let scale = [
+                    "--write-budget",
+                    "fixed",
                     "--write-qps",
                     "100",
                     "--write-burst",
@@ -249,6 +252,8 @@ fn roster_command(kubeconfig: &Path, extra: &[String]) -> anyhow::Result<(Comman
         .args([
             "--services",
             "all",
+            // One replica, as upstream runs here (`--leader-elect=false`): no Lease writes.
+            "--leader-elect=false",
             "--admin-addr",
             &admin.to_string(),
             "--log-level",
