@@ -12,10 +12,10 @@ use super::labels::{
     ANNOTATION_OVER_CAPACITY, ANNOTATION_TRIGGER_TIME, ENDPOINTS_MANAGER, LABEL_ENDPOINTS_MANAGED_BY,
     LABEL_HEADLESS, LABEL_SKIP_MIRROR, MAX_ENDPOINTS_ADDRESSES, OVER_CAPACITY_TRUNCATED,
 };
-use super::repack::repack_subsets;
+use super::repack::{AddressKey, PortKey, repack_subsets};
 use super::source::EndpointSource;
 use super::trigger::format_trigger_time;
-use super::verdict::endpoints_entry;
+use super::verdict::{EndpointsEntry, endpoints_entry};
 use crate::cache::{IpFamily, ServiceRecord};
 
 /// Inputs of [`desired_endpoints`] besides the Service and its endpoint sources.
@@ -66,8 +66,7 @@ pub fn desired_endpoints<P>(svc: &ServiceRecord, sources: &[P], input: Endpoints
 where
     P: Deref<Target: EndpointSource>,
 {
-    let per_source: Vec<EndpointSubset> = sources.iter().filter_map(|s| source_subset(svc, &**s)).collect();
-    let (subsets, truncated) = truncate_subsets(repack_subsets(&per_source));
+    let (subsets, truncated) = truncate_subsets(canonical_desired_subsets(svc, sources));
     let mut annotations = BTreeMap::new();
     if truncated {
         annotations.insert(
@@ -119,15 +118,82 @@ pub fn endpoints_ip<S: EndpointSource + ?Sized>(svc: &ServiceRecord, source: &S)
     ips.iter().find(|ip| IpFamily::of(ip) == family).copied()
 }
 
-fn source_subset<S: EndpointSource + ?Sized>(svc: &ServiceRecord, source: &S) -> Option<EndpointSubset> {
-    let entry = endpoints_entry(svc, source).ok()?;
-    let address = EndpointAddress {
+/// The canonical subsets of the sources (see [`repack_subsets`]). When every source resolves the same ports
+/// (the usual case) they form one subset, built in canonical order directly; otherwise each source's own
+/// subset goes through the repack.
+fn canonical_desired_subsets<P>(svc: &ServiceRecord, sources: &[P]) -> Vec<EndpointSubset>
+where
+    P: Deref<Target: EndpointSource>,
+{
+    let entries: Vec<(EndpointsEntry<'_>, &P::Target)> = sources
+        .iter()
+        .filter_map(|s| Some((endpoints_entry(svc, &**s).ok()?, &**s)))
+        .collect();
+    let Some((first, _)) = entries.first() else {
+        return Vec::new();
+    };
+    if entries.iter().any(|(entry, _)| entry.ports != first.ports) {
+        return repacked(svc, &entries);
+    }
+    vec![one_subset(svc, &entries)]
+}
+
+/// The canonical subsets of any sources: each source's subset, repacked.
+pub(super) fn repacked<S: EndpointSource + ?Sized>(
+    svc: &ServiceRecord,
+    entries: &[(EndpointsEntry<'_>, &S)],
+) -> Vec<EndpointSubset> {
+    let per_source: Vec<EndpointSubset> = entries
+        .iter()
+        .map(|(entry, source)| source_subset(svc, *source, entry))
+        .collect();
+    repack_subsets(&per_source)
+}
+
+/// The one canonical subset of sources that all resolve the same ports: addresses sorted by [`AddressKey`],
+/// an address listed twice kept once (not ready if either is), ports sorted.
+pub(super) fn one_subset<S: EndpointSource + ?Sized>(
+    svc: &ServiceRecord,
+    entries: &[(EndpointsEntry<'_>, &S)],
+) -> EndpointSubset {
+    let mut addresses: Vec<(AddressKey, bool, EndpointAddress)> = entries
+        .iter()
+        .map(|(entry, source)| {
+            let address = endpoint_address(svc, *source, entry);
+            (AddressKey::of(&address), entry.ready, address)
+        })
+        .collect();
+    addresses.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    // Sorted with `false` (not ready) first for equal keys: the first of a run wins.
+    addresses.dedup_by(|later, kept| later.0 == kept.0);
+    let (ready, not_ready): (Vec<_>, Vec<_>) = addresses.into_iter().partition(|(_, ready, _)| *ready);
+    let list = |v: Vec<(AddressKey, bool, EndpointAddress)>| {
+        Some(v.into_iter().map(|(_, _, a)| a).collect::<Vec<_>>()).filter(|v| !v.is_empty())
+    };
+    let mut ports = entry_ports(&entries[0].0);
+    ports.sort_by_cached_key(PortKey::of);
+    EndpointSubset {
+        addresses: list(ready),
+        not_ready_addresses: list(not_ready),
+        ports: Some(ports).filter(|p| !p.is_empty()),
+    }
+}
+
+fn endpoint_address<S: EndpointSource + ?Sized>(
+    svc: &ServiceRecord,
+    source: &S,
+    entry: &EndpointsEntry<'_>,
+) -> EndpointAddress {
+    EndpointAddress {
         ip: entry.ip.to_string(),
         hostname: source.hostname(svc),
         node_name: source.node_name().map(str::to_owned),
         target_ref: source.target_ref(),
-    };
-    let ports: Vec<EndpointPort> = entry
+    }
+}
+
+fn entry_ports(entry: &EndpointsEntry<'_>) -> Vec<EndpointPort> {
+    entry
         .ports
         .iter()
         .map(|(sp, port)| EndpointPort {
@@ -136,12 +202,20 @@ fn source_subset<S: EndpointSource + ?Sized>(svc: &ServiceRecord, source: &S) ->
             protocol: Some(sp.protocol.as_str().to_owned()),
             app_protocol: sp.app_protocol.as_ref().map(|p| p.to_string()),
         })
-        .collect();
-    Some(EndpointSubset {
+        .collect()
+}
+
+fn source_subset<S: EndpointSource + ?Sized>(
+    svc: &ServiceRecord,
+    source: &S,
+    entry: &EndpointsEntry<'_>,
+) -> EndpointSubset {
+    let address = endpoint_address(svc, source, entry);
+    EndpointSubset {
         addresses: entry.ready.then(|| vec![address.clone()]),
         not_ready_addresses: (!entry.ready).then(|| vec![address]),
-        ports: Some(ports).filter(|p| !p.is_empty()),
-    })
+        ports: Some(entry_ports(entry)).filter(|p| !p.is_empty()),
+    }
 }
 
 /// Cuts canonical subsets down to [`MAX_ENDPOINTS_ADDRESSES`] addresses, as upstream: when more than the limit
@@ -177,7 +251,11 @@ fn truncate_subsets(mut subsets: Vec<EndpointSubset>) -> (Vec<EndpointSubset>, b
             subset.not_ready_addresses = None;
         }
     }
-    (repack_subsets(&subsets), true)
+    // One subset stays canonical when cut; several may now share an address set and must be regrouped.
+    match subsets.len() {
+        1 => (subsets, true),
+        _ => (repack_subsets(&subsets), true),
+    }
 }
 
 /// The Endpoints object to write, or `None` when `current` already matches `desired`.
@@ -213,7 +291,7 @@ pub fn endpoints_need_write(current: Option<&Endpoints>, desired: &DesiredEndpoi
     let owner_ok = desired.owner.as_ref().is_none_or(|owner| {
         current.metadata.owner_references.as_deref() == Some(std::slice::from_ref(owner))
     });
-    if capacity_ok && labels_ok && owner_ok && canonical_subsets(current) == desired.subsets {
+    if capacity_ok && labels_ok && owner_ok && same_subsets(current, &desired.subsets) {
         return None;
     }
     Some(apply_desired(current.clone(), desired))
@@ -230,7 +308,110 @@ fn labels_match(current: Option<&BTreeMap<String, String>>, desired: &DesiredEnd
     desired.adopt && current == unowned
 }
 
-fn canonical_subsets(endpoints: &Endpoints) -> Vec<EndpointSubset> {
+/// Whether the subsets of `current` repack to `canonical` (`targetRef.resourceVersion` ignored). Both are
+/// flattened into sorted (port, readiness, address) entries and compared without copying; only an object with
+/// an address listed twice for a port, or with port-less addresses beside ported ones (which the repack
+/// merges), is repacked to compare.
+pub(super) fn same_subsets(current: &Endpoints, canonical: &[EndpointSubset]) -> bool {
+    let subsets = current.subsets.as_deref().unwrap_or_default();
+    let mixed = subsets
+        .iter()
+        .any(|s| s.ports.as_deref().is_none_or(<[_]>::is_empty))
+        && subsets
+            .iter()
+            .any(|s| s.ports.as_deref().is_some_and(|p| !p.is_empty()));
+    let have = flat_entries(subsets);
+    let repeated = have.windows(2).any(|w| w[0].same_address(&w[1]));
+    if mixed || repeated {
+        return canonical_subsets(current) == canonical;
+    }
+    have == flat_entries(canonical)
+}
+
+/// A port as [`same_subsets`] compares it: name (empty as none), port, protocol (TCP when unset),
+/// appProtocol.
+type PortView<'a> = (Option<&'a str>, i32, Option<&'a str>, Option<&'a str>);
+
+/// One address under one port (`None`: a port-less subset), as [`same_subsets`] compares them.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct FlatEntry<'a> {
+    port: Option<PortView<'a>>,
+    ip: &'a str,
+    uid: Option<&'a str>,
+    ready: bool,
+    address: AddressView<'a>,
+}
+
+/// An address's fields but `targetRef.resourceVersion`.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct AddressView<'a> {
+    hostname: Option<&'a str>,
+    node_name: Option<&'a str>,
+    target: Option<[Option<&'a str>; 6]>,
+}
+
+impl FlatEntry<'_> {
+    fn same_address(&self, other: &FlatEntry<'_>) -> bool {
+        (self.port, self.ip, self.uid) == (other.port, other.ip, other.uid)
+    }
+}
+
+fn flat_entries(subsets: &[EndpointSubset]) -> Vec<FlatEntry<'_>> {
+    let mut entries = Vec::new();
+    for subset in subsets {
+        let ports: Vec<_> = match subset.ports.as_deref() {
+            None | Some([]) => vec![None],
+            Some(ports) => ports
+                .iter()
+                .map(|p| {
+                    let protocol = Some(p.protocol.as_deref().unwrap_or("TCP"));
+                    Some((
+                        p.name.as_deref().filter(|n| !n.is_empty()),
+                        p.port,
+                        protocol,
+                        p.app_protocol.as_deref(),
+                    ))
+                })
+                .collect(),
+        };
+        let lists = [(&subset.addresses, true), (&subset.not_ready_addresses, false)];
+        for (list, ready) in lists {
+            for address in list.iter().flatten() {
+                for port in &ports {
+                    entries.push(flat_entry(*port, address, ready));
+                }
+            }
+        }
+    }
+    entries.sort_unstable();
+    entries
+}
+
+fn flat_entry<'a>(port: Option<PortView<'a>>, address: &'a EndpointAddress, ready: bool) -> FlatEntry<'a> {
+    let target = address.target_ref.as_ref().map(|t| {
+        [
+            t.api_version.as_deref(),
+            t.field_path.as_deref(),
+            t.kind.as_deref(),
+            t.name.as_deref(),
+            t.namespace.as_deref(),
+            t.uid.as_deref(),
+        ]
+    });
+    FlatEntry {
+        port,
+        ip: &address.ip,
+        uid: address.target_ref.as_ref().and_then(|t| t.uid.as_deref()),
+        ready,
+        address: AddressView {
+            hostname: address.hostname.as_deref(),
+            node_name: address.node_name.as_deref(),
+            target,
+        },
+    }
+}
+
+pub(super) fn canonical_subsets(endpoints: &Endpoints) -> Vec<EndpointSubset> {
     let mut subsets = endpoints.subsets.clone().unwrap_or_default();
     for subset in &mut subsets {
         let addresses = subset
@@ -291,7 +472,7 @@ pub fn endpoints_change(current: Option<&Endpoints>, next: &Endpoints) -> String
     let (was_ready, was_not_ready) = counts(current);
     if (was_ready, was_not_ready) != (ready, not_ready) {
         format!("ready {was_ready}→{ready}, not ready {was_not_ready}→{not_ready}")
-    } else if canonical_subsets(current) != canonical_subsets(next) {
+    } else if !same_subsets(current, next.subsets.as_deref().unwrap_or_default()) {
         "addresses or ports".to_owned()
     } else {
         "labels, annotations or owner".to_owned()

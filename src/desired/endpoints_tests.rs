@@ -633,3 +633,99 @@ fn endpoints_changes_are_described_for_the_logs() {
         "labels, annotations or owner"
     );
 }
+
+/// Sources that all resolve the same ports: not ready and ready ones, two pods sharing an IP (host
+/// network), a hostname, terminating pods published by `publishNotReadyAddresses`, out of IP order.
+fn same_port_sources() -> Vec<Arc<PodRecord>> {
+    vec![
+        PodFixture::new("c").ip("10.0.0.30").build(),
+        PodFixture::new("a").ip("10.0.0.4").not_ready().build(),
+        PodFixture::new("host-1").ip("10.0.0.9").build(),
+        PodFixture::new("host-2").ip("10.0.0.9").not_ready().build(),
+        PodFixture::new("h").ip("10.0.0.12").hostname("h", "web").build(),
+        PodFixture::new("t").ip("10.0.0.2").terminating().build(),
+        PodFixture::new("b").ip("10.0.0.100").build(),
+    ]
+}
+
+#[test]
+fn one_subset_is_what_the_repack_makes() {
+    for svc in [
+        ServiceFixture::new("web").build(),
+        ServiceFixture::new("web").publish_not_ready().build(),
+        ServiceFixture::new("web").headless().ports(Vec::new()).build(),
+    ] {
+        let sources = same_port_sources();
+        let entries: Vec<_> = sources
+            .iter()
+            .filter_map(|s| Some((crate::desired::verdict::endpoints_entry(&svc, &**s).ok()?, &**s)))
+            .collect();
+        assert!(entries.len() >= 6, "{}", entries.len());
+        assert_eq!(
+            vec![one_subset(&svc, &entries)],
+            repacked(&svc, &entries),
+            "{svc:?}"
+        );
+    }
+}
+
+#[test]
+fn same_subsets_ignores_order_grouping_and_resource_versions_only() {
+    let svc = ServiceFixture::new("web").build();
+    let desired = desired_endpoints(&svc, &same_port_sources(), input());
+    let canonical = desired.subsets.clone();
+    let mut current = Endpoints {
+        subsets: Some(canonical.clone()),
+        ..Endpoints::default()
+    };
+    assert!(same_subsets(&current, &canonical));
+    // Reordered, split into one subset per address, with resourceVersions: the same endpoints.
+    let subset = &canonical[0];
+    let mut split: Vec<EndpointSubset> = subset
+        .addresses
+        .iter()
+        .flatten()
+        .rev()
+        .map(|a| {
+            let mut a = a.clone();
+            a.target_ref.as_mut().unwrap().resource_version = Some("7".into());
+            EndpointSubset {
+                addresses: Some(vec![a]),
+                ports: subset.ports.clone(),
+                ..EndpointSubset::default()
+            }
+        })
+        .collect();
+    split.push(EndpointSubset {
+        addresses: None,
+        ..subset.clone()
+    });
+    current.subsets = Some(split.clone());
+    assert!(same_subsets(&current, &canonical));
+    // An address listed twice (ready and not ready) is compared as the repack reads it.
+    let first = subset.addresses.as_ref().unwrap()[0].clone();
+    let mut doubled = split.clone();
+    doubled.push(EndpointSubset {
+        not_ready_addresses: Some(vec![first]),
+        addresses: None,
+        ports: subset.ports.clone(),
+    });
+    current.subsets = Some(doubled.clone());
+    assert!(!same_subsets(&current, &canonical));
+    assert_eq!(
+        same_subsets(&current, &canonical),
+        canonical_subsets(&current) == canonical
+    );
+    // A different hostname, node or port is a difference.
+    for change in 0..3 {
+        let mut changed = canonical.clone();
+        let address = &mut changed[0].addresses.as_mut().unwrap()[0];
+        match change {
+            0 => address.hostname = Some("other".into()),
+            1 => address.node_name = Some("node-z".into()),
+            _ => changed[0].ports.as_mut().unwrap()[0].port += 1,
+        }
+        current.subsets = Some(changed);
+        assert!(!same_subsets(&current, &canonical), "change {change}");
+    }
+}

@@ -13,10 +13,10 @@ use crate::cache::{ip_sort_key, parse_ip};
 
 /// Orders and identifies ports: `(name, port, protocol, appProtocol)`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct PortKey(String, i32, String, Option<String>);
+pub(crate) struct PortKey(String, i32, String, Option<String>);
 
 impl PortKey {
-    fn of(port: &EndpointPort) -> Self {
+    pub(crate) fn of(port: &EndpointPort) -> Self {
         PortKey(
             port.name.clone().unwrap_or_default(),
             port.port,
