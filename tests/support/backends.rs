@@ -33,11 +33,16 @@ use crate::support::{eventually, eventually_some};
 /// it, and of a range Endpoints validation accepts (TEST-NET-2).
 pub const LIVE_IP: &str = "198.51.100.10";
 pub const OTHER_IP: &str = "198.51.100.11";
-const INTERFACE: &str = "roster-bs0";
-const PEER: &str = "roster-bs0p";
 
-/// Puts [`LIVE_IP`] and [`OTHER_IP`] on a dummy (or veth) interface (idempotent). `false`, with the reason
-/// printed, when that is not possible here (not root, no `ip`): the test is then skipped.
+/// The interface of this test process (and its veth peer): named after the process, removed once it is
+/// gone, so that a test binary never removes the addresses another one uses.
+fn interface() -> (String, String) {
+    let me = std::process::id();
+    (format!("rbs{me}"), format!("rbs{me}p"))
+}
+
+/// Puts [`LIVE_IP`] and [`OTHER_IP`] on a dummy (or veth) interface of this test process (once). `false`,
+/// with the reason printed, when that is not possible here (not root, no `ip`): the test is then skipped.
 pub fn test_addresses() -> bool {
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
     let ready = READY.get_or_init(setup_interface);
@@ -62,15 +67,20 @@ fn setup_interface() -> Result<(), String> {
     };
     // A dummy interface; where the kernel has no dummy driver, one end of a veth pair (its peer stays in
     // this network namespace too). Either way the addresses are local: probes never leave the machine.
-    if let Err(no_dummy) = run(&["link", "add", INTERFACE, "type", "dummy"]) {
-        run(&["link", "add", INTERFACE, "type", "veth", "peer", "name", PEER])
+    let (interface, peer) = interface();
+    if let Err(no_dummy) = run(&["link", "add", &interface, "type", "dummy"]) {
+        run(&["link", "add", &interface, "type", "veth", "peer", "name", &peer])
             .map_err(|no_veth| format!("{no_dummy}; {no_veth}"))?;
-        run(&["link", "set", PEER, "up"])?;
+        run(&["link", "set", &peer, "up"])?;
     }
+    // Removed once this process is gone, however it ends (a static's destructor never runs).
+    let me = std::process::id();
+    let cleanup = format!("while kill -0 {me} 2>/dev/null; do sleep 1; done; ip link del {interface}");
+    roster_envtest::real::spawn_shell(&cleanup).map_err(|e| format!("starting the link cleaner: {e}"))?;
     for ip in [LIVE_IP, OTHER_IP] {
-        run(&["addr", "add", &format!("{ip}/32"), "dev", INTERFACE])?;
+        run(&["addr", "add", &format!("{ip}/32"), "dev", &interface])?;
     }
-    run(&["link", "set", INTERFACE, "up"])?;
+    run(&["link", "set", &interface, "up"])?;
     std::net::TcpListener::bind((LIVE_IP, 0))
         .map(drop)
         .map_err(|e| format!("binding {LIVE_IP}: {e}"))
