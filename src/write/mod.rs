@@ -11,6 +11,7 @@
 //! token pays for.
 
 mod budget;
+mod events;
 mod leadership;
 
 use std::collections::{HashMap, HashSet};
@@ -22,12 +23,12 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Endpoints, ObjectReference};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use budget::{Mode as BudgetMode, Signal, WriteBudget};
+pub use events::{EventType, EventWriter};
 pub use leadership::Leadership;
 
 use crate::backendset::BackendSet;
@@ -73,7 +74,7 @@ pub struct Writer {
     prepaid: Mutex<HashSet<WorkKey>>,
     metrics: Metrics,
     leadership: Leadership,
-    recorder: Recorder,
+    events: EventWriter,
     written: Mutex<Written<WorkKey>>,
     /// Writes made and failed since start, for the periodic summary.
     activity: Mutex<(u64, u64)>,
@@ -87,18 +88,14 @@ impl Writer {
         leadership: Leadership,
         instance: String,
     ) -> Writer {
-        let reporter = Reporter {
-            controller: "roster".into(),
-            instance: Some(instance),
-        };
-        let recorder = Recorder::new(client.clone(), reporter);
+        let events = EventWriter::new(client.clone(), "roster", instance);
         Writer {
             client,
             budget,
             prepaid: Mutex::default(),
             metrics,
             leadership,
-            recorder,
+            events,
             written: Mutex::new(Written::default()),
             activity: Mutex::new((0, 0)),
         }
@@ -333,15 +330,8 @@ impl Writer {
         if !self.leadership.is_leader() {
             return;
         }
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
         self.budget.acquire().await;
-        let result = self.recorder.publish(&event, regarding).await;
+        let result = self.events.publish(regarding, type_, reason, action, note).await;
         let outcome = if result.is_ok() { "success" } else { "error" };
         let writes = &self.metrics.api_writes;
         writes.with_label_values(&["events", "create", outcome]).inc();

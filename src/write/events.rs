@@ -1,0 +1,174 @@
+//! Events (events.k8s.io/v1). The same Event published again within [`SERIES_TTL`] is one Event whose series
+//! counts the repetitions, as client-go and kube-runtime's `Recorder` do; unlike them, roster counts an Event
+//! as the same only when its note is the same too. Its notes carry the cause (why topology hints are off, which
+//! error a write met), and folding a new cause into the series of an old one would show only the old one.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::{Event, EventSeries};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+
+/// How long an Event stays the one its repetitions are counted in.
+pub const SERIES_TTL: SignedDuration = SignedDuration::from_mins(6);
+
+/// Normal or Warning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+impl EventType {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        }
+    }
+}
+
+/// What makes two Events the same.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct EventKey {
+    type_: EventType,
+    reason: String,
+    action: String,
+    note: String,
+    regarding: [Option<String>; 5],
+}
+
+impl EventKey {
+    fn of(type_: EventType, reason: &str, action: &str, note: &str, regarding: &ObjectReference) -> EventKey {
+        let r = regarding;
+        EventKey {
+            type_,
+            reason: reason.to_owned(),
+            action: action.to_owned(),
+            note: note.to_owned(),
+            regarding: [&r.api_version, &r.kind, &r.namespace, &r.name, &r.uid].map(Clone::clone),
+        }
+    }
+}
+
+/// Publishes Events as `controller` (`instance`: this replica).
+pub struct EventWriter {
+    client: Client,
+    controller: String,
+    instance: String,
+    sent: Mutex<HashMap<EventKey, Event>>,
+}
+
+impl EventWriter {
+    pub fn new(client: Client, controller: &str, instance: String) -> EventWriter {
+        EventWriter {
+            client,
+            controller: controller.to_owned(),
+            instance,
+            sent: Mutex::default(),
+        }
+    }
+
+    /// Creates the Event, or counts one more of the same in the Event already made.
+    pub async fn publish(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) -> kube::Result<()> {
+        let now = Timestamp::now();
+        let key = EventKey::of(type_, reason, action, &note, regarding);
+        let earlier = self.earlier(&key, now);
+        let namespace = regarding.namespace.as_deref().unwrap_or("default");
+        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
+        let event = match earlier {
+            Some(mut event) => {
+                let count = event.series.as_ref().map_or(2, |s| s.count + 1);
+                event.series = Some(EventSeries {
+                    count,
+                    last_observed_time: MicroTime(now),
+                });
+                let series = serde_json::json!({ "series": event.series });
+                api.patch(&event.name_any(), &PatchParams::default(), &Patch::Merge(series))
+                    .await?;
+                event
+            }
+            None => {
+                let event = self.new_event(regarding, type_, reason, action, note, now);
+                api.create(&PostParams::default(), &event).await?
+            }
+        };
+        self.sent.lock().expect("events lock").insert(key, event);
+        Ok(())
+    }
+
+    /// The Event made for `key` within the series TTL; older ones are forgotten.
+    fn earlier(&self, key: &EventKey, now: Timestamp) -> Option<Event> {
+        let mut sent = self.sent.lock().expect("events lock");
+        sent.retain(|_, event| last_seen(event).is_some_and(|at| at + SERIES_TTL > now));
+        sent.get(key).cloned()
+    }
+
+    fn new_event(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+        now: Timestamp,
+    ) -> Event {
+        let about = regarding.name.as_deref().unwrap_or(&self.controller);
+        Event {
+            metadata: ObjectMeta {
+                namespace: regarding.namespace.clone(),
+                name: Some(format!("{about}.{:x}", now.as_nanosecond())),
+                ..ObjectMeta::default()
+            },
+            event_time: Some(MicroTime(now)),
+            type_: Some(type_.as_str().to_owned()),
+            reason: Some(reason.to_owned()),
+            action: Some(action.to_owned()),
+            note: Some(note),
+            regarding: Some(regarding.clone()),
+            reporting_controller: Some(self.controller.clone()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Event::default()
+        }
+    }
+}
+
+fn last_seen(event: &Event) -> Option<Timestamp> {
+    let series = event.series.as_ref().map(|s| s.last_observed_time.0);
+    series.or(event.event_time.as_ref().map(|t| t.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str) -> ObjectReference {
+        ObjectReference {
+            kind: Some("Pod".into()),
+            namespace: Some("shop".into()),
+            name: Some(name.into()),
+            ..ObjectReference::default()
+        }
+    }
+
+    #[test]
+    fn an_event_is_the_same_only_with_the_same_note() {
+        let key = |note: &str, name: &str| EventKey::of(EventType::Warning, "R", "A", note, &pod(name));
+        assert_eq!(key("n", "a"), key("n", "a"));
+        assert_ne!(key("n", "a"), key("m", "a"), "another note is another Event");
+        assert_ne!(key("n", "a"), key("n", "b"));
+        let normal = EventKey::of(EventType::Normal, "R", "A", "n", &pod("a"));
+        assert_ne!(key("n", "a"), normal);
+    }
+}
