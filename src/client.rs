@@ -181,7 +181,7 @@ impl ApiLayer {
             Answer::None => "error".to_owned(),
         };
         let labels = [verb, resource, code.as_str()];
-        self.metrics.api_requests.with_label_values(&labels).inc();
+        self.metrics.api.requests.with_label_values(&labels).inc();
         match verb {
             // A watch's answer is its headers; the stream that follows is no latency.
             "watch" | "list" => self.liveness.watch_progress(resource),
@@ -189,7 +189,8 @@ impl ApiLayer {
         }
         if verb != "watch" {
             self.metrics
-                .api_request_duration
+                .api
+                .request_duration
                 .with_label_values(&[verb, resource])
                 .observe(took.as_secs_f64());
         }

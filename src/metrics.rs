@@ -9,39 +9,81 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    pub reconciles: IntCounterVec,
-    pub reconcile_duration: Histogram,
-    pub api_writes: IntCounterVec,
-    pub api_requests: IntCounterVec,
-    pub api_request_duration: HistogramVec,
-    pub write_budget: Gauge,
-    pub write_budget_cuts: IntCounterVec,
-    pub write_budget_wait: Histogram,
-    pub queue_depth: IntGauge,
-    pub queue_adds: IntCounterVec,
-    pub queue_work_duration: HistogramVec,
-    pub queue_wait: Histogram,
-    pub queue_retries: IntCounterVec,
-    pub watch_events: IntCounterVec,
-    pub watch_errors: IntCounterVec,
+    pub leader: IntGauge,
+    pub ready_held_pods: IntGauge,
+    pub reconcile: ReconcileMetrics,
+    pub api: ApiMetrics,
+    pub queue: QueueMetrics,
+    pub watch: WatchMetrics,
+    pub slices: SliceMetrics,
+    pub backendset: BackendSetMetrics,
+    pub adoption: AdoptionMetrics,
+}
+
+/// Reconciles of Services and what they found.
+#[derive(Clone)]
+pub struct ReconcileMetrics {
+    pub results: IntCounterVec,
+    pub duration: Histogram,
+    pub retries: IntCounterVec,
     pub invalid_objects: IntCounterVec,
+    pub propagation_latency: Histogram,
+}
+
+/// Requests to the API server, and the write budget they spend.
+#[derive(Clone)]
+pub struct ApiMetrics {
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub writes: IntCounterVec,
+    pub budget_qps: Gauge,
+    pub budget_cuts: IntCounterVec,
+    pub budget_wait: Histogram,
+}
+
+/// The work queue.
+#[derive(Clone)]
+pub struct QueueMetrics {
+    pub depth: IntGauge,
+    pub adds: IntCounterVec,
+    pub work_duration: HistogramVec,
+    pub wait: Histogram,
+}
+
+/// Watches and the caches they fill.
+#[derive(Clone)]
+pub struct WatchMetrics {
+    pub events: IntCounterVec,
+    pub errors: IntCounterVec,
     pub cached_objects: IntGaugeVec,
     pub unconfirmed_writes: IntGaugeVec,
-    pub leader: IntGauge,
-    pub propagation_latency: Histogram,
+}
+
+/// roster's EndpointSlices.
+#[derive(Clone)]
+pub struct SliceMetrics {
+    pub endpoint_changes: IntCounterVec,
+    pub desired: IntGauge,
+    pub endpoints_desired: IntGauge,
+}
+
+/// BackendSet probes, lookups and addresses.
+#[derive(Clone)]
+pub struct BackendSetMetrics {
     pub probes: IntCounterVec,
     pub probe_duration: Histogram,
     pub backends: IntGaugeVec,
+    pub dns_lookups: IntCounterVec,
+}
+
+/// Shadow mode, takeover and handback.
+#[derive(Clone)]
+pub struct AdoptionMetrics {
     pub shadow_services: IntGaugeVec,
     pub shadow_differences: IntCounterVec,
     pub shadow_divergences: IntCounterVec,
     pub upstream_active: IntGauge,
     pub handback_waiting: IntGauge,
-    pub slice_endpoint_changes: IntCounterVec,
-    pub slices_desired: IntGauge,
-    pub slice_endpoints_desired: IntGauge,
-    pub dns_lookups: IntCounterVec,
-    pub ready_held_pods: IntGauge,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -115,73 +157,176 @@ impl Metrics {
         let m = Maker(Registry::new());
         m.process_and_build();
         Metrics {
-            reconciles: m.counter("reconciles_total", "Service reconciles by result", &["result"]),
-            reconcile_duration: m.histogram("reconcile_duration_seconds", "Time to reconcile one Service"),
-            api_writes: m.counter(
-                "api_writes_total",
-                "Writes roster made, by resource, verb and outcome (success, or the error kind: conflict, ...)",
-                &["resource", "verb", "outcome"],
+            leader: m.gauge("leader", "1 while this replica holds the leader Lease (or runs without election)"),
+            ready_held_pods: m.gauge(
+                "ready_held_pods",
+                "Flapping pods kept out of the ready endpoints by a readiness hold-down (roster.dev/ready-hold-down)",
             ),
-            api_requests: m.counter(
-                "api_requests_total",
-                "Every API request, by verb, resource and HTTP status code (`error`: no answer)",
-                &["verb", "resource", "code"],
-            ),
-            api_request_duration: m.histogram_vec(
-                "api_request_duration_seconds",
-                "Time to an API request's answer (watches excluded), by verb and resource",
-                &["verb", "resource"],
-            ),
-            write_budget: m.float_gauge(
-                "write_budget_qps",
-                "Writes per second the write budget allows now (adaptive: between 1 and --write-qps)",
-            ),
-            write_budget_cuts: m.counter(
-                "write_budget_cuts_total",
-                "Times the adaptive write budget lowered its rate, by reason (throttled, server_error, slow)",
-                &["reason"],
-            ),
-            write_budget_wait: m.histogram(
-                "write_budget_wait_seconds",
-                "Time a write waited for the write budget (a token, or the end of a Retry-After pause)",
-            ),
-            queue_depth: m.gauge("queue_depth", "Keys waiting in the work queue"),
-            queue_adds: m.counter("queue_adds_total", "Keys added to the work queue, by kind", &["kind"]),
-            queue_work_duration: m.histogram_vec(
-                "queue_work_duration_seconds",
-                "Time a worker spent on one key, by kind",
-                &["kind"],
-            ),
-            queue_wait: m.histogram(
-                "queue_wait_seconds",
-                "Time a Service waited in the queue before a worker took it",
-            ),
-            queue_retries: m.counter(
+            reconcile: ReconcileMetrics::new(&m),
+            api: ApiMetrics::new(&m),
+            queue: QueueMetrics::new(&m),
+            watch: WatchMetrics::new(&m),
+            slices: SliceMetrics::new(&m),
+            backendset: BackendSetMetrics::new(&m),
+            adoption: AdoptionMetrics::new(&m),
+            registry: m.0,
+        }
+    }
+
+    /// The text exposition format for /metrics.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}
+
+impl ReconcileMetrics {
+    fn new(m: &Maker) -> ReconcileMetrics {
+        ReconcileMetrics {
+            results: m.counter("reconciles_total", "Service reconciles by result", &["result"]),
+            duration: m.histogram("reconcile_duration_seconds", "Time to reconcile one Service"),
+            retries: m.counter(
                 "queue_retries_total",
                 "Services requeued with backoff, by error kind",
                 &["kind"],
             ),
-            watch_events: m.counter("watch_events_total", "Watch events received, by kind", &["kind"]),
-            watch_errors: m.counter(
+            invalid_objects: m.counter("invalid_objects_total", "Objects roster could not use, by kind", &["kind"]),
+            propagation_latency: m.histogram(
+                "propagation_latency_seconds",
+                "From the change roster observed (or a pod's Ready transition) to the write that published it",
+            ),
+        }
+    }
+}
+
+impl ApiMetrics {
+    fn new(m: &Maker) -> ApiMetrics {
+        ApiMetrics {
+            requests: m.counter(
+                "api_requests_total",
+                "Every API request, by verb, resource and HTTP status code (`error`: no answer)",
+                &["verb", "resource", "code"],
+            ),
+            request_duration: m.histogram_vec(
+                "api_request_duration_seconds",
+                "Time to an API request's answer (watches excluded), by verb and resource",
+                &["verb", "resource"],
+            ),
+            writes: m.counter(
+                "api_writes_total",
+                "Writes roster made, by resource, verb and outcome (success, or the error kind: conflict, ...)",
+                &["resource", "verb", "outcome"],
+            ),
+            budget_qps: m.float_gauge(
+                "write_budget_qps",
+                "Writes per second the write budget allows now (adaptive: between 1 and --write-qps)",
+            ),
+            budget_cuts: m.counter(
+                "write_budget_cuts_total",
+                "Times the adaptive write budget lowered its rate, by reason (throttled, server_error, slow)",
+                &["reason"],
+            ),
+            budget_wait: m.histogram(
+                "write_budget_wait_seconds",
+                "Time a write waited for the write budget (a token, or the end of a Retry-After pause)",
+            ),
+        }
+    }
+}
+
+impl QueueMetrics {
+    fn new(m: &Maker) -> QueueMetrics {
+        QueueMetrics {
+            depth: m.gauge("queue_depth", "Keys waiting in the work queue"),
+            adds: m.counter(
+                "queue_adds_total",
+                "Keys added to the work queue, by kind",
+                &["kind"],
+            ),
+            work_duration: m.histogram_vec(
+                "queue_work_duration_seconds",
+                "Time a worker spent on one key, by kind",
+                &["kind"],
+            ),
+            wait: m.histogram(
+                "queue_wait_seconds",
+                "Time a Service waited in the queue before a worker took it",
+            ),
+        }
+    }
+}
+
+impl WatchMetrics {
+    fn new(m: &Maker) -> WatchMetrics {
+        WatchMetrics {
+            events: m.counter("watch_events_total", "Watch events received, by kind", &["kind"]),
+            errors: m.counter(
                 "watch_errors_total",
                 "Failed lists and watches (undecodable objects included), by kind",
                 &["kind"],
             ),
-            invalid_objects: m.counter("invalid_objects_total", "Objects roster could not use, by kind", &["kind"]),
             cached_objects: m.gauge_vec("cached_objects", "Objects in roster's caches, by kind", &["kind"]),
             unconfirmed_writes: m.gauge_vec(
                 "unconfirmed_writes",
                 "roster's own writes and deletes the watch has not delivered yet, by kind",
                 &["kind"],
             ),
-            leader: m.gauge("leader", "1 while this replica holds the leader Lease (or runs without election)"),
-            propagation_latency: m.histogram(
-                "propagation_latency_seconds",
-                "From the change roster observed (or a pod's Ready transition) to the write that published it",
+        }
+    }
+}
+
+impl SliceMetrics {
+    fn new(m: &Maker) -> SliceMetrics {
+        SliceMetrics {
+            endpoint_changes: m.counter(
+                "endpointslice_endpoint_changes_total",
+                "Endpoints added to, updated in and removed from roster's EndpointSlices",
+                &["change"],
             ),
-            probes: m.counter("probes_total", "BackendSet readiness probes by result", &["result"]),
-            probe_duration: m.histogram("probe_duration_seconds", "Duration of BackendSet readiness probes"),
-            backends: m.gauge_vec("backends", "BackendSet backend addresses by readiness", &["ready"]),
+            desired: m.gauge(
+                "endpointslices_desired",
+                "EndpointSlices an ideal packing of every Service's endpoints needs",
+            ),
+            endpoints_desired: m.gauge(
+                "endpointslice_endpoints_desired",
+                "Endpoints of every Service roster publishes in EndpointSlices",
+            ),
+        }
+    }
+}
+
+impl BackendSetMetrics {
+    fn new(m: &Maker) -> BackendSetMetrics {
+        BackendSetMetrics {
+            probes: m.counter(
+                "probes_total",
+                "BackendSet readiness probes by result",
+                &["result"],
+            ),
+            probe_duration: m.histogram(
+                "probe_duration_seconds",
+                "Duration of BackendSet readiness probes",
+            ),
+            backends: m.gauge_vec(
+                "backends",
+                "BackendSet backend addresses by readiness",
+                &["ready"],
+            ),
+            dns_lookups: m.counter(
+                "dns_lookups_total",
+                "BackendSet DNS lookups by result (success, failure)",
+                &["result"],
+            ),
+        }
+    }
+}
+
+impl AdoptionMetrics {
+    fn new(m: &Maker) -> AdoptionMetrics {
+        AdoptionMetrics {
             shadow_services: m.gauge_vec(
                 "shadow_services",
                 "Shadow mode: Services by how what is live compares with what roster would write",
@@ -205,39 +350,7 @@ impl Metrics {
                 "handback_waiting_services",
                 "Services handed back whose roster slices wait for an upstream slice",
             ),
-            slice_endpoint_changes: m.counter(
-                "endpointslice_endpoint_changes_total",
-                "Endpoints added to, updated in and removed from roster's EndpointSlices",
-                &["change"],
-            ),
-            slices_desired: m.gauge(
-                "endpointslices_desired",
-                "EndpointSlices an ideal packing of every Service's endpoints needs",
-            ),
-            slice_endpoints_desired: m.gauge(
-                "endpointslice_endpoints_desired",
-                "Endpoints of every Service roster publishes in EndpointSlices",
-            ),
-            dns_lookups: m.counter(
-                "dns_lookups_total",
-                "BackendSet DNS lookups by result (success, failure)",
-                &["result"],
-            ),
-            ready_held_pods: m.gauge(
-                "ready_held_pods",
-                "Flapping pods kept out of the ready endpoints by a readiness hold-down (roster.dev/ready-hold-down)",
-            ),
-            registry: m.0,
         }
-    }
-
-    /// The text exposition format for /metrics.
-    pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding");
-        String::from_utf8(buf).expect("prometheus text is UTF-8")
     }
 }
 
@@ -254,8 +367,9 @@ mod tests {
     #[test]
     fn render_lists_metrics_with_the_roster_prefix() {
         let m = Metrics::new();
-        m.reconciles.with_label_values(&["success"]).inc();
-        m.api_writes
+        m.reconcile.results.with_label_values(&["success"]).inc();
+        m.api
+            .writes
             .with_label_values(&["endpoints", "update", "success"])
             .inc_by(2);
         let text = m.render();
@@ -274,7 +388,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("roster_build_info{"), "{text}");
-        m.write_budget.set(2.5);
+        m.api.budget_qps.set(2.5);
         let text = m.render();
         assert!(text.contains("roster_write_budget_qps 2.5"), "{text}");
         assert!(

@@ -60,7 +60,7 @@ impl Views {
     }
 
     fn add(&self, key: WorkKey, urgency: Urgency) {
-        self.metrics.queue_adds.with_label_values(&[key.kind()]).inc();
+        self.metrics.queue.adds.with_label_values(&[key.kind()]).inc();
         self.queue.add_after(key, std::time::Duration::ZERO, urgency);
     }
 
@@ -79,7 +79,7 @@ impl Views {
         let (ready, total) = views.values().fold((0, 0), |(r, t), view| {
             (r + view.ready_count(), t + view.addresses.len())
         });
-        let gauge = &self.metrics.backends;
+        let gauge = &self.metrics.backendset.backends;
         gauge.with_label_values(&["true"]).set(ready as i64);
         gauge.with_label_values(&["false"]).set((total - ready) as i64);
     }

@@ -279,6 +279,7 @@ impl Worker {
         let newly_denied = denied.difference(&self.denied).count();
         self.ctx
             .metrics
+            .backendset
             .probes
             .with_label_values(&["denied"])
             .inc_by(newly_denied as u64);
@@ -430,7 +431,11 @@ async fn resolve_loop(ctx: Arc<WorkerContext>, name: String, events: mpsc::Unbou
         let result = ctx.dns.lookup(&name).await;
         let wait = next_lookup(result.as_ref().ok().map(|(_, ttl)| *ttl), ctx.args.ttl_bounds());
         let outcome = if result.is_ok() { "success" } else { "failure" };
-        ctx.metrics.dns_lookups.with_label_values(&[outcome]).inc();
+        ctx.metrics
+            .backendset
+            .dns_lookups
+            .with_label_values(&[outcome])
+            .inc();
         if let Err(err) = &result {
             tracing::debug!(hostname = %name, %err, "DNS lookup failed");
         }
@@ -477,11 +482,16 @@ async fn probe_loop(
                 )
                 .await;
             ctx.metrics
+                .backendset
                 .probe_duration
                 .observe(started.elapsed().as_secs_f64());
             outcome
         };
-        ctx.metrics.probes.with_label_values(&[outcome.label()]).inc();
+        ctx.metrics
+            .backendset
+            .probes
+            .with_label_values(&[outcome.label()])
+            .inc();
         if events.send(Event::Probe { ip, epoch, outcome }).is_err() {
             return;
         }

@@ -133,7 +133,7 @@ impl Context {
         let backendsets = backendsets.map(|args| BackendSets::new(args, metrics.clone(), queue.clone()));
         Context {
             shadow: config.shadow.then(Shadow::default),
-            upstream: Upstream::new(config.upstream_quiet, metrics.upstream_active.clone()),
+            upstream: Upstream::new(config.upstream_quiet, metrics.adoption.upstream_active.clone()),
             config,
             slices_enabled,
             cache: RwLock::new(Cache::default()),
@@ -158,7 +158,7 @@ impl Context {
             all.remove(key);
             return;
         };
-        let changes = &self.metrics.slice_endpoint_changes;
+        let changes = &self.metrics.slices.endpoint_changes;
         changes
             .with_label_values(&["added"])
             .inc_by(stats.endpoints_added as u64);
@@ -174,10 +174,10 @@ impl Context {
     /// Queues `keys` after `delay` (pod changes wait for the batch window, so a burst is one write).
     pub fn enqueue(&self, keys: impl IntoIterator<Item = WorkKey>, delay: Duration, urgency: Urgency) {
         for key in keys {
-            self.metrics.queue_adds.with_label_values(&[key.kind()]).inc();
+            self.metrics.queue.adds.with_label_values(&[key.kind()]).inc();
             self.queue.add_after(key, delay, urgency);
         }
-        self.metrics.queue_depth.set(self.queue.len() as i64);
+        self.metrics.queue.depth.set(self.queue.len() as i64);
     }
 
     /// Every key roster may need to look at: Services, objects whose Service may be gone (in the caches, or
@@ -208,7 +208,7 @@ impl Context {
     }
 
     fn update_gauges(&self) {
-        let g = &self.metrics.cached_objects;
+        let g = &self.metrics.watch.cached_objects;
         {
             let cache = self.cache.read().expect("cache lock");
             g.with_label_values(&["pod"]).set(cache.len_pods() as i64);
@@ -224,16 +224,23 @@ impl Context {
         }
         for kind in Kind::ALL {
             let unshown = self.writer.unshown(kind) as i64;
-            let gauge = self.metrics.unconfirmed_writes.with_label_values(&[kind.label()]);
+            let gauge = self
+                .metrics
+                .watch
+                .unconfirmed_writes
+                .with_label_values(&[kind.label()]);
             gauge.set(unshown);
         }
-        self.metrics.handback_waiting.set(self.upstream.waiting() as i64);
+        self.metrics
+            .adoption
+            .handback_waiting
+            .set(self.upstream.waiting() as i64);
         let (slices, endpoints) = {
             let stats = self.slice_stats.lock().expect("slice stats lock");
             stats.values().fold((0, 0), |(s, e), (ds, de)| (s + ds, e + de))
         };
-        self.metrics.slices_desired.set(slices as i64);
-        self.metrics.slice_endpoints_desired.set(endpoints as i64);
+        self.metrics.slices.desired.set(slices as i64);
+        self.metrics.slices.endpoints_desired.set(endpoints as i64);
         if let Some(shadow) = &self.shadow {
             self.update_shadow_gauges(shadow);
         }
@@ -246,6 +253,7 @@ impl Context {
         let not_compared = ("not_compared", services.saturating_sub(compared));
         for (state, n) in counts.into_iter().chain([not_compared]) {
             self.metrics
+                .adoption
                 .shadow_services
                 .with_label_values(&[state])
                 .set(n as i64);
@@ -387,8 +395,8 @@ impl Summary {
 
 async fn worker(ctx: Arc<Context>, id: usize, liveness: Liveness) {
     while let Some(item) = ctx.queue.get().await {
-        ctx.metrics.queue_wait.observe(item.waited.as_secs_f64());
-        ctx.metrics.queue_depth.set(ctx.queue.len() as i64);
+        ctx.metrics.queue.wait.observe(item.waited.as_secs_f64());
+        ctx.metrics.queue.depth.set(ctx.queue.len() as i64);
         let key = &item.key;
         if !ctx.writer.leadership().is_leader() && ctx.shadow.is_none() {
             ctx.queue.done(key);
@@ -406,7 +414,7 @@ async fn worker(ctx: Arc<Context>, id: usize, liveness: Liveness) {
             }
         };
         ctx.writer.settle(key);
-        let work = ctx.metrics.queue_work_duration.with_label_values(&[key.kind()]);
+        let work = ctx.metrics.queue.work_duration.with_label_values(&[key.kind()]);
         work.observe(started.elapsed().as_secs_f64());
         liveness.worker_idle(id);
         reconcile::error_policy(&ctx, key, result);

@@ -57,10 +57,12 @@ pub async fn reconcile(ctx: &Context, key: &ServiceKey, waited: Duration) -> Res
             Plan::InvalidSelector(svc, message) => invalid_selector(ctx, &svc, message).await,
         };
         ctx.metrics
-            .reconcile_duration
+            .reconcile
+            .duration
             .observe(started.elapsed().as_secs_f64());
         if matches!(writes, Ok(n) if n > 0) {
             ctx.metrics
+                .reconcile
                 .propagation_latency
                 .observe((waited + started.elapsed()).as_secs_f64());
         }
@@ -93,7 +95,11 @@ fn plan(ctx: &Context, key: &ServiceKey) -> Plan {
 
 async fn invalid_selector(ctx: &Context, svc: &ServiceRecord, message: String) -> Result<usize> {
     let what = format!("selector of Service {}", svc.key());
-    ctx.metrics.invalid_objects.with_label_values(&["service"]).inc();
+    ctx.metrics
+        .reconcile
+        .invalid_objects
+        .with_label_values(&["service"])
+        .inc();
     ctx.writer
         .warn(
             &service_reference(svc),
@@ -414,13 +420,21 @@ pub fn error_policy(ctx: &Context, key: &WorkKey, result: Result<()>) {
     let err = match result {
         Ok(()) => {
             ctx.queue.forget(key);
-            ctx.metrics.reconciles.with_label_values(&["success"]).inc();
+            ctx.metrics
+                .reconcile
+                .results
+                .with_label_values(&["success"])
+                .inc();
             return;
         }
         Err(Error::NotLeader) => return,
         Err(err) => err,
     };
-    ctx.metrics.reconciles.with_label_values(&[err.kind()]).inc();
+    ctx.metrics
+        .reconcile
+        .results
+        .with_label_values(&[err.kind()])
+        .inc();
     if err.is_permanent() {
         tracing::warn!(%key, %err, "not retrying until the object or its inputs change");
         return;
@@ -429,7 +443,11 @@ pub fn error_policy(ctx: &Context, key: &WorkKey, result: Result<()>) {
         Error::TooManyRequests => ctx.writer.budget().pause_left(),
         _ => None,
     };
-    ctx.metrics.queue_retries.with_label_values(&[err.kind()]).inc();
+    ctx.metrics
+        .reconcile
+        .retries
+        .with_label_values(&[err.kind()])
+        .inc();
     let delay = ctx.queue.retry(key.clone(), not_before);
     tracing::info!(%key, %err, retry_in = ?delay, "reconcile failed; retrying");
 }

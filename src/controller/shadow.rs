@@ -132,13 +132,18 @@ fn report(ctx: &Context, key: &ServiceKey, differences: &[Difference]) {
         differences.iter().partition(|d| d.explained_by.is_some());
     for d in &unexplained {
         ctx.metrics
+            .adoption
             .shadow_differences
             .with_label_values(&[d.kind.label()])
             .inc();
     }
     for d in &explained {
         let row = d.explained_by.unwrap_or_default();
-        ctx.metrics.shadow_divergences.with_label_values(&[row]).inc();
+        ctx.metrics
+            .adoption
+            .shadow_divergences
+            .with_label_values(&[row])
+            .inc();
     }
     let list = |ds: &[&Difference]| ds.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
     if unexplained.is_empty() {

@@ -127,12 +127,12 @@ async fn run<K: Watched>(
             Ok(None) => return,
             Err(err) => {
                 // A malformed object fails its list page or watch event here; the watcher backs off and retries.
-                ctx.metrics.watch_errors.with_label_values(&[K::LABEL]).inc();
+                ctx.metrics.watch.errors.with_label_values(&[K::LABEL]).inc();
                 tracing::warn!(kind = K::LABEL, %err, "watch error; retrying with backoff");
                 continue;
             }
         };
-        ctx.metrics.watch_events.with_label_values(&[K::LABEL]).inc();
+        ctx.metrics.watch.events.with_label_values(&[K::LABEL]).inc();
         let queued = match event {
             Event::Init => {
                 buffer.clear();

@@ -192,7 +192,7 @@ pub struct WriteBudget {
 impl WriteBudget {
     pub fn new(mode: Mode, metrics: Metrics) -> WriteBudget {
         let bucket = Bucket::new(mode, Instant::now());
-        metrics.write_budget.set(bucket.rate);
+        metrics.api.budget_qps.set(bucket.rate);
         WriteBudget {
             bucket: Mutex::new(bucket),
             turn: tokio::sync::Mutex::new(()),
@@ -217,7 +217,7 @@ impl WriteBudget {
             tokio::time::sleep(wait.min(Duration::from_millis(100))).await;
         }
         let waited = started.elapsed().as_secs_f64();
-        self.metrics.write_budget_wait.observe(waited);
+        self.metrics.api.budget_wait.observe(waited);
     }
 
     /// Takes a token if one is there now and nobody waits for one.
@@ -227,7 +227,7 @@ impl WriteBudget {
         };
         let taken = self.bucket().take(Instant::now()).is_ok();
         if taken {
-            self.metrics.write_budget_wait.observe(0.0);
+            self.metrics.api.budget_wait.observe(0.0);
         }
         taken
     }
@@ -243,9 +243,9 @@ impl WriteBudget {
             let mut bucket = self.bucket();
             (bucket.observe(signal, Instant::now()), bucket.rate)
         };
-        self.metrics.write_budget.set(rate);
+        self.metrics.api.budget_qps.set(rate);
         if let Some(reason) = cut {
-            self.metrics.write_budget_cuts.with_label_values(&[reason]).inc();
+            self.metrics.api.budget_cuts.with_label_values(&[reason]).inc();
             tracing::info!(reason, rate = format!("{rate:.1}"), "write budget lowered");
         }
     }

@@ -333,7 +333,7 @@ impl Writer {
         self.budget.acquire().await;
         let result = self.events.publish(regarding, type_, reason, action, note).await;
         let outcome = if result.is_ok() { "success" } else { "error" };
-        let writes = &self.metrics.api_writes;
+        let writes = &self.metrics.api.writes;
         writes.with_label_values(&["events", "create", outcome]).inc();
         if let Err(err) = result {
             tracing::warn!(%err, reason, "could not publish an Event");
@@ -355,7 +355,7 @@ impl Writer {
             .map_err(|e| Error::from_kube(e, format!("{resource} {name}")));
         let outcome = result.as_ref().map_or_else(Error::kind, |_| "success");
         self.count(result.is_ok());
-        let writes = &self.metrics.api_writes;
+        let writes = &self.metrics.api.writes;
         writes.with_label_values(&[&resource, verb, outcome]).inc();
         tracing::debug!(%key, %resource, verb, name, why, outcome, "write");
         result

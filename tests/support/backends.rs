@@ -378,7 +378,7 @@ impl Harness {
     }
 
     pub fn probes(&self, result: &str) -> u64 {
-        self.metrics.probes.with_label_values(&[result]).get()
+        self.metrics.backendset.probes.with_label_values(&[result]).get()
     }
 
     pub async fn stop(mut self) {
