@@ -118,7 +118,8 @@ impl<'a> World<'a> {
         let broken = json!({"annotations": {"roster.dev/selector": "app in (web"}});
         self.service(&ns, "broken", broken, ports.clone()).await;
         self.wait_event_series(&ns, "broken", 1).await;
-        let again = json!({"metadata": {"annotations": {"roster.dev/selector": "app notin (web"}}});
+        // Another port, the same broken selector: the same Warning again, counted in the Event's series.
+        let again = json!({"spec": {"ports": [{"name": "http", "port": 8081, "targetPort": 80}]}});
         self.patch_service(&ns, "broken", again).await;
         self.wait_event_series(&ns, "broken", 2).await;
 
@@ -218,7 +219,7 @@ impl<'a> World<'a> {
     }
 
     /// Waits for roster's InvalidSelector Warning about Service `name`, seen `count` times (1: created;
-    /// 2: the recorder patched the Event's series).
+    /// 2: roster patched the Event's series).
     async fn wait_event_series(&self, ns: &str, name: &str, count: i32) {
         let api = Api::<Event>::namespaced(self.env.client(), ns);
         let what = format!("InvalidSelector Event about {ns}/{name} seen {count} time(s)");
