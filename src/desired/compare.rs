@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints};
+use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints, ObjectReference};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 
 use super::labels::{
@@ -174,21 +174,19 @@ fn endpoints_view(ep: &Endpoints) -> EndpointsView {
     view
 }
 
+/// A target reference as `namespace/name/uid`, for comparing and showing.
+fn target_text(t: &ObjectReference) -> String {
+    let field = |f: &Option<String>| f.clone().unwrap_or_default();
+    format!("{}/{}/{}", field(&t.namespace), field(&t.name), field(&t.uid))
+}
+
 fn endpoints_address(address: &EndpointAddress, ready: bool) -> EndpointsAddress {
     EndpointsAddress {
         ready,
         ports: BTreeSet::new(),
         hostname: address.hostname.clone(),
         node_name: address.node_name.clone(),
-        target: address.target_ref.as_ref().map(|t| {
-            let (ns, name, uid) = (t.namespace.as_deref(), t.name.as_deref(), t.uid.as_deref());
-            format!(
-                "{}/{}/{}",
-                ns.unwrap_or(""),
-                name.unwrap_or(""),
-                uid.unwrap_or("")
-            )
-        }),
+        target: address.target_ref.as_ref().map(target_text),
     }
 }
 
@@ -348,15 +346,7 @@ fn slice_endpoint(endpoint: &Endpoint, ports: &BTreeSet<String>) -> SliceEndpoin
         zone: endpoint.zone.clone(),
         node_name: endpoint.node_name.clone(),
         hostname: endpoint.hostname.clone(),
-        target: endpoint.target_ref.as_ref().map(|t| {
-            let (ns, name, uid) = (t.namespace.as_deref(), t.name.as_deref(), t.uid.as_deref());
-            format!(
-                "{}/{}/{}",
-                ns.unwrap_or(""),
-                name.unwrap_or(""),
-                uid.unwrap_or("")
-            )
-        }),
+        target: endpoint.target_ref.as_ref().map(target_text),
         hints: endpoint.hints.as_ref().map(|h| {
             let zones = h.for_zones.iter().flatten().map(|z| z.name.clone());
             let nodes = h.for_nodes.iter().flatten().map(|n| n.name.clone());

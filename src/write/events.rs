@@ -43,13 +43,19 @@ struct EventKey {
 }
 
 impl EventKey {
-    fn of(type_: EventType, reason: &str, action: &str, note: &str, regarding: &ObjectReference) -> EventKey {
+    fn of(
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+        regarding: &ObjectReference,
+    ) -> EventKey {
         let r = regarding;
         EventKey {
             type_,
             reason: reason.to_owned(),
             action: action.to_owned(),
-            note: note.to_owned(),
+            note,
             regarding: [&r.api_version, &r.kind, &r.namespace, &r.name, &r.uid].map(Clone::clone),
         }
     }
@@ -83,7 +89,7 @@ impl EventWriter {
         note: String,
     ) -> kube::Result<()> {
         let now = Timestamp::now();
-        let key = EventKey::of(type_, reason, action, &note, regarding);
+        let key = EventKey::of(type_, reason, action, note, regarding);
         let earlier = self.earlier(&key, now);
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
         let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
@@ -100,7 +106,7 @@ impl EventWriter {
                 event
             }
             None => {
-                let event = self.new_event(regarding, type_, reason, action, note, now);
+                let event = self.new_event(regarding, &key, now);
                 api.create(&PostParams::default(), &event).await?
             }
         };
@@ -115,15 +121,7 @@ impl EventWriter {
         sent.get(key).cloned()
     }
 
-    fn new_event(
-        &self,
-        regarding: &ObjectReference,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-        now: Timestamp,
-    ) -> Event {
+    fn new_event(&self, regarding: &ObjectReference, key: &EventKey, now: Timestamp) -> Event {
         let about = regarding.name.as_deref().unwrap_or(&self.controller);
         Event {
             metadata: ObjectMeta {
@@ -132,10 +130,10 @@ impl EventWriter {
                 ..ObjectMeta::default()
             },
             event_time: Some(MicroTime(now)),
-            type_: Some(type_.as_str().to_owned()),
-            reason: Some(reason.to_owned()),
-            action: Some(action.to_owned()),
-            note: Some(note),
+            type_: Some(key.type_.as_str().to_owned()),
+            reason: Some(key.reason.clone()),
+            action: Some(key.action.clone()),
+            note: Some(key.note.clone()),
             regarding: Some(regarding.clone()),
             reporting_controller: Some(self.controller.clone()),
             reporting_instance: Some(self.instance.clone()),
@@ -164,11 +162,12 @@ mod tests {
 
     #[test]
     fn an_event_is_the_same_only_with_the_same_note() {
-        let key = |note: &str, name: &str| EventKey::of(EventType::Warning, "R", "A", note, &pod(name));
+        let key =
+            |note: &str, name: &str| EventKey::of(EventType::Warning, "R", "A", note.into(), &pod(name));
         assert_eq!(key("n", "a"), key("n", "a"));
         assert_ne!(key("n", "a"), key("m", "a"), "another note is another Event");
         assert_ne!(key("n", "a"), key("n", "b"));
-        let normal = EventKey::of(EventType::Normal, "R", "A", "n", &pod("a"));
+        let normal = EventKey::of(EventType::Normal, "R", "A", "n".into(), &pod("a"));
         assert_ne!(key("n", "a"), normal);
     }
 }
