@@ -1,6 +1,7 @@
 //! The roster binary's command line (issue 23): bad numbers, durations and log filters stop roster at
 //! start with a clear message and a non-zero exit; RUST_LOG is honoured when ROSTER_LOG and --log-level
-//! are not given.
+//! are not given; an admin port that cannot be bound stops `run` and `dev`, and `dev` takes a free one by
+//! default.
 
 mod support;
 
@@ -214,4 +215,102 @@ fn the_readme_flag_table_lists_every_flag() {
         missing.is_empty() && unknown.is_empty(),
         "not in README: {missing:?}; not flags: {unknown:?}"
     );
+}
+
+/// A kubeconfig naming a server nobody serves: roster reads it, binds its admin port, and only then talks
+/// to the API server.
+fn unserved_kubeconfig(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("unserved.kubeconfig");
+    let yaml = "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n\
+                users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n\
+                current-context: x\n";
+    std::fs::write(&path, yaml).expect("kubeconfig");
+    path
+}
+
+#[test]
+fn an_admin_port_in_use_stops_run_and_dev_with_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port to hold");
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = unserved_kubeconfig(dir.path());
+    let admin = format!("--admin-addr={addr}");
+    let out = dir.path().join("dev.kubeconfig");
+    let runs: [Vec<String>; 2] = [
+        vec![
+            "run".into(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            admin.clone(),
+        ],
+        vec![
+            "dev".into(),
+            "--kubeconfig-out".into(),
+            out.display().to_string(),
+            admin,
+        ],
+    ];
+    for args in runs {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, stderr) = roster(&args, &[]);
+        assert_eq!(code, FAILED, "{args:?}: {stderr}");
+        let said = format!("binding the admin server to {addr}");
+        assert!(stderr.contains(&said), "{args:?} must say {said:?}: {stderr}");
+    }
+}
+
+/// A child process killed when the test ends, also when it fails.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn roster_dev_takes_a_free_admin_port_while_9090_is_taken() {
+    use std::io::BufRead;
+    // Held here, or already held by another process: either way 9090 is taken while dev starts.
+    let _held = std::net::TcpListener::bind("127.0.0.1:9090");
+    assert!(
+        std::net::TcpListener::bind("127.0.0.1:9090").is_err(),
+        "9090 is taken"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut dev = Killed(
+        Command::new(env!("CARGO_BIN_EXE_roster"))
+            .args(["dev", "--kubeconfig-out"])
+            .arg(dir.path().join("dev.kubeconfig"))
+            .env_remove("ROSTER_DEV_ADMIN_ADDR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting roster dev"),
+    );
+    let stdout = std::io::BufReader::new(dev.0.stdout.take().expect("dev's stdout"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        stdout
+            .lines()
+            .map_while(Result::ok)
+            .for_each(|l| drop(tx.send(l)))
+    });
+    let line = std::iter::from_fn(|| rx.recv_timeout(std::time::Duration::from_secs(120)).ok())
+        .find(|l| l.contains("admin server"))
+        .expect("roster dev names its admin server");
+    let addr: SocketAddr = line
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or_else(|| panic!("an address in {line:?}"));
+    assert_ne!(addr.port(), 9090, "{line}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(eventually("roster dev ready", || async {
+        admin_get(addr, "/readyz")
+            .await
+            .is_some_and(|(code, _)| code == 200)
+    }));
 }

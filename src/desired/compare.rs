@@ -151,14 +151,7 @@ fn endpoints_view(ep: &Endpoints) -> EndpointsView {
             .ports
             .iter()
             .flatten()
-            .map(|p| {
-                format!(
-                    "{}:{}/{}",
-                    p.name.as_deref().unwrap_or(""),
-                    p.port,
-                    p.protocol.as_deref().unwrap_or("TCP")
-                )
-            })
+            .map(|p| port_text(p.name.as_deref(), p.port, p.protocol.as_deref()))
             .collect();
         let all = [(true, &subset.addresses), (false, &subset.not_ready_addresses)];
         for (ready, addresses) in all {
@@ -172,6 +165,11 @@ fn endpoints_view(ep: &Endpoints) -> EndpointsView {
         }
     }
     view
+}
+
+/// A port as `name:port/protocol`, for comparing and showing.
+fn port_text(name: Option<&str>, port: i32, protocol: Option<&str>) -> String {
+    format!("{}:{port}/{}", name.unwrap_or(""), protocol.unwrap_or("TCP"))
 }
 
 /// A target reference as `namespace/name/uid`, for comparing and showing.
@@ -319,14 +317,7 @@ fn slices_view(slices: &[EndpointSlice]) -> BTreeMap<SliceAddress, SliceEndpoint
             .ports
             .iter()
             .flatten()
-            .map(|p| {
-                format!(
-                    "{}:{}/{}",
-                    p.name.as_deref().unwrap_or(""),
-                    p.port.unwrap_or(0),
-                    p.protocol.as_deref().unwrap_or("TCP")
-                )
-            })
+            .map(|p| port_text(p.name.as_deref(), p.port.unwrap_or(0), p.protocol.as_deref()))
             .collect();
         for endpoint in &slice.endpoints {
             for address in &endpoint.addresses {
