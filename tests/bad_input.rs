@@ -133,11 +133,59 @@ async fn invalid_annotated_selector_gets_a_warning_event() {
     })
     .await;
     assert_eq!(warning.type_.as_deref(), Some("Warning"));
-    assert_eq!(warning.regarding.and_then(|r| r.name).as_deref(), Some("bad"));
+    assert_eq!(
+        warning.regarding.clone().and_then(|r| r.name).as_deref(),
+        Some("bad")
+    );
     assert!(
         endpoints(&env, &ns, "bad").await.is_none(),
         "an unparseable selector publishes nothing"
     );
+
+    // Another cause is another Event, not one more of the first.
+    let services = Api::<Service>::namespaced(env.client(), &ns);
+    let annotate = |selector: &str| json!({"metadata": {"annotations": {"roster.dev/selector": selector}}});
+    let merge = |v| kube::api::Patch::Merge(v);
+    let params = kube::api::PatchParams::default();
+    services
+        .patch("bad", &params, &merge(annotate("app notin (b")))
+        .await
+        .unwrap();
+    let notes = || async {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        let invalid = list
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("InvalidSelector"));
+        invalid
+            .map(|e| (e.metadata.name.unwrap(), e.note.unwrap_or_default()))
+            .collect::<Vec<_>>()
+    };
+    eventually("a second InvalidSelector Event with its own note", || async {
+        notes().await.len() == 2
+    })
+    .await;
+    let first_note = warning.note.clone().unwrap();
+    assert!(
+        notes().await.iter().any(|(_, note)| *note == first_note),
+        "{:?}",
+        notes().await
+    );
+
+    // An Event gone from the server (Events expire) is made again, not patched.
+    let first = warning.metadata.name.clone().unwrap();
+    events.delete(&first, &Default::default()).await.unwrap();
+    services
+        .patch("bad", &params, &merge(annotate("app in (a")))
+        .await
+        .unwrap();
+    eventually("the first cause's Event made again", || async {
+        notes()
+            .await
+            .iter()
+            .any(|(name, note)| *name != first && *note == first_note)
+    })
+    .await;
     roster.stop().await;
 }
 

@@ -93,18 +93,12 @@ impl EventWriter {
         let earlier = self.earlier(&key, now);
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
         let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
-        let event = match earlier {
-            Some(mut event) => {
-                let count = event.series.as_ref().map_or(2, |s| s.count + 1);
-                event.series = Some(EventSeries {
-                    count,
-                    last_observed_time: MicroTime(now),
-                });
-                let series = serde_json::json!({ "series": event.series });
-                api.patch(&event.name_any(), &PatchParams::default(), &Patch::Merge(series))
-                    .await?;
-                event
-            }
+        let counted = match earlier {
+            Some(event) => counted(&api, event, now).await?,
+            None => None,
+        };
+        let event = match counted {
+            Some(event) => event,
             None => {
                 let event = self.new_event(regarding, &key, now);
                 api.create(&PostParams::default(), &event).await?
@@ -139,6 +133,23 @@ impl EventWriter {
             reporting_instance: Some(self.instance.clone()),
             ..Event::default()
         }
+    }
+}
+
+/// `event` with one more repetition counted in its series; `None` when the Event is gone from the server
+/// (Events expire), so that a new one is made.
+async fn counted(api: &Api<Event>, mut event: Event, now: Timestamp) -> kube::Result<Option<Event>> {
+    let count = event.series.as_ref().map_or(2, |s| s.count + 1);
+    event.series = Some(EventSeries {
+        count,
+        last_observed_time: MicroTime(now),
+    });
+    let series = serde_json::json!({ "series": event.series });
+    let (name, params) = (event.name_any(), PatchParams::default());
+    match api.patch(&name, &params, &Patch::Merge(series)).await {
+        Ok(_) => Ok(Some(event)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(err) => Err(err),
     }
 }
 
