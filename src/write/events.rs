@@ -32,6 +32,14 @@ impl EventType {
     }
 }
 
+/// What an Event says.
+pub struct Notice<'a> {
+    pub type_: EventType,
+    pub reason: &'a str,
+    pub action: &'a str,
+    pub note: String,
+}
+
 /// What makes two Events the same.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct EventKey {
@@ -43,19 +51,13 @@ struct EventKey {
 }
 
 impl EventKey {
-    fn of(
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-        regarding: &ObjectReference,
-    ) -> EventKey {
+    fn of(notice: Notice<'_>, regarding: &ObjectReference) -> EventKey {
         let r = regarding;
         EventKey {
-            type_,
-            reason: reason.to_owned(),
-            action: action.to_owned(),
-            note,
+            type_: notice.type_,
+            reason: notice.reason.to_owned(),
+            action: notice.action.to_owned(),
+            note: notice.note,
             regarding: [&r.api_version, &r.kind, &r.namespace, &r.name, &r.uid].map(Clone::clone),
         }
     }
@@ -80,16 +82,9 @@ impl EventWriter {
     }
 
     /// Creates the Event, or counts one more of the same in the Event already made.
-    pub async fn publish(
-        &self,
-        regarding: &ObjectReference,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) -> kube::Result<()> {
+    pub async fn publish(&self, regarding: &ObjectReference, notice: Notice<'_>) -> kube::Result<()> {
         let now = Timestamp::now();
-        let key = EventKey::of(type_, reason, action, note, regarding);
+        let key = EventKey::of(notice, regarding);
         let earlier = self.earlier(&key, now);
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
         let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
@@ -171,14 +166,23 @@ mod tests {
         }
     }
 
+    fn notice(type_: EventType, note: &str) -> Notice<'static> {
+        let (reason, action, note) = ("R", "A", note.to_owned());
+        Notice {
+            type_,
+            reason,
+            action,
+            note,
+        }
+    }
+
     #[test]
     fn an_event_is_the_same_only_with_the_same_note() {
-        let key =
-            |note: &str, name: &str| EventKey::of(EventType::Warning, "R", "A", note.into(), &pod(name));
+        let key = |note: &str, name: &str| EventKey::of(notice(EventType::Warning, note), &pod(name));
         assert_eq!(key("n", "a"), key("n", "a"));
         assert_ne!(key("n", "a"), key("m", "a"), "another note is another Event");
         assert_ne!(key("n", "a"), key("n", "b"));
-        let normal = EventKey::of(EventType::Normal, "R", "A", "n".into(), &pod("a"));
+        let normal = EventKey::of(notice(EventType::Normal, "n"), &pod("a"));
         assert_ne!(key("n", "a"), normal);
     }
 }

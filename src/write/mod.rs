@@ -28,7 +28,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use budget::{Mode as BudgetMode, Signal, WriteBudget};
-pub use events::{EventType, EventWriter};
+pub use events::{EventType, EventWriter, Notice};
 pub use leadership::Leadership;
 
 use crate::backendset::BackendSet;
@@ -331,7 +331,13 @@ impl Writer {
             return;
         }
         self.budget.acquire().await;
-        let result = self.events.publish(regarding, type_, reason, action, note).await;
+        let notice = Notice {
+            type_,
+            reason,
+            action,
+            note,
+        };
+        let result = self.events.publish(regarding, notice).await;
         let outcome = if result.is_ok() { "success" } else { "error" };
         let writes = &self.metrics.api.writes;
         writes.with_label_values(&["events", "create", outcome]).inc();
