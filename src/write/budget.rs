@@ -107,8 +107,8 @@ impl Bucket {
 
     /// Takes a token if one is there; otherwise says how long until one may be.
     fn take(&mut self, now: Instant) -> Result<(), Duration> {
-        if let Some(until) = self.paused_until.filter(|until| *until > now) {
-            return Err(until - now);
+        if let Some(left) = self.pause_left(now) {
+            return Err(left);
         }
         self.paused_until = None;
         self.refill(now);
