@@ -186,6 +186,15 @@ async fn invalid_annotated_selector_gets_a_warning_event() {
             .any(|(name, note)| *name != first && *note == first_note)
     })
     .await;
+
+    // The same cause once more is counted in that Event's series: a patch, and counted as one.
+    let port = json!({"spec": {"ports": [{"port": 81}]}});
+    services.patch("bad", &params, &merge(port)).await.unwrap();
+    let patched = "roster_api_writes_total{outcome=\"success\",resource=\"events\",verb=\"patch\"}";
+    eventually("the repeated Warning counted as a patch", || async {
+        metric(&roster.metrics().await, patched) >= 1.0
+    })
+    .await;
     roster.stop().await;
 }
 

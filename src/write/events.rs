@@ -81,26 +81,43 @@ impl EventWriter {
         }
     }
 
-    /// Creates the Event, or counts one more of the same in the Event already made.
-    pub async fn publish(&self, regarding: &ObjectReference, notice: Notice<'_>) -> kube::Result<()> {
+    /// Creates the Event, or counts one more of the same in the Event already made; says which it did
+    /// (`create` or `patch`), for the write metrics.
+    pub async fn publish(
+        &self,
+        regarding: &ObjectReference,
+        notice: Notice<'_>,
+    ) -> (&'static str, kube::Result<()>) {
         let now = Timestamp::now();
         let key = EventKey::of(notice, regarding);
         let earlier = self.earlier(&key, now);
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
         let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
-        let counted = match earlier {
-            Some(event) => counted(&api, event, now).await?,
-            None => None,
-        };
-        let event = match counted {
-            Some(event) => event,
-            None => {
-                let event = self.new_event(regarding, &key, now);
-                api.create(&PostParams::default(), &event).await?
+        let (verb, sent) = self.send(&api, earlier, regarding, &key, now).await;
+        let result = sent.map(|event| {
+            self.sent.lock().expect("events lock").insert(key, event);
+        });
+        (verb, result)
+    }
+
+    /// Counts one more in `earlier`, or creates the Event when there is none (or it is gone from the server).
+    async fn send(
+        &self,
+        api: &Api<Event>,
+        earlier: Option<Event>,
+        regarding: &ObjectReference,
+        key: &EventKey,
+        now: Timestamp,
+    ) -> (&'static str, kube::Result<Event>) {
+        if let Some(event) = earlier {
+            match counted(api, event, now).await {
+                Ok(Some(event)) => return ("patch", Ok(event)),
+                Ok(None) => {}
+                Err(err) => return ("patch", Err(err)),
             }
-        };
-        self.sent.lock().expect("events lock").insert(key, event);
-        Ok(())
+        }
+        let event = self.new_event(regarding, key, now);
+        ("create", api.create(&PostParams::default(), &event).await)
     }
 
     /// The Event made for `key` within the series TTL; older ones are forgotten.

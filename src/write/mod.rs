@@ -337,10 +337,10 @@ impl Writer {
             action,
             note,
         };
-        let result = self.events.publish(regarding, notice).await;
+        let (verb, result) = self.events.publish(regarding, notice).await;
         let outcome = if result.is_ok() { "success" } else { "error" };
         let writes = &self.metrics.api.writes;
-        writes.with_label_values(&["events", "create", outcome]).inc();
+        writes.with_label_values(&["events", verb, outcome]).inc();
         if let Err(err) = result {
             tracing::warn!(%err, reason, "could not publish an Event");
         }
