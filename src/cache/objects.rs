@@ -1,8 +1,7 @@
 //! The objects roster writes, as its watches show them: every Endpoints (roster's own, and the hand-made
 //! ones of selectorless Services, which it mirrors but never writes) and the EndpointSlices it manages.
 //!
-//! `managedFields` are dropped on arrival: roster never reads them, and on a real API server they are often
-//! the larger part of an object's metadata. (An update without them leaves the server's copy as it is.)
+//! They are kept packed ([`Packed`]): identity in the clear, the rest compressed and decoded when read.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -11,16 +10,18 @@ use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{Resource, ResourceExt};
 
-use super::{ServiceKey, same_version};
-use crate::desired::is_upstream_slice;
+use super::ServiceKey;
+use super::packed::{Packable, Packed};
+use crate::desired::UPSTREAM_MANAGERS;
 
 /// The label naming a slice's Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// The objects, packed (see [`Packed`]): slices by Service and name.
 #[derive(Default)]
 pub struct Objects {
-    endpoints: HashMap<ServiceKey, Arc<Endpoints>>,
-    slices: HashMap<ServiceKey, BTreeMap<String, Arc<EndpointSlice>>>,
+    endpoints: HashMap<ServiceKey, Packed<Endpoints>>,
+    slices: HashMap<ServiceKey, BTreeMap<Arc<str>, Packed<EndpointSlice>>>,
 }
 
 /// The Service an object belongs to by its own namespace and name (Endpoints, Services).
@@ -41,34 +42,25 @@ pub fn slice_service(slice: &EndpointSlice) -> Option<ServiceKey> {
 }
 
 /// How an object from the watch is kept: as `cached` when that is the very same object version (a relist
-/// then copies only what changed), otherwise as itself without `managedFields`.
-fn held<K: Resource>(cached: Option<&Arc<K>>, mut obj: K) -> Arc<K> {
-    if let Some(cached) = cached {
-        let meta = cached.meta();
-        let uid = meta.uid.as_deref().unwrap_or_default();
-        if same_version(
-            uid,
-            meta.resource_version.as_deref().unwrap_or_default(),
-            obj.meta(),
-        ) {
-            return cached.clone();
-        }
+/// then packs only what changed), otherwise packed anew.
+fn held<K: Packable>(cached: Option<&Packed<K>>, obj: K) -> Packed<K> {
+    match cached {
+        Some(cached) if cached.is(obj.meta()) => cached.clone(),
+        _ => Packed::new(obj),
     }
-    obj.meta_mut().managed_fields = None;
-    Arc::new(obj)
 }
 
 impl Objects {
     /// Caches `ep` and returns its Service.
     pub fn apply_endpoints(&mut self, ep: Endpoints) -> ServiceKey {
         let key = key_of(&ep);
-        self.endpoints.insert(key.clone(), held(None, ep));
+        self.endpoints.insert(key.clone(), Packed::new(ep));
         key
     }
 
     /// How a (re)list holds an Endpoints until the list is complete: the cached one when the list shows it
-    /// unchanged (same uid and resourceVersion), so a relist copies only what changed.
-    pub fn hold_endpoints(&self, ep: Endpoints) -> Arc<Endpoints> {
+    /// unchanged (same uid and resourceVersion), so a relist packs only what changed.
+    pub fn hold_endpoints(&self, ep: Endpoints) -> Packed<Endpoints> {
         held(self.endpoints.get(&key_of(&ep)), ep)
     }
 
@@ -79,9 +71,9 @@ impl Objects {
     }
 
     /// Replaces every Endpoints after a relist; returns the keys that were or are cached.
-    pub fn relist_endpoints(&mut self, all: Vec<Arc<Endpoints>>) -> Vec<ServiceKey> {
+    pub fn relist_endpoints(&mut self, all: Vec<Packed<Endpoints>>) -> Vec<ServiceKey> {
         let mut touched: Vec<ServiceKey> = self.endpoints.keys().cloned().collect();
-        self.endpoints = all.into_iter().map(|ep| (key_of(ep.as_ref()), ep)).collect();
+        self.endpoints = all.into_iter().map(|ep| (ep.key(), ep)).collect();
         touched.extend(self.endpoints.keys().cloned());
         touched.sort();
         touched.dedup();
@@ -91,14 +83,14 @@ impl Objects {
     /// Caches `slice`; returns its Service (none without the service-name label).
     pub fn apply_slice(&mut self, slice: EndpointSlice) -> Option<ServiceKey> {
         let key = slice_service(&slice)?;
-        let name = slice.name_any();
+        let packed = Packed::new(slice);
         let slices = self.slices.entry(key.clone()).or_default();
-        slices.insert(name, held(None, slice));
+        slices.insert(packed.name().clone(), packed);
         Some(key)
     }
 
     /// [`Objects::hold_endpoints`] for a slice.
-    pub fn hold_slice(&self, slice: EndpointSlice) -> Arc<EndpointSlice> {
+    pub fn hold_slice(&self, slice: EndpointSlice) -> Packed<EndpointSlice> {
         let cached = slice_service(&slice)
             .and_then(|key| self.slices.get(&key))
             .and_then(|slices| slices.get(slice.metadata.name.as_deref().unwrap_or_default()));
@@ -108,7 +100,7 @@ impl Objects {
     pub fn delete_slice(&mut self, slice: &EndpointSlice) -> Option<ServiceKey> {
         let key = slice_service(slice)?;
         if let Some(map) = self.slices.get_mut(&key) {
-            map.remove(&slice.name_any());
+            map.remove(slice.name_any().as_str());
             if map.is_empty() {
                 self.slices.remove(&key);
             }
@@ -117,13 +109,13 @@ impl Objects {
     }
 
     /// Replaces every slice after a relist; returns the Services that had or have slices.
-    pub fn relist_slices(&mut self, all: Vec<Arc<EndpointSlice>>) -> Vec<ServiceKey> {
+    pub fn relist_slices(&mut self, all: Vec<Packed<EndpointSlice>>) -> Vec<ServiceKey> {
         let mut touched: Vec<ServiceKey> = self.slices.keys().cloned().collect();
         self.slices.clear();
         for slice in all {
-            if let Some(key) = slice_service(&slice) {
-                let name = slice.name_any();
-                self.slices.entry(key).or_default().insert(name, slice);
+            if let Some(key) = slice.service() {
+                let slices = self.slices.entry(key).or_default();
+                slices.insert(slice.name().clone(), slice);
             }
         }
         touched.extend(self.slices.keys().cloned());
@@ -132,17 +124,23 @@ impl Objects {
         touched
     }
 
-    /// The Endpoints of `key` as the watch shows it.
-    pub fn endpoints(&self, key: &ServiceKey) -> Option<Arc<Endpoints>> {
+    /// The Endpoints of `key` as the watch shows it, packed: decode it outside the lock.
+    pub fn endpoints(&self, key: &ServiceKey) -> Option<Packed<Endpoints>> {
         self.endpoints.get(key).cloned()
     }
 
-    /// The slices of `key` roster manages, as the watch shows them.
-    pub fn slices(&self, key: &ServiceKey) -> Vec<Arc<EndpointSlice>> {
+    /// The slices of `key` roster manages, as the watch shows them, packed.
+    pub fn slices(&self, key: &ServiceKey) -> Vec<Packed<EndpointSlice>> {
         self.slices
             .get(key)
             .map(|slices| slices.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Whether `key` has a slice of `managers` in the cache.
+    pub fn has_slices_of(&self, key: &ServiceKey, managers: &[&str]) -> bool {
+        let of = |s: &Packed<EndpointSlice>| s.manager().is_some_and(|m| managers.contains(&m));
+        self.slices.get(key).is_some_and(|slices| slices.values().any(of))
     }
 
     /// Services that have Endpoints or slices in the cache.
@@ -155,11 +153,9 @@ impl Objects {
 
     /// Services that have slices of kube-controller-manager's controllers in the cache.
     pub fn keys_with_upstream_slices(&self) -> Vec<ServiceKey> {
-        let with = self
-            .slices
-            .iter()
-            .filter(|(_, s)| s.values().any(|s| is_upstream_slice(s)));
-        with.map(|(key, _)| key.clone()).collect()
+        let keys = self.slices.keys();
+        let with = keys.filter(|key| self.has_slices_of(key, &UPSTREAM_MANAGERS));
+        with.cloned().collect()
     }
 
     pub fn len_endpoints(&self) -> usize {
@@ -209,11 +205,19 @@ mod tests {
         let mut ep = endpoints("1");
         ep.metadata.managed_fields = Some(vec![Default::default()]);
         objects.apply_endpoints(ep);
-        assert!(objects.endpoints(&key).unwrap().metadata.managed_fields.is_none());
+        assert!(
+            objects
+                .endpoints(&key)
+                .unwrap()
+                .decode()
+                .metadata
+                .managed_fields
+                .is_none()
+        );
         let mut s = slice("1");
         s.metadata.managed_fields = Some(vec![Default::default()]);
         objects.apply_slice(s);
-        assert!(objects.slices(&key)[0].metadata.managed_fields.is_none());
+        assert!(objects.slices(&key)[0].decode().metadata.managed_fields.is_none());
     }
 
     #[test]
@@ -228,39 +232,39 @@ mod tests {
         let same_ep = objects.hold_endpoints(endpoints("1"));
         let same_slice = objects.hold_slice(slice("1"));
         assert!(
-            Arc::ptr_eq(&same_ep, &cached_ep),
+            same_ep.shares_body(&cached_ep),
             "unchanged Endpoints: the cached copy"
         );
         assert!(
-            Arc::ptr_eq(&same_slice, &cached_slice),
+            same_slice.shares_body(&cached_slice),
             "unchanged slice: the cached copy"
         );
 
         let mut recreated = endpoints("1");
         recreated.metadata.uid = Some("other".into());
         assert!(
-            !Arc::ptr_eq(&objects.hold_endpoints(recreated), &cached_ep),
+            !objects.hold_endpoints(recreated).shares_body(&cached_ep),
             "another object"
         );
         let changed_ep = objects.hold_endpoints(endpoints("2"));
         let changed_slice = objects.hold_slice(slice("2"));
         assert!(
-            !Arc::ptr_eq(&changed_ep, &cached_ep),
+            !changed_ep.shares_body(&cached_ep),
             "changed Endpoints: a new copy"
         );
         assert!(
-            !Arc::ptr_eq(&changed_slice, &cached_slice),
+            !changed_slice.shares_body(&cached_slice),
             "changed slice: a new copy"
         );
 
         assert_eq!(objects.relist_endpoints(vec![changed_ep]), vec![key.clone()]);
         assert_eq!(objects.relist_slices(vec![changed_slice]), vec![key.clone()]);
-        let rv = |ep: Option<Arc<Endpoints>>| ep.and_then(|e| e.resource_version());
+        let rv = |ep: Option<Packed<Endpoints>>| ep.and_then(|e| e.decode().resource_version());
         assert_eq!(rv(objects.endpoints(&key)).as_deref(), Some("2"));
         let versions: Vec<_> = objects
             .slices(&key)
             .iter()
-            .map(|s| s.resource_version())
+            .map(|s| s.decode().resource_version())
             .collect();
         assert_eq!(
             versions,

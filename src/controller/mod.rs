@@ -24,7 +24,7 @@ use crate::admin::{Health, Liveness};
 use crate::args::{ControllerArgs, ServicesMode};
 use crate::backendset::{BackendArgs, BackendSet, BackendSets};
 use crate::cache::written::Kind;
-use crate::cache::{Cache, NodeProjection, Objects, PodProjection, SelectorSource, ServiceKey};
+use crate::cache::{Cache, NodeProjection, Objects, Packed, PodProjection, SelectorSource, ServiceKey};
 use crate::desired::{self, SliceStats, TriggerTimeTracker};
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -198,13 +198,14 @@ impl Context {
     /// The Endpoints of `key` as roster sees them: the watch's, or roster's own write the watch has not shown.
     pub fn endpoints(&self, key: &ServiceKey) -> Option<Arc<Endpoints>> {
         let cached = self.objects.read().expect("objects lock").endpoints(key);
-        self.writer.view(key, cached)
+        self.writer.view(key, cached.map(|ep| ep.decode()))
     }
 
     /// The slices roster manages for `key`, as it sees them (see [`Context::endpoints`]).
     pub fn slices(&self, key: &ServiceKey) -> Vec<Arc<EndpointSlice>> {
         let cached = self.objects.read().expect("objects lock").slices(key);
-        self.writer.view_all(&WorkKey::Service(key.clone()), cached)
+        let decoded = cached.iter().map(Packed::decode).collect();
+        self.writer.view_all(&WorkKey::Service(key.clone()), decoded)
     }
 
     fn update_gauges(&self) {

@@ -109,24 +109,20 @@ fn slices_of(ctx: &Context, key: &ServiceKey, managers: &[&str]) -> Vec<Endpoint
     of.map(|s| (*s).clone()).collect()
 }
 
-const UPSTREAM_MANAGERS: [&str; 2] = [
-    desired::UPSTREAM_SLICE_CONTROLLER_NAME,
-    desired::UPSTREAM_MIRRORING_CONTROLLER_NAME,
-];
 const ROSTER_MANAGERS: [&str; 2] = [desired::SLICE_CONTROLLER_NAME, desired::MIRRORING_CONTROLLER_NAME];
 
 /// Whether roster's own slices of `key` (of `manager`) exist and the watch has shown every write of them.
 fn own_slices_shown(ctx: &Context, key: &ServiceKey, manager: &str) -> bool {
     let work = WorkKey::Service(key.clone());
     let unshown = ctx.writer.unshown_keys(Kind::EndpointSlice).contains(&work);
-    let cached = ctx.objects.read().expect("objects lock").slices(key);
-    !unshown && cached.iter().any(|s| desired::slice_manager(s) == Some(manager))
+    let objects = ctx.objects.read().expect("objects lock");
+    !unshown && objects.has_slices_of(key, &[manager])
 }
 
 /// Takeover: deletes the built-in controllers' slices of `key` once roster's own slices of `manager` are
 /// shown (`manager: None`: roster publishes no slices for it, so nothing has to be made first).
 pub async fn retire_upstream(ctx: &Context, key: &ServiceKey, manager: Option<&str>) -> Result<usize> {
-    let upstream = slices_of(ctx, key, &UPSTREAM_MANAGERS);
+    let upstream = slices_of(ctx, key, &desired::UPSTREAM_MANAGERS);
     if upstream.is_empty() || !ctx.slices_enabled {
         return Ok(0);
     }

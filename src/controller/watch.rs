@@ -23,7 +23,7 @@ use crate::args::ServicesMode;
 use crate::backendset::BackendSet;
 use crate::cache::written::{Kind, ObjectId, Seen, Version};
 use crate::cache::{
-    Affected, BackendSetKey, NodeProjection, ObjectKey, PodProjection, PodRecord, slice_service,
+    Affected, BackendSetKey, NodeProjection, ObjectKey, Packable, Packed, PodProjection, PodRecord,
 };
 use crate::desired;
 use crate::write::Recorded;
@@ -293,7 +293,16 @@ fn seen<K: Recorded>(obj: &K, deleted: bool) -> (ObjectId, Seen) {
 }
 
 /// A list of a kind roster writes, as the record of its own writes takes it.
-fn listed<'a, K: Recorded + 'a>(
+fn listed<'a, K: Packable + 'a>(
+    objects: impl Iterator<Item = (&'a Packed<K>, WorkKey)>,
+) -> HashMap<ObjectId, (WorkKey, Version)> {
+    objects
+        .map(|(obj, key)| (obj.id(), (key, obj.version())))
+        .collect()
+}
+
+/// [`listed`] for a kind kept whole.
+fn listed_whole<'a, K: Recorded + 'a>(
     objects: impl Iterator<Item = (&'a K, WorkKey)>,
 ) -> HashMap<ObjectId, (WorkKey, Version)> {
     objects
@@ -303,9 +312,9 @@ fn listed<'a, K: Recorded + 'a>(
 
 impl Watched for Endpoints {
     const LABEL: &'static str = "endpoints";
-    type Held = Arc<Self>;
+    type Held = Packed<Self>;
 
-    fn hold(ctx: &Context, ep: Self) -> Arc<Self> {
+    fn hold(ctx: &Context, ep: Self) -> Packed<Self> {
         ctx.objects.read().expect("objects lock").hold_endpoints(ep)
     }
     fn apply(ctx: &Context, ep: Self) -> Queued {
@@ -321,11 +330,8 @@ impl Watched for Endpoints {
     fn relist_began(ctx: &Context) {
         ctx.writer.relist_began(Kind::Endpoints);
     }
-    fn relisted(ctx: &Context, all: Vec<Arc<Self>>) -> Queued {
-        let keyed = all
-            .iter()
-            .map(|ep| (ep.as_ref(), WorkKey::Service(ObjectKey::of(&ep.metadata))));
-        let listed = listed(keyed);
+    fn relisted(ctx: &Context, all: Vec<Packed<Self>>) -> Queued {
+        let listed = listed(all.iter().map(|ep| (ep, WorkKey::Service(ep.key()))));
         let touched = ctx.objects.write().expect("objects lock").relist_endpoints(all);
         ctx.writer.relisted(Kind::Endpoints, &listed);
         touched
@@ -338,9 +344,9 @@ impl Watched for Endpoints {
 
 impl Watched for EndpointSlice {
     const LABEL: &'static str = "endpointslice";
-    type Held = Arc<Self>;
+    type Held = Packed<Self>;
 
-    fn hold(ctx: &Context, slice: Self) -> Arc<Self> {
+    fn hold(ctx: &Context, slice: Self) -> Packed<Self> {
         let slice = keep_of_upstream(ctx, slice);
         ctx.objects.read().expect("objects lock").hold_slice(slice)
     }
@@ -373,10 +379,10 @@ impl Watched for EndpointSlice {
     fn relist_began(ctx: &Context) {
         ctx.writer.relist_began(Kind::EndpointSlice);
     }
-    fn relisted(ctx: &Context, all: Vec<Arc<Self>>) -> Queued {
+    fn relisted(ctx: &Context, all: Vec<Packed<Self>>) -> Queued {
         let keyed = all
             .iter()
-            .filter_map(|slice| Some((slice.as_ref(), WorkKey::Service(slice_service(slice)?))));
+            .filter_map(|slice| Some((slice, WorkKey::Service(slice.service()?))));
         let listed = listed(keyed);
         let touched = ctx.objects.write().expect("objects lock").relist_slices(all);
         ctx.writer.relisted(Kind::EndpointSlice, &listed);
@@ -400,8 +406,8 @@ fn keep_of_upstream(ctx: &Context, mut slice: EndpointSlice) -> EndpointSlice {
 }
 
 fn has_upstream_slices(ctx: &Context, key: &ObjectKey) -> bool {
-    let slices = ctx.objects.read().expect("objects lock").slices(key);
-    slices.iter().any(|s| desired::is_upstream_slice(s))
+    let objects = ctx.objects.read().expect("objects lock");
+    objects.has_slices_of(key, &desired::UPSTREAM_MANAGERS)
 }
 
 impl Watched for BackendSet {
@@ -441,7 +447,7 @@ impl Watched for BackendSet {
         let keyed = all
             .iter()
             .map(|bs| (bs, WorkKey::BackendSet(BackendSetKey::of(&bs.metadata))));
-        let listed = listed(keyed);
+        let listed = listed_whole(keyed);
         ctx.writer.relisted(Kind::BackendSet, &listed);
         sets.relist(all).into()
     }

@@ -77,11 +77,11 @@ pub fn is_roster_endpoints(endpoints: &Endpoints) -> bool {
 
 /// Whether kube-controller-manager's EndpointSlice or mirroring controller manages this slice.
 pub fn is_upstream_slice(slice: &EndpointSlice) -> bool {
-    matches!(
-        slice_manager(slice),
-        Some(UPSTREAM_SLICE_CONTROLLER_NAME | UPSTREAM_MIRRORING_CONTROLLER_NAME)
-    )
+    slice_manager(slice).is_some_and(|m| UPSTREAM_MANAGERS.contains(&m))
 }
+
+/// The `managed-by` values of kube-controller-manager's slice controllers.
+pub const UPSTREAM_MANAGERS: [&str; 2] = [UPSTREAM_SLICE_CONTROLLER_NAME, UPSTREAM_MIRRORING_CONTROLLER_NAME];
 
 /// The `managed-by` label of an EndpointSlice.
 pub fn slice_manager(slice: &EndpointSlice) -> Option<&str> {
