@@ -3,8 +3,7 @@
 //!
 //! They are kept packed ([`Packed`]): identity in the clear, the rest compressed and decoded when read.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -17,11 +16,39 @@ use crate::desired::UPSTREAM_MANAGERS;
 /// The label naming a slice's Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// The objects, packed (see [`Packed`]): slices by Service and name.
+/// The objects, packed (see [`Packed`]).
 #[derive(Default)]
 pub struct Objects {
     endpoints: HashMap<ServiceKey, Packed<Endpoints>>,
-    slices: HashMap<ServiceKey, BTreeMap<Arc<str>, Packed<EndpointSlice>>>,
+    slices: HashMap<ServiceKey, Slices>,
+}
+
+/// The slices of one Service, sorted by name: most Services have one or two, so a vector is smaller than a
+/// map (a map's node alone is more than a kilobyte).
+#[derive(Default)]
+struct Slices(Vec<Packed<EndpointSlice>>);
+
+impl Slices {
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|s| s.name().as_ref().cmp(name))
+    }
+
+    fn get(&self, name: &str) -> Option<&Packed<EndpointSlice>> {
+        self.find(name).ok().map(|i| &self.0[i])
+    }
+
+    fn insert(&mut self, slice: Packed<EndpointSlice>) {
+        match self.find(slice.name()) {
+            Ok(i) => self.0[i] = slice,
+            Err(i) => self.0.insert(i, slice),
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Ok(i) = self.find(name) {
+            self.0.remove(i);
+        }
+    }
 }
 
 /// The Service an object belongs to by its own namespace and name (Endpoints, Services).
@@ -83,9 +110,7 @@ impl Objects {
     /// Caches `slice`; returns its Service (none without the service-name label).
     pub fn apply_slice(&mut self, slice: EndpointSlice) -> Option<ServiceKey> {
         let key = slice_service(&slice)?;
-        let packed = Packed::new(slice);
-        let slices = self.slices.entry(key.clone()).or_default();
-        slices.insert(packed.name().clone(), packed);
+        self.slices.entry(key.clone()).or_default().insert(Packed::new(slice));
         Some(key)
     }
 
@@ -101,7 +126,7 @@ impl Objects {
         let key = slice_service(slice)?;
         if let Some(map) = self.slices.get_mut(&key) {
             map.remove(slice.name_any().as_str());
-            if map.is_empty() {
+            if map.0.is_empty() {
                 self.slices.remove(&key);
             }
         }
@@ -114,8 +139,7 @@ impl Objects {
         self.slices.clear();
         for slice in all {
             if let Some(key) = slice.service() {
-                let slices = self.slices.entry(key).or_default();
-                slices.insert(slice.name().clone(), slice);
+                self.slices.entry(key).or_default().insert(slice);
             }
         }
         touched.extend(self.slices.keys().cloned());
@@ -133,14 +157,14 @@ impl Objects {
     pub fn slices(&self, key: &ServiceKey) -> Vec<Packed<EndpointSlice>> {
         self.slices
             .get(key)
-            .map(|slices| slices.values().cloned().collect())
+            .map(|slices| slices.0.clone())
             .unwrap_or_default()
     }
 
     /// Whether `key` has a slice of `managers` in the cache.
     pub fn has_slices_of(&self, key: &ServiceKey, managers: &[&str]) -> bool {
         let of = |s: &Packed<EndpointSlice>| s.manager().is_some_and(|m| managers.contains(&m));
-        self.slices.get(key).is_some_and(|slices| slices.values().any(of))
+        self.slices.get(key).is_some_and(|slices| slices.0.iter().any(of))
     }
 
     /// Services that have Endpoints or slices in the cache.
@@ -163,7 +187,7 @@ impl Objects {
     }
 
     pub fn len_slices(&self) -> usize {
-        self.slices.values().map(BTreeMap::len).sum()
+        self.slices.values().map(|slices| slices.0.len()).sum()
     }
 }
 

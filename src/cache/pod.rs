@@ -206,7 +206,7 @@ impl PodRecord {
         let ports = named_ports(&pod.spec, interner);
         PodRecord {
             namespace: interner.intern(meta.namespace.as_deref().unwrap_or_default()),
-            name: interner.intern(meta.name.as_deref().unwrap_or_default()),
+            name: Arc::from(meta.name.as_deref().unwrap_or_default()),
             uid: Arc::from(meta.uid.as_deref().unwrap_or_default()),
             labels: meta
                 .labels
