@@ -3,20 +3,20 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::interner::Interner;
+use super::interner::{Interner, LabelPairs};
 
 /// A label set: interned `(key, value)` pairs sorted by key, looked up by binary search.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Labels(Box<[(Arc<str>, Arc<str>)]>);
+pub struct Labels(LabelPairs);
 
 impl Labels {
-    /// Interns a Kubernetes label map (already sorted by key, as a `BTreeMap` is).
+    /// Interns a Kubernetes label map (already sorted by key, as a `BTreeMap` is), its strings and the set.
     pub fn from_map(map: &BTreeMap<String, String>, interner: &mut Interner) -> Self {
-        Labels(
-            map.iter()
-                .map(|(k, v)| (interner.intern(k), interner.intern(v)))
-                .collect(),
-        )
+        let pairs = map
+            .iter()
+            .map(|(k, v)| (interner.intern(k), interner.intern(v)))
+            .collect();
+        Labels(interner.intern_labels(pairs))
     }
 
     /// Builds a label set from pairs in any order; a later duplicate key wins.

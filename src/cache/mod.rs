@@ -239,18 +239,15 @@ impl Cache {
 
     /// Replaces all pods after a relist: upserts every listed pod and deletes cached pods not listed.
     pub fn replace_pods(&mut self, pods: Vec<Arc<PodRecord>>) -> Affected {
-        let listed: HashSet<(String, String)> = pods
+        let listed: HashSet<PodKey> = pods
             .iter()
-            .map(|p| (p.namespace.to_string(), p.name.to_string()))
+            .map(|p| (p.namespace.clone(), p.name.clone()))
             .collect();
         let mut affected = Affected::unchanged();
         for pod in pods {
             affected = affected.merge(self.upsert_pod_record(pod));
         }
-        let gone: Vec<PodKey> = self
-            .pod_keys()
-            .filter(|(ns, n)| !listed.contains(&(ns.to_string(), n.to_string())))
-            .collect();
+        let gone: Vec<PodKey> = self.pod_keys().filter(|key| !listed.contains(key)).collect();
         for (ns, name) in gone {
             affected = affected.merge(self.delete_pod(&ns, &name));
         }

@@ -110,7 +110,10 @@ impl Objects {
     /// Caches `slice`; returns its Service (none without the service-name label).
     pub fn apply_slice(&mut self, slice: EndpointSlice) -> Option<ServiceKey> {
         let key = slice_service(&slice)?;
-        self.slices.entry(key.clone()).or_default().insert(Packed::new(slice));
+        self.slices
+            .entry(key.clone())
+            .or_default()
+            .insert(Packed::new(slice));
         Some(key)
     }
 

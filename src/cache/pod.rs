@@ -192,7 +192,7 @@ pub struct PodRecord {
     pub terminating: bool,
     /// Named ports of the containers, then of the restartable (sidecar) init containers.
     pub ports: Arc<[NamedPort]>,
-    pub resource_version: String,
+    pub resource_version: Box<str>,
 }
 
 fn non_empty(value: Option<&String>, interner: &mut Interner) -> Option<Arc<str>> {
@@ -224,7 +224,7 @@ impl PodRecord {
                 .map(|t| t.0),
             terminating: meta.deletion_timestamp.is_some(),
             ports: interner.intern_ports(ports),
-            resource_version: meta.resource_version.clone().unwrap_or_default(),
+            resource_version: meta.resource_version.as_deref().unwrap_or_default().into(),
         }
     }
 

@@ -143,7 +143,7 @@ fn pod_projection_keeps_only_read_fields() {
     assert_eq!(record.phase, PodPhase::Running);
     assert_eq!(record.hostname.as_deref(), Some("web-1"));
     assert_eq!(record.node_name.as_deref(), Some("node-a"));
-    assert_eq!(record.resource_version, "7");
+    assert_eq!(&*record.resource_version, "7");
 }
 
 #[test]
@@ -396,7 +396,7 @@ fn irrelevant_pod_change_returns_nothing() {
     value["status"]["containerStatuses"] = json!([{ "name": "web", "restartCount": 3 }]);
     let affected = cache.upsert_pod(serde_json::from_value(value.clone()).unwrap());
     assert_eq!(affected, Affected::default());
-    assert_eq!(cache.pod("shop", "web-1").unwrap().resource_version, "2");
+    assert_eq!(&*cache.pod("shop", "web-1").unwrap().resource_version, "2");
 
     value["status"]["conditions"][0]["status"] = json!("False");
     let affected = cache.upsert_pod(serde_json::from_value(value).unwrap());
