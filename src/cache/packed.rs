@@ -311,11 +311,18 @@ mod tests {
     }
 
     #[test]
-    fn an_endpoint_costs_about_its_own_text() {
+    fn an_object_costs_about_its_own_text() {
+        let json = |slice: &EndpointSlice| serde_json::to_vec(slice).unwrap().len();
+        // The dictionary holds what every object repeats: a small one packs to a fraction of its text.
         let small = Packed::new(slice_of(1)).packed_len();
+        assert!(
+            small < json(&slice_of(1)) / 2,
+            "{small} bytes packed, {} as JSON",
+            json(&slice_of(1))
+        );
         let large = Packed::new(slice_of(101)).packed_len();
         let per_endpoint = (large - small) / 100;
-        let text = serde_json::to_vec(&slice_of(101)).unwrap().len() / 101;
+        let text = json(&slice_of(101)) / 101;
         assert!(
             per_endpoint < text / 2,
             "{per_endpoint} bytes per endpoint packed, {text} as JSON"
