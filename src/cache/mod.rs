@@ -42,7 +42,7 @@ pub use node::{
     NodeStatusProjection, cpu_millis,
 };
 pub use objects::{Objects, SERVICE_NAME_LABEL, key_of, slice_service};
-pub use packed::{Packable, Packed};
+pub use packed::Packed;
 pub use pod::{
     ContainerPortProjection, ContainerProjection, NamedPort, PodConditionProjection, PodIpProjection,
     PodPhase, PodProjection, PodRecord, PodSpecProjection, PodStatusProjection, Protocol,

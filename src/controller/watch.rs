@@ -22,9 +22,7 @@ use crate::admin::Liveness;
 use crate::args::ServicesMode;
 use crate::backendset::BackendSet;
 use crate::cache::written::{Kind, ObjectId, Seen, Version};
-use crate::cache::{
-    Affected, BackendSetKey, NodeProjection, ObjectKey, Packable, Packed, PodProjection, PodRecord,
-};
+use crate::cache::{Affected, BackendSetKey, NodeProjection, ObjectKey, Packed, PodProjection, PodRecord};
 use crate::desired;
 use crate::write::Recorded;
 
@@ -293,21 +291,10 @@ fn seen<K: Recorded>(obj: &K, deleted: bool) -> (ObjectId, Seen) {
 }
 
 /// A list of a kind roster writes, as the record of its own writes takes it.
-fn listed<'a, K: Packable + 'a>(
-    objects: impl Iterator<Item = (&'a Packed<K>, WorkKey)>,
+fn listed(
+    objects: impl Iterator<Item = (ObjectId, Version, WorkKey)>,
 ) -> HashMap<ObjectId, (WorkKey, Version)> {
-    objects
-        .map(|(obj, key)| (obj.id(), (key, obj.version())))
-        .collect()
-}
-
-/// [`listed`] for a kind kept whole.
-fn listed_whole<'a, K: Recorded + 'a>(
-    objects: impl Iterator<Item = (&'a K, WorkKey)>,
-) -> HashMap<ObjectId, (WorkKey, Version)> {
-    objects
-        .map(|(obj, key)| (ObjectId::of(K::KIND, obj.meta()), (key, Version::of(obj.meta()))))
-        .collect()
+    objects.map(|(id, version, key)| (id, (key, version))).collect()
 }
 
 impl Watched for Endpoints {
@@ -331,7 +318,10 @@ impl Watched for Endpoints {
         ctx.writer.relist_began(Kind::Endpoints);
     }
     fn relisted(ctx: &Context, all: Vec<Packed<Self>>) -> Queued {
-        let listed = listed(all.iter().map(|ep| (ep, WorkKey::Service(ep.key()))));
+        let keyed = all
+            .iter()
+            .map(|ep| (ep.id(), ep.version(), WorkKey::Service(ep.key())));
+        let listed = listed(keyed);
         let touched = ctx.objects.write().expect("objects lock").relist_endpoints(all);
         ctx.writer.relisted(Kind::Endpoints, &listed);
         touched
@@ -382,7 +372,7 @@ impl Watched for EndpointSlice {
     fn relisted(ctx: &Context, all: Vec<Packed<Self>>) -> Queued {
         let keyed = all
             .iter()
-            .filter_map(|slice| Some((slice, WorkKey::Service(slice.service()?))));
+            .filter_map(|s| Some((s.id(), s.version(), WorkKey::Service(s.service()?))));
         let listed = listed(keyed);
         let touched = ctx.objects.write().expect("objects lock").relist_slices(all);
         ctx.writer.relisted(Kind::EndpointSlice, &listed);
@@ -444,10 +434,15 @@ impl Watched for BackendSet {
         let Some(sets) = &ctx.backendsets else {
             return Queued::default();
         };
-        let keyed = all
-            .iter()
-            .map(|bs| (bs, WorkKey::BackendSet(BackendSetKey::of(&bs.metadata))));
-        let listed = listed_whole(keyed);
+        let keyed = all.iter().map(|bs| {
+            let key = WorkKey::BackendSet(BackendSetKey::of(&bs.metadata));
+            (
+                ObjectId::of(Kind::BackendSet, &bs.metadata),
+                Version::of(&bs.metadata),
+                key,
+            )
+        });
+        let listed = listed(keyed);
         ctx.writer.relisted(Kind::BackendSet, &listed);
         sets.relist(all).into()
     }
