@@ -201,11 +201,19 @@ impl Context {
         self.writer.view(key, cached.map(|ep| ep.decode()))
     }
 
-    /// The slices roster manages for `key`, as it sees them (see [`Context::endpoints`]).
-    pub fn slices(&self, key: &ServiceKey) -> Vec<Arc<EndpointSlice>> {
+    /// The slices of `key` managed by one of `managers`, as roster sees them (see [`Context::endpoints`]).
+    /// Only those are decoded.
+    pub fn slices(&self, key: &ServiceKey, managers: &[&str]) -> Vec<EndpointSlice> {
+        let of = |manager: Option<&str>| manager.is_some_and(|m| managers.contains(&m));
         let cached = self.objects.read().expect("objects lock").slices(key);
-        let decoded = cached.iter().map(Packed::decode).collect();
-        self.writer.view_all(&WorkKey::Service(key.clone()), decoded)
+        let decoded = cached
+            .iter()
+            .filter(|s| of(s.manager()))
+            .map(Packed::decode)
+            .collect();
+        let seen = self.writer.view_all(&WorkKey::Service(key.clone()), decoded);
+        let mine = seen.into_iter().filter(|s| of(desired::slice_manager(s)));
+        mine.map(Arc::unwrap_or_clone).collect()
     }
 
     fn update_gauges(&self) {

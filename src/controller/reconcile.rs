@@ -239,7 +239,7 @@ where
         "the Service selects pods",
     )
     .await?;
-    let existing = managed_slices(ctx, key, desired::SLICE_CONTROLLER_NAME);
+    let existing = ctx.slices(key, &[desired::SLICE_CONTROLLER_NAME]);
     let node = |name: &str| ctx.cache.read().expect("cache lock").node_lookup(name);
     let plan = desired::desired_slices(svc, sources, &node, &existing, &publication.slices);
     ctx.record_slice_stats(key, Some(&plan.stats));
@@ -271,7 +271,7 @@ async fn mirror(ctx: &Context, key: &ServiceKey, svc: &ServiceRecord) -> Result<
     )
     .await?;
     let hand_made = current.filter(|ep| !desired::is_roster_endpoints(ep));
-    let existing = managed_slices(ctx, key, desired::MIRRORING_CONTROLLER_NAME);
+    let existing = ctx.slices(key, &[desired::MIRRORING_CONTROLLER_NAME]);
     let plan = match &hand_made {
         Some(ep) => desired::desired_mirrored_slices(svc, ep, &existing),
         None => SlicePlan::delete_all(existing),
@@ -348,16 +348,8 @@ async fn warn_failed_endpoints(ctx: &Context, obj: &Endpoints, err: &Error) {
         .await;
 }
 
-fn managed_slices(ctx: &Context, key: &ServiceKey, manager: &str) -> Vec<EndpointSlice> {
-    ctx.slices(key)
-        .into_iter()
-        .filter(|s| desired::slice_manager(s) == Some(manager))
-        .map(|s| (*s).clone())
-        .collect()
-}
-
 async fn delete_slices(ctx: &Context, key: &ServiceKey, manager: &str, why: &str) -> Result<usize> {
-    let stale = managed_slices(ctx, key, manager);
+    let stale = ctx.slices(key, &[manager]);
     let work = WorkKey::Service(key.clone());
     apply_slice_plan(ctx, &work, &SlicePlan::delete_all(stale), why).await
 }
@@ -455,8 +447,8 @@ pub fn error_policy(ctx: &Context, key: &WorkKey, result: Result<()>) {
 /// Shadow mode: what roster would publish for the Service and what is live, `None` when roster would not
 /// compare it (no Service, or a Service fed by a BackendSet, which only roster publishes).
 fn shadow_sides(ctx: &Context, key: &ServiceKey, plan: &Plan) -> Option<Sides> {
-    let live_slices = |manager: &str| managed_slices(ctx, key, manager);
-    let live_endpoints = ctx.endpoints(key).map(|ep| (*ep).clone());
+    let live_slices = |manager: &str| ctx.slices(key, &[manager]);
+    let live_endpoints = ctx.endpoints(key).map(Arc::unwrap_or_clone);
     match plan {
         Plan::Select(svc) => {
             let pods: Vec<Arc<PodRecord>> = ctx.cache.read().expect("cache lock").pods_for_service(key);

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use prometheus::IntGauge;
 
 use k8s_openapi::api::core::v1::Endpoints;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::Context;
 use super::queue::{Urgency, WorkKey};
@@ -102,13 +101,6 @@ impl Upstream {
     }
 }
 
-/// The slices of `key` of one manager, as roster sees them.
-fn slices_of(ctx: &Context, key: &ServiceKey, managers: &[&str]) -> Vec<EndpointSlice> {
-    let slices = ctx.slices(key).into_iter();
-    let of = slices.filter(|s| desired::slice_manager(s).is_some_and(|m| managers.contains(&m)));
-    of.map(|s| (*s).clone()).collect()
-}
-
 const ROSTER_MANAGERS: [&str; 2] = [desired::SLICE_CONTROLLER_NAME, desired::MIRRORING_CONTROLLER_NAME];
 
 /// Whether roster's own slices of `key` (of `manager`) exist and the watch has shown every write of them.
@@ -122,7 +114,7 @@ fn own_slices_shown(ctx: &Context, key: &ServiceKey, manager: &str) -> bool {
 /// Takeover: deletes the built-in controllers' slices of `key` once roster's own slices of `manager` are
 /// shown (`manager: None`: roster publishes no slices for it, so nothing has to be made first).
 pub async fn retire_upstream(ctx: &Context, key: &ServiceKey, manager: Option<&str>) -> Result<usize> {
-    let upstream = slices_of(ctx, key, &desired::UPSTREAM_MANAGERS);
+    let upstream = ctx.slices(key, &desired::UPSTREAM_MANAGERS);
     if upstream.is_empty() || !ctx.slices_enabled {
         return Ok(0);
     }
@@ -168,7 +160,7 @@ pub async fn hand_back(ctx: &Context, key: &ServiceKey, svc: &ServiceRecord) -> 
     if !ctx.slices_enabled {
         return Ok(writes);
     }
-    let own = slices_of(ctx, key, &ROSTER_MANAGERS);
+    let own = ctx.slices(key, &ROSTER_MANAGERS);
     if own.is_empty() {
         ctx.upstream.waiting.lock().expect("upstream lock").remove(key);
         return Ok(writes);
@@ -178,7 +170,7 @@ pub async fn hand_back(ctx: &Context, key: &ServiceKey, svc: &ServiceRecord) -> 
         true => Some(desired::UPSTREAM_SLICE_CONTROLLER_NAME),
         false => hand_made.then_some(desired::UPSTREAM_MIRRORING_CONTROLLER_NAME),
     };
-    if counterpart.is_some_and(|m| slices_of(ctx, key, &[m]).is_empty()) {
+    if counterpart.is_some_and(|m| ctx.slices(key, &[m]).is_empty()) {
         wait_for_upstream(ctx, key, svc).await;
         return Ok(writes);
     }
