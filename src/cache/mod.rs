@@ -16,6 +16,7 @@ mod node;
 mod objects;
 mod packed;
 mod pod;
+mod pod_protobuf;
 mod selector;
 mod service;
 pub mod written;

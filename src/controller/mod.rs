@@ -2,6 +2,7 @@
 //! (read caches → pure desired state → diff → the writer), or a BackendSet's status.
 
 mod holddown;
+mod list_watch;
 pub mod queue;
 mod reconcile;
 pub mod shadow;

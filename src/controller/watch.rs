@@ -1,5 +1,6 @@
-//! One watch per kind, all run by one helper ([`spawn`]). Each event updates the caches, and the keys whose
-//! reconcile may change go into the work queue: pod changes after the batch window, everything else at once.
+//! One watch per kind, all run by one helper ([`spawn`]) over one list and watch loop ([`list_watch`]).
+//! Each event updates the caches, and the keys whose reconcile may change go into the work queue: pod
+//! changes after the batch window, everything else at once.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -16,6 +17,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::list_watch::list_watch;
 use super::queue::{Urgency, WorkKey};
 use super::{Context, holddown};
 use crate::admin::Liveness;
@@ -30,6 +32,8 @@ use crate::write::Recorded;
 pub trait Watched: Resource + Clone + DeserializeOwned + Debug + Send + 'static {
     /// The metric label of the kind.
     const LABEL: &'static str;
+    /// Decodes the kind's protobuf message, for kinds whose list and watch ask for protobuf.
+    const PROTOBUF: Option<fn(&[u8]) -> Result<Self, prost::DecodeError>> = None;
     /// How an object is held while a (re)list is in progress (see [`Watched::hold`]).
     type Held: Send;
 
@@ -115,7 +119,7 @@ async fn run<K: Watched>(
     K::DynamicType: Default,
 {
     let mut buffer: Vec<K::Held> = Vec::new();
-    let events = watcher::watcher(api, config).default_backoff();
+    let events = list_watch(api, config).default_backoff();
     futures::pin_mut!(events);
     loop {
         let next = events.try_next().await;
@@ -171,6 +175,8 @@ fn pod_urgency(old: Option<&PodRecord>, new: Option<&PodRecord>) -> Urgency {
 
 impl Watched for PodProjection {
     const LABEL: &'static str = "pod";
+    const PROTOBUF: Option<fn(&[u8]) -> Result<Self, prost::DecodeError>> =
+        Some(PodProjection::from_protobuf);
     type Held = Arc<PodRecord>;
 
     fn hold(ctx: &Context, pod: Self) -> Arc<PodRecord> {
