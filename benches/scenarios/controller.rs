@@ -336,7 +336,10 @@ struct SampleState {
     last_busy: Instant,
 }
 
-/// Reads /proc/<pid>/stat (utime + stime) and /proc/<pid>/status (VmRSS) every 25 ms on a thread.
+/// Reads the run time of every thread of the process (`/proc/<pid>/task/*/schedstat`, nanoseconds: the
+/// clock-tick counters of /proc/<pid>/stat would make a per-event figure ±5 µs over a 2,000-event phase)
+/// and /proc/<pid>/status (VmRSS) every 25 ms on a thread. A thread that exits keeps the run time it had at
+/// the last sample.
 struct Sampler {
     shared: Arc<Mutex<SampleState>>,
     stop: Arc<AtomicBool>,
@@ -352,14 +355,16 @@ impl Sampler {
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let (s, st) = (shared.clone(), stop.clone());
-        let ticks = clock_ticks();
         std::thread::spawn(move || {
+            let mut threads = std::collections::HashMap::new();
             while !st.load(Ordering::Relaxed) {
-                let Some(cpu) = proc_cpu_ticks(pid) else { break };
+                if !thread_run_ns(pid, &mut threads) {
+                    break;
+                }
                 let rss = proc_status_kib(pid, "VmRSS:").unwrap_or(0) as f64 / 1024.0;
                 {
                     let mut g = s.lock().unwrap();
-                    let cpu = cpu as f64 / ticks;
+                    let cpu = threads.values().sum::<u64>() as f64 / 1e9;
                     if cpu > g.cpu_seconds {
                         g.last_busy = Instant::now();
                     }
@@ -398,6 +403,28 @@ pub fn proc_cpu_ticks(pid: u32) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// Updates `threads` (thread id → run time in ns) from /proc/<pid>/task/*/schedstat; false when the process
+/// is gone.
+fn thread_run_ns(pid: u32, threads: &mut std::collections::HashMap<u32, u64>) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else {
+            continue;
+        };
+        let schedstat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        if let Some(ns) = schedstat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            threads.insert(tid, ns);
+        }
+    }
+    true
 }
 
 /// A `kB` line of /proc/<pid>/status (VmRSS:, VmHWM:).

@@ -203,6 +203,9 @@ impl Source {
         params.continue_token = continue_token;
         let request = self.request.list(&params).map_err(kube::Error::BuildRequest)?;
         let (format, body) = self.send::<K>(request).await?;
+        if params.continue_token.is_none() {
+            tracing::debug!(kind = K::LABEL, ?format, "listing");
+        }
         let body = body.collect().await.map_err(kube::Error::from)?.to_bytes();
         match format {
             Format::Json => Page::from_json(&body),
