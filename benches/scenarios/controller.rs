@@ -357,18 +357,21 @@ impl Sampler {
         let (s, st) = (shared.clone(), stop.clone());
         std::thread::spawn(move || {
             let mut threads = std::collections::HashMap::new();
+            let mut ticks = 0;
             while !st.load(Ordering::Relaxed) {
                 if !thread_run_ns(pid, &mut threads) {
                     break;
                 }
                 let rss = proc_status_kib(pid, "VmRSS:").unwrap_or(0) as f64 / 1024.0;
+                // Busy means a clock tick's worth of CPU: a Go runtime's housekeeping never looks idle in ns.
+                let now_ticks = proc_cpu_ticks(pid).unwrap_or(ticks);
                 {
                     let mut g = s.lock().unwrap();
-                    let cpu = threads.values().sum::<u64>() as f64 / 1e9;
-                    if cpu > g.cpu_seconds {
+                    if now_ticks > ticks {
                         g.last_busy = Instant::now();
                     }
-                    g.cpu_seconds = cpu;
+                    ticks = now_ticks;
+                    g.cpu_seconds = threads.values().sum::<u64>() as f64 / 1e9;
                     g.rss_mib = rss;
                     g.peak_mib = g.peak_mib.max(rss);
                 }
