@@ -1,7 +1,7 @@
 //! The list and watch of one kind, as a stream of [`Event`]s: list in pages, then watch from the list's
 //! resourceVersion with bookmarks, resume a watch that ends from the last version seen, and list again when
 //! the server answers 410 Gone. These are the semantics of kube-runtime's `watcher`; roster runs its own
-//! loop for the wire format. kube's watcher decodes JSON only, and the pod watch is most of roster's CPU:
+//! loop for the wire format. kube's watcher decodes JSON only, and pod events are most of what roster reads:
 //! a kind that decodes its protobuf form ([`Watched::PROTOBUF`], pods) asks kube-apiserver for
 //! `application/vnd.kubernetes.protobuf`, where every field roster does not read is skipped by its length.
 //! Servers that answer JSON anyway (roster's in-memory API server) are read as JSON: each response is
@@ -56,6 +56,39 @@ impl Error {
 
     fn gone(&self) -> bool {
         matches!(self, Error::Api { code: 410, .. })
+    }
+
+    /// The error an answer with HTTP status `code` and `body` (a `Status`, if the server sent one) reports.
+    fn answered(code: u16, format: Format, body: Bytes) -> Error {
+        let status = match format {
+            Format::Json => serde_json::from_slice::<Status>(&body).ok(),
+            Format::Protobuf => protobuf::unwrap(body.clone())
+                .ok()
+                .and_then(|raw| protobuf::Status::decode(raw).ok())
+                .map(Status::from),
+        };
+        match status {
+            Some(status) => Error::Api {
+                code,
+                reason: status.reason,
+                message: status.message,
+            },
+            None => Error::Api {
+                code,
+                reason: String::new(),
+                message: String::from_utf8_lossy(&body).trim().to_owned(),
+            },
+        }
+    }
+}
+
+impl From<Status> for Error {
+    fn from(status: Status) -> Error {
+        Error::Api {
+            code: status.code,
+            reason: status.reason,
+            message: status.message,
+        }
     }
 }
 
@@ -421,41 +454,6 @@ fn event_from_protobuf<K: Watched>(frame: Bytes) -> Result<WatchEvent<K>, Error>
         }
         other => return Err(Error::decode("watch event", format!("unknown type {other:?}"))),
     })
-}
-
-impl From<Status> for Error {
-    fn from(status: Status) -> Error {
-        Error::Api {
-            code: status.code,
-            reason: status.reason,
-            message: status.message,
-        }
-    }
-}
-
-impl Error {
-    /// The error an answer with HTTP status `code` and `body` (a `Status`, if the server sent one) reports.
-    fn answered(code: u16, format: Format, body: Bytes) -> Error {
-        let status = match format {
-            Format::Json => serde_json::from_slice::<Status>(&body).ok(),
-            Format::Protobuf => protobuf::unwrap(body.clone())
-                .ok()
-                .and_then(|raw| protobuf::Status::decode(raw).ok())
-                .map(Status::from),
-        };
-        match status {
-            Some(status) => Error::Api {
-                code,
-                reason: status.reason,
-                message: status.message,
-            },
-            None => Error::Api {
-                code,
-                reason: String::new(),
-                message: String::from_utf8_lossy(&body).trim().to_owned(),
-            },
-        }
-    }
 }
 
 /// kube-apiserver's protobuf envelopes (`k8s.io/apimachinery` `runtime` and `meta/v1`), with the object
