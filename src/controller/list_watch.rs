@@ -239,7 +239,7 @@ impl Source {
         if params.continue_token.is_none() {
             tracing::debug!(kind = K::LABEL, ?format, "listing");
         }
-        let body = body.collect().await.map_err(kube::Error::from)?.to_bytes();
+        let body = body.collect().await?.to_bytes();
         match format {
             Format::Json => Page::from_json(&body),
             Format::Protobuf => Page::from_protobuf(body),
@@ -278,7 +278,7 @@ impl Source {
         let status = response.status();
         let body = response.into_body();
         if status.is_client_error() || status.is_server_error() {
-            let bytes = body.collect().await.map_err(kube::Error::from)?.to_bytes();
+            let bytes = body.collect().await?.to_bytes();
             return Err(Error::answered(status.as_u16(), format, bytes));
         }
         Ok((format, body))
@@ -378,7 +378,7 @@ impl Frames {
                         self.buffer.extend_from_slice(&data);
                     }
                 }
-                Err(err) => return Some(Err(kube::Error::from(err).into())),
+                Err(err) => return Some(Err(err.into())),
             }
         }
     }

@@ -33,7 +33,7 @@ pub trait Watched: Resource + Clone + DeserializeOwned + Debug + Send + 'static 
     /// The metric label of the kind.
     const LABEL: &'static str;
     /// Decodes the kind's protobuf message, for kinds whose list and watch ask for protobuf.
-    const PROTOBUF: Option<fn(&[u8]) -> Result<Self, prost::DecodeError>> = None;
+    const PROTOBUF: Option<ProtobufDecoder<Self>> = None;
     /// How an object is held while a (re)list is in progress (see [`Watched::hold`]).
     type Held: Send;
 
@@ -52,6 +52,9 @@ pub trait Watched: Resource + Clone + DeserializeOwned + Debug + Send + 'static 
         Duration::ZERO
     }
 }
+
+/// Decodes a kind's protobuf message (the `raw` of its `runtime.Unknown` envelope).
+pub type ProtobufDecoder<K> = fn(&[u8]) -> Result<K, prost::DecodeError>;
 
 /// Keys an event queues, and how urgently.
 #[derive(Debug, Default)]
@@ -175,8 +178,7 @@ fn pod_urgency(old: Option<&PodRecord>, new: Option<&PodRecord>) -> Urgency {
 
 impl Watched for PodProjection {
     const LABEL: &'static str = "pod";
-    const PROTOBUF: Option<fn(&[u8]) -> Result<Self, prost::DecodeError>> =
-        Some(PodProjection::from_protobuf);
+    const PROTOBUF: Option<ProtobufDecoder<Self>> = Some(PodProjection::from_protobuf);
     type Held = Arc<PodRecord>;
 
     fn hold(ctx: &Context, pod: Self) -> Arc<PodRecord> {
