@@ -187,29 +187,9 @@ impl Source {
                 } => match frames.next_event::<K>().await {
                     None => State::Listed { resource_version },
                     Some(Ok(WatchEvent::Added(obj) | WatchEvent::Modified(obj))) => {
-                        match obj.meta().resource_version.clone().filter(|rv| !rv.is_empty()) {
-                            Some(resource_version) => {
-                                let watching = State::Watching {
-                                    resource_version,
-                                    frames,
-                                };
-                                return (Ok(Event::Apply(obj)), watching);
-                            }
-                            None => return (Err(Error::NoResourceVersion), State::Empty),
-                        }
+                        return observed(obj, Event::Apply, frames);
                     }
-                    Some(Ok(WatchEvent::Deleted(obj))) => {
-                        match obj.meta().resource_version.clone().filter(|rv| !rv.is_empty()) {
-                            Some(resource_version) => {
-                                let watching = State::Watching {
-                                    resource_version,
-                                    frames,
-                                };
-                                return (Ok(Event::Delete(obj)), watching);
-                            }
-                            None => return (Err(Error::NoResourceVersion), State::Empty),
-                        }
-                    }
+                    Some(Ok(WatchEvent::Deleted(obj))) => return observed(obj, Event::Delete, frames),
                     Some(Ok(WatchEvent::Bookmark(bookmark))) => State::Watching {
                         resource_version: bookmark.metadata.resource_version,
                         frames,
@@ -282,6 +262,24 @@ impl Source {
             return Err(Error::answered(status.as_u16(), format, bytes));
         }
         Ok((format, body))
+    }
+}
+
+/// An object the watch shows as `event`: the watch goes on from its version, or lists again if it has none.
+fn observed<K: Watched>(
+    obj: K,
+    event: fn(K) -> Event<K>,
+    frames: Frames,
+) -> (Result<Event<K>, Error>, State<K>) {
+    match obj.meta().resource_version.clone().filter(|rv| !rv.is_empty()) {
+        Some(resource_version) => (
+            Ok(event(obj)),
+            State::Watching {
+                resource_version,
+                frames,
+            },
+        ),
+        None => (Err(Error::NoResourceVersion), State::Empty),
     }
 }
 
