@@ -66,6 +66,12 @@ impl Liveness {
         u32::try_from(third.clamp(1, 290)).unwrap_or(290)
     }
 
+    /// How often a busy watch needs to report progress: a tenth of the stall bound, at most once a second,
+    /// so that a watch does not take the liveness lock for every event.
+    pub fn progress_every(&self) -> Duration {
+        (self.0.stall_after / 10).min(Duration::from_secs(1))
+    }
+
     /// `resource` is watched from now on.
     pub fn expect_watch(&self, resource: &str) {
         let mut watches = self.0.watches.lock().expect("liveness lock");
@@ -213,5 +219,12 @@ mod tests {
         assert_eq!(Liveness::new(Duration::from_secs(600)).watch_timeout(), 200);
         assert_eq!(Liveness::new(Duration::from_secs(3600)).watch_timeout(), 290);
         assert_eq!(Liveness::new(Duration::from_secs(2)).watch_timeout(), 1);
+    }
+
+    #[test]
+    fn busy_watches_report_progress_well_within_the_bound() {
+        let every = |stall: u64| Liveness::new(Duration::from_secs(stall)).progress_every();
+        assert_eq!(every(600), Duration::from_secs(1));
+        assert_eq!(every(5), Duration::from_millis(500));
     }
 }

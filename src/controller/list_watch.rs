@@ -7,6 +7,7 @@
 //! Servers that answer JSON anyway (roster's in-memory API server) are read as JSON: each response is
 //! decoded by the media type it declares.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -18,6 +19,7 @@ use kube::core::{ObjectList, Request, Status, WatchEvent};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use prost::Message;
+use tokio::time::{Instant, Sleep};
 
 use super::watch::Watched;
 
@@ -234,12 +236,7 @@ impl Source {
             .map_err(kube::Error::BuildRequest)?;
         let (format, body) = self.send::<K>(request).await?;
         let idle = Duration::from_secs(self.config.timeout.unwrap_or(290).into()) + IDLE_MARGIN;
-        Ok(Frames {
-            body,
-            format,
-            buffer: BytesMut::new(),
-            idle,
-        })
+        Ok(Frames::new(body, format, idle))
     }
 
     /// Sends `request` asking for `K`'s preferred media type; an error answer becomes [`Error::Api`].
@@ -346,14 +343,33 @@ impl Format {
 }
 
 /// A watch's answer, read frame by frame.
-struct Frames {
-    body: kube::client::Body,
+struct Frames<B = kube::client::Body> {
+    body: B,
     format: Format,
     buffer: BytesMut,
+    /// How long the watch may be silent.
     idle: Duration,
+    last_data: Instant,
+    /// One timer for the whole watch, not one per read: when it fires, it is moved to `idle` after the last
+    /// data if data came since it was set.
+    deadline: Pin<Box<Sleep>>,
 }
 
-impl Frames {
+impl<B> Frames<B>
+where
+    B: hyper::body::Body<Data = Bytes, Error = kube::Error> + Unpin,
+{
+    fn new(body: B, format: Format, idle: Duration) -> Frames<B> {
+        Frames {
+            body,
+            format,
+            buffer: BytesMut::new(),
+            idle,
+            last_data: Instant::now(),
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+
     /// The next event, or `None` when the server ended the watch.
     async fn next_event<K: Watched>(&mut self) -> Option<Result<WatchEvent<K>, Error>> {
         loop {
@@ -366,10 +382,19 @@ impl Frames {
                     Format::Protobuf => event_from_protobuf(frame),
                 });
             }
-            let next = match tokio::time::timeout(self.idle, self.body.frame()).await {
-                Ok(next) => next?,
-                Err(_) => return Some(Err(Error::Idle(self.idle))),
+            let next = tokio::select! {
+                biased;
+                next = self.body.frame() => next?,
+                () = &mut self.deadline => {
+                    let silent_until = self.last_data + self.idle;
+                    if Instant::now() < silent_until {
+                        self.deadline.as_mut().reset(silent_until);
+                        continue;
+                    }
+                    return Some(Err(Error::Idle(self.idle)));
+                }
             };
+            self.last_data = Instant::now();
             match next {
                 Ok(frame) => {
                     if let Ok(data) = frame.into_data() {
@@ -641,6 +666,44 @@ mod tests {
                 assert_eq!(json(pod), json(expected));
             }
         }
+    }
+
+    /// A watch body fed by the test: each item is one read.
+    fn channel_body() -> (
+        futures::channel::mpsc::UnboundedSender<&'static [u8]>,
+        impl hyper::body::Body<Data = Bytes, Error = kube::Error> + Unpin,
+    ) {
+        use futures::StreamExt;
+        let (tx, rx) = futures::channel::mpsc::unbounded::<&'static [u8]>();
+        let frames = rx.map(|data| Ok(hyper::body::Frame::data(Bytes::from_static(data))));
+        (tx, http_body_util::StreamBody::new(frames))
+    }
+
+    const BOOKMARK_LINE: &[u8] =
+        b"{\"type\":\"BOOKMARK\",\"object\":{\"kind\":\"Pod\",\"apiVersion\":\"v1\",\"metadata\":{\"resourceVersion\":\"12\"}}}\n";
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_is_dropped_when_silent_for_its_idle_time_and_not_before() {
+        let idle = Duration::from_secs(60);
+        let (tx, body) = channel_body();
+        let mut frames = Frames::new(body, Format::Json, idle);
+        let started = Instant::now();
+        // Data every 40 s keeps it alive past the first deadline, which is then moved.
+        for _ in 0..3 {
+            let feed = tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(40)).await;
+                feed.unbounded_send(BOOKMARK_LINE).expect("the watch reads");
+            });
+            let event = frames.next_event::<PodProjection>().await.expect("an event");
+            assert!(matches!(event, Ok(WatchEvent::Bookmark(_))), "{event:?}");
+        }
+        assert_eq!(started.elapsed(), Duration::from_secs(120));
+        let silent = Instant::now();
+        let event = frames.next_event::<PodProjection>().await.expect("an error");
+        assert!(matches!(event, Err(Error::Idle(d)) if d == idle), "{event:?}");
+        assert_eq!(silent.elapsed(), idle, "idle counts from the last data");
+        drop(tx);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
@@ -101,15 +101,32 @@ where
     let progress = Progress {
         liveness: liveness.clone(),
         resource,
+        every: liveness.progress_every(),
+        stamped: None,
     };
     let task = tokio::spawn(run::<K>(ctx.clone(), api, config, synced_tx, progress));
     Running { synced, task }
 }
 
-/// Where a watch reports that it makes progress.
+/// Where a watch reports that it makes progress, at most once per `every` ([`Liveness::progress_every`]).
 struct Progress {
     liveness: Liveness,
     resource: String,
+    every: Duration,
+    stamped: Option<Instant>,
+}
+
+impl Progress {
+    fn made(&mut self) {
+        let now = Instant::now();
+        if self
+            .stamped
+            .is_none_or(|last| now.duration_since(last) >= self.every)
+        {
+            self.liveness.watch_progress(&self.resource);
+            self.stamped = Some(now);
+        }
+    }
 }
 
 async fn run<K: Watched>(
@@ -117,27 +134,29 @@ async fn run<K: Watched>(
     api: Api<K>,
     config: watcher::Config,
     synced: watch::Sender<bool>,
-    progress: Progress,
+    mut progress: Progress,
 ) where
     K::DynamicType: Default,
 {
     let mut buffer: Vec<K::Held> = Vec::new();
     let events = list_watch(api, config).default_backoff();
     futures::pin_mut!(events);
+    let seen = ctx.metrics.watch.events.with_label_values(&[K::LABEL]);
+    let errors = ctx.metrics.watch.errors.with_label_values(&[K::LABEL]);
     loop {
         let next = events.try_next().await;
-        progress.liveness.watch_progress(&progress.resource);
+        progress.made();
         let event = match next {
             Ok(Some(event)) => event,
             Ok(None) => return,
             Err(err) => {
                 // A malformed object fails its list page or watch event here; the watcher backs off and retries.
-                ctx.metrics.watch.errors.with_label_values(&[K::LABEL]).inc();
+                errors.inc();
                 tracing::warn!(kind = K::LABEL, %err, "watch error; retrying with backoff");
                 continue;
             }
         };
-        ctx.metrics.watch.events.with_label_values(&[K::LABEL]).inc();
+        seen.inc();
         let queued = match event {
             Event::Init => {
                 buffer.clear();
@@ -357,7 +376,7 @@ impl Watched for EndpointSlice {
         };
         let taking_over = ctx.config.services == ServicesMode::All && ctx.shadow.is_none();
         if upstream && taking_over {
-            ctx.upstream.changed(std::time::Instant::now());
+            ctx.upstream.changed(Instant::now());
         }
         let work = WorkKey::Service(key.clone());
         match ctx.writer.observe(work.clone(), &id, seen) {
