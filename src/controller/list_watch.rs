@@ -708,10 +708,8 @@ mod tests {
 
     #[test]
     fn json_watch_lines_split_on_newlines_and_read_failures_as_errors() {
-        let mut buffer = BytesMut::from(
-            &b"{\"type\":\"BOOKMARK\",\"object\":{\"kind\":\"Pod\",\"apiVersion\":\"v1\",\"metadata\":{\"resourceVersion\":\"12\"}}}\n\
-               {\"kind\":\"Status\",\"apiVersion\":\"v1\",\"status\":\"Failure\",\"message\":\"too old\",\"reason\":\"Expired\",\"code\":410}\n{\"type\":"[..],
-        );
+        let gone: &[u8] = b"{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"status\":\"Failure\",\"message\":\"too old\",\"reason\":\"Expired\",\"code\":410}\n";
+        let mut buffer = BytesMut::from(&[BOOKMARK_LINE, gone, b"{\"type\":"].concat()[..]);
         let first = Format::Json.frame(&mut buffer).expect("a line");
         let Ok(WatchEvent::Bookmark(bookmark)) = event_from_json::<PodProjection>(&first) else {
             panic!("a bookmark")
