@@ -117,8 +117,7 @@ struct Progress {
 }
 
 impl Progress {
-    fn made(&mut self) {
-        let now = Instant::now();
+    fn made(&mut self, now: Instant) {
         if self
             .stamped
             .is_none_or(|last| now.duration_since(last) >= self.every)
@@ -145,7 +144,7 @@ async fn run<K: Watched>(
     let errors = ctx.metrics.watch.errors.with_label_values(&[K::LABEL]);
     loop {
         let next = events.try_next().await;
-        progress.made();
+        progress.made(Instant::now());
         let event = match next {
             Ok(Some(event)) => event,
             Ok(None) => return,
@@ -480,6 +479,32 @@ mod tests {
     use super::*;
     use crate::cache::PodPhase;
     use crate::desired::fixtures::PodFixture;
+
+    #[test]
+    fn a_busy_watch_reports_progress_once_per_interval() {
+        let mut progress = Progress {
+            liveness: Liveness::new(Duration::from_secs(600)),
+            resource: "pods".to_owned(),
+            every: Duration::from_secs(1),
+            stamped: None,
+        };
+        let start = Instant::now();
+        progress.made(start);
+        assert_eq!(progress.stamped, Some(start), "the first event reports");
+        progress.made(start + Duration::from_millis(999));
+        assert_eq!(
+            progress.stamped,
+            Some(start),
+            "within the interval nothing is reported"
+        );
+        let later = start + Duration::from_secs(1);
+        progress.made(later);
+        assert_eq!(
+            progress.stamped,
+            Some(later),
+            "after the interval it reports again"
+        );
+    }
 
     #[test]
     fn only_a_pod_that_stops_serving_is_urgent() {
