@@ -523,11 +523,30 @@ async fn huge_label_sets_select_correctly_and_irrelevant_label_churn_writes_noth
         let ns = &ns;
         async move { endpoints(env, ns, name).await.map(|e| endpoint_ips(&e).0) }
     };
-    eventually("huge, shard-2 and deep converge", || async {
-        ready_ips("huge").await.as_ref() == Some(&all)
-            && ready_ips("shard-2").await == Some(shard(2))
-            && ready_ips("deep").await.as_ref() == Some(&all)
-    })
+    // Both kinds: the request counts are reset next, and a slice of the first sync written after the
+    // reset would count as a write of the label churn.
+    eventually(
+        "huge, shard-2 and deep converge in Endpoints and slices",
+        || async {
+            let slices = all_slice_endpoints(&env, &ns).await;
+            let slice_ips = |name: &str| {
+                let mut ips: Vec<String> = slices
+                    .get(name)?
+                    .iter()
+                    .filter(|e| e.1)
+                    .map(|e| e.0.clone())
+                    .collect();
+                ips.sort();
+                Some(ips)
+            };
+            ready_ips("huge").await.as_ref() == Some(&all)
+                && ready_ips("shard-2").await == Some(shard(2))
+                && ready_ips("deep").await.as_ref() == Some(&all)
+                && slice_ips("huge").as_ref() == Some(&all)
+                && slice_ips("shard-2") == Some(shard(2))
+                && slice_ips("deep").as_ref() == Some(&all)
+        },
+    )
     .await;
 
     let server = env.memory_server().unwrap();
