@@ -40,8 +40,25 @@ impl RealApiServer {
     }
 
     /// Starts etcd and kube-apiserver from `assets`; `extra_tokens` are lines of the static token file
-    /// (`token,user,uid,"group1,group2"`) beside the admin token.
+    /// (`token,user,uid,"group1,group2"`) beside the admin token. A start-up that lost one of its ports to
+    /// another process before binding it is tried again on new ports.
     pub async fn start(assets: &Path, extra_tokens: &[String]) -> anyhow::Result<Self> {
+        const ATTEMPTS: usize = 3;
+        for attempt in 1.. {
+            match Self::start_once(assets, extra_tokens).await {
+                Err(e) if attempt < ATTEMPTS && format!("{e:#}").contains(PORT_TAKEN) => {
+                    tracing::warn!(
+                        attempt,
+                        "test environment: a port was taken during start-up, retrying"
+                    );
+                }
+                result => return result,
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    async fn start_once(assets: &Path, extra_tokens: &[String]) -> anyhow::Result<Self> {
         let dir = scratch_dir()?;
         spawn_dir_cleaner(dir.path())?;
         write_service_account_keys(dir.path())?;
@@ -357,13 +374,66 @@ fn scratch_dir() -> anyhow::Result<tempfile::TempDir> {
     Ok(builder?)
 }
 
-/// A free loopback port (bind to port 0 and let it go; races are retried by the caller's start-up checks).
+/// What etcd and kube-apiserver log when a port they were given is bound by someone else.
+const PORT_TAKEN: &str = "address already in use";
+
+/// First port [`free_port`] hands out; it counts up from there to the kernel's ephemeral range.
+const FIXED_PORTS_START: u16 = 20_000;
+
+/// A loopback port nothing listens on, for a process the test starts later.
+///
+/// It comes from below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`), so that between this
+/// check and the process binding it no socket bound to port 0 (another test's in-memory server) and no
+/// outgoing connection can be handed the same port. Each test process starts at its own offset and counts
+/// up, so parallel tests and test processes do not pick the same one.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let end = ephemeral_range_start().max(FIXED_PORTS_START + 1_000);
+    let span = u32::from(end - FIXED_PORTS_START);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = FIXED_PORTS_START + offset as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port in {FIXED_PORTS_START}..{end}")
+}
+
+/// The first port of the kernel's ephemeral range (32768 when it cannot be read).
+fn ephemeral_range_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_lie_below_the_ephemeral_range_and_are_never_handed_out_twice() {
+        let ports: Vec<u16> = (0..200).map(|_| free_port().unwrap()).collect();
+        let end = ephemeral_range_start();
+        for port in &ports {
+            assert!((FIXED_PORTS_START..end).contains(port), "port {port}");
+            TcpListener::bind(("127.0.0.1", *port)).expect("a port handed out is free");
+        }
+        let distinct: std::collections::HashSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+    }
 }
