@@ -3,9 +3,9 @@
 
 mod support;
 
-use k8s_openapi::api::core::v1::Endpoints;
+use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use roster_envtest::memory::{Fault, FaultAction, Verb};
 use roster_envtest::{TestEnv, Tier, fixtures};
 use serde_json::json;
@@ -179,6 +179,48 @@ async fn a_second_writer_deleting_rosters_objects_is_repaired() {
         })
         .await;
     }
+    roster.stop().await;
+}
+
+/// A delete answered 404 means someone else removed the object first, and the watch may have shown that
+/// before the delete was sent: roster waits for no confirmation of it. Here the server answers 404 and keeps
+/// the Endpoints, so the object's next change must find roster looking at it again, and deleting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_answered_not_found_waits_for_nothing() {
+    let World { env, ns } = api_world(Tier::Memory, "gone", 1).build().await;
+    let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
+    wait_ready_pods(&env, &ns, &[0]).await;
+    let server = env.memory_server().unwrap();
+    server.inject_fault(Fault {
+        verb: Some(Verb::Delete),
+        resource: Some("endpoints".into()),
+        times: Some(1),
+        ..Fault::new(FaultAction::Status {
+            code: 404,
+            retry_after_secs: None,
+        })
+    });
+    let services = Api::<Service>::namespaced(env.client(), &ns);
+    services.delete("api", &DeleteParams::default()).await.unwrap();
+    eventually("roster's delete of the Endpoints was answered", || async {
+        server.request_counts().get(Verb::Delete, "endpoints") >= 1
+    })
+    .await;
+    // roster may have looked again already (another event of the Service's objects) and deleted it.
+    let eps = Api::<Endpoints>::namespaced(env.client(), &ns);
+    let touch = json!({"metadata": {"annotations": {"example.com/touched": "yes"}}});
+    match eps
+        .patch("api", &PatchParams::default(), &Patch::Merge(touch))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(err) => panic!("touching the Endpoints: {err}"),
+    }
+    eventually("roster deletes the Endpoints it sees again", || async {
+        eps.get_opt("api").await.unwrap().is_none()
+    })
+    .await;
     roster.stop().await;
 }
 

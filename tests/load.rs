@@ -409,12 +409,18 @@ async fn service_turnover_leaves_no_unconfirmed_writes_behind() {
     // The gauge is refreshed every 10 s: let one refresh pass after convergence. (Entries expire after 60 s;
     // the flips' writes are younger than that here, so only the watch's confirmation can clear them.)
     tokio::time::sleep(Duration::from_secs(11)).await;
-    eventually("no unconfirmed writes left", || async {
-        let m = roster.metrics().await;
-        metric(&m, "roster_unconfirmed_writes{kind=\"endpoints\"}") == 0.0
-            && metric(&m, "roster_unconfirmed_writes{kind=\"endpointslice\"}") == 0.0
-            && metric(&m, "roster_cached_objects{kind=\"endpoints\"}") == (SERVICES / 2) as f64
-    })
+    eventually_value(
+        "no unconfirmed writes left (unconfirmed Endpoints, unconfirmed slices, cached Endpoints)",
+        || async {
+            let m = roster.metrics().await;
+            [
+                metric(&m, "roster_unconfirmed_writes{kind=\"endpoints\"}"),
+                metric(&m, "roster_unconfirmed_writes{kind=\"endpointslice\"}"),
+                metric(&m, "roster_cached_objects{kind=\"endpoints\"}"),
+            ]
+        },
+        |seen| *seen == [0.0, 0.0, (SERVICES / 2) as f64],
+    )
     .await;
     roster.stop().await;
 }

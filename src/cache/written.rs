@@ -137,6 +137,8 @@ struct InFlight<K> {
     intent: Intent,
     /// What the watch delivered meanwhile about the objects the write may concern.
     seen: Vec<(Arc<str>, Seen)>,
+    /// The relist epoch of the kind when the write began.
+    epoch: u64,
 }
 
 /// roster's last write of an object, not shown by the watch yet.
@@ -213,13 +215,15 @@ impl<K: Clone + Eq + Hash> Written<K> {
             namespace: Arc::from(namespace),
             intent,
             seen: Vec::new(),
+            epoch: self.epoch(kind),
         };
         self.in_flight.insert(ticket, flight);
         Ticket(ticket)
     }
 
     /// Records the answer to a write: the object written (with its metadata), `None` for a delete or a write
-    /// that failed. A write the watch has shown already leaves no entry.
+    /// that failed. A write that `failed` (a delete of an object already gone included) or that the watch has
+    /// shown already leaves no entry.
     pub fn finish(&mut self, ticket: Ticket, answer: Option<(Answer, &ObjectMeta)>, failed: bool) {
         let Some(flight) = self.in_flight.remove(&ticket.0) else {
             return;
@@ -380,11 +384,32 @@ impl<K: Clone + Eq + Hash> Written<K> {
         for (id, (key, version)) in listed {
             self.note_in_flight(key, id, &Seen::Object(version.clone()));
         }
+        self.note_deletes_in_flight(kind, listed);
         let epoch = self.epoch(kind);
         self.entries.retain(|id, entry| {
             let version = listed.get(id).map(|(_, v)| v);
             id.kind != kind || !entry.shown_by_list(version, entry.epoch < epoch)
         });
+    }
+
+    /// A delete in flight since before the relist began whose object the list lacks: the object is gone,
+    /// and the watch that follows the list will not show its deletion.
+    fn note_deletes_in_flight(&mut self, kind: Kind, listed: &HashMap<ObjectId, (K, Version)>) {
+        let epoch = self.epoch(kind);
+        for flight in self.in_flight.values_mut() {
+            let Intent::Delete { name, replaced } = &flight.intent else {
+                continue;
+            };
+            let id = ObjectId {
+                kind,
+                namespace: flight.namespace.clone(),
+                name: name.clone(),
+            };
+            if flight.kind == kind && flight.epoch < epoch && !listed.contains_key(&id) {
+                let gone = Seen::Deleted(replaced.uid.clone());
+                flight.seen.push((name.clone(), gone));
+            }
+        }
     }
 
     /// Drops entries older than [`UNSHOWN_TTL`].

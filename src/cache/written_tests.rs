@@ -345,6 +345,40 @@ fn a_relist_during_a_write_is_noted() {
 }
 
 #[test]
+fn a_relist_that_lacks_an_object_being_deleted_shows_the_delete() {
+    let mut written = Record::default();
+    let ticket = written.begin("web", Kind::Endpoints, "ns", delete("web", "e", "2"));
+    written.relist_began(Kind::Endpoints);
+    written.relisted(Kind::Endpoints, &HashMap::new());
+    written.finish(ticket, None, false);
+    assert_eq!(
+        written.len(Kind::Endpoints),
+        0,
+        "the list, taken after the delete began, showed the object gone"
+    );
+}
+
+#[test]
+fn a_relist_begun_before_a_delete_does_not_show_it() {
+    let mut written = Record::default();
+    written.relist_began(Kind::Endpoints);
+    let ticket = written.begin("web", Kind::Endpoints, "ns", delete("web", "e", "2"));
+    written.relisted(Kind::Endpoints, &HashMap::new());
+    written.finish(ticket, None, false);
+    assert_eq!(
+        view(&written, Some("2")),
+        None,
+        "the list may predate the object; the watch after it shows the deletion"
+    );
+    assert!(
+        !seen(&mut written, object("e", "2")),
+        "the watch replays the old object"
+    );
+    assert!(!seen(&mut written, Seen::Deleted("e".into())), "and its deletion");
+    assert_eq!(written.len(Kind::Endpoints), 0);
+}
+
+#[test]
 fn entries_expire() {
     let mut written = Record::default();
     write(&mut written, update("web", "e", "1"), "e", Some("2"));

@@ -231,7 +231,8 @@ impl Writer {
     }
 
     /// Deletes `obj` if it is still the object roster saw (uid and resourceVersion preconditions); an
-    /// object already gone is fine.
+    /// object already gone is fine, and leaves nothing to wait for: someone else deleted it, and the watch
+    /// may have shown that before this write began.
     pub async fn delete<K: Recorded>(&self, key: &WorkKey, obj: &K, why: &str) -> Result<()> {
         self.admit(key).await?;
         let api = api::<K>(&self.client, obj);
@@ -244,9 +245,9 @@ impl Writer {
         let result = self
             .write::<K, _>(key, "delete", &name, why, api.delete(&name, &delete_params(obj)))
             .await;
-        let result = ignore_not_found(result.map(|_| ()));
+        let result = result.map(|_| ());
         self.written().finish(ticket, None, result.is_err());
-        result
+        ignore_not_found(result)
     }
 
     /// Merge-patches the status of `obj` (the cached version it replaces) with `status`.
