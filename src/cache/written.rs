@@ -16,7 +16,7 @@
 //! newer write, or a deletion or re-creation by someone else, which the next reconcile must then see.
 //!
 //! A relist settles entries by the same rules against the list; a create answered before the relist began
-//! that the list lacks was deleted since. A conflict never drops an entry (the view prefers nothing over
+//! that the list lacks was deleted since, and so was the object of a delete sent before it began. A conflict never drops an entry (the view prefers nothing over
 //! what the watch shows newer, so a retry simply waits for the watch). An entry the watch never shows
 //! expires after [`UNSHOWN_TTL`], and the cache is trusted again: an update based on a stale version then
 //! fails with a 409 and is retried.
@@ -396,7 +396,11 @@ impl<K: Clone + Eq + Hash> Written<K> {
     /// and the watch that follows the list will not show its deletion.
     fn note_deletes_in_flight(&mut self, kind: Kind, listed: &HashMap<ObjectId, (K, Version)>) {
         let epoch = self.epoch(kind);
-        for flight in self.in_flight.values_mut() {
+        let before = self
+            .in_flight
+            .values_mut()
+            .filter(|f| f.kind == kind && f.epoch < epoch);
+        for flight in before {
             let Intent::Delete { name, replaced } = &flight.intent else {
                 continue;
             };
@@ -405,7 +409,7 @@ impl<K: Clone + Eq + Hash> Written<K> {
                 namespace: flight.namespace.clone(),
                 name: name.clone(),
             };
-            if flight.kind == kind && flight.epoch < epoch && !listed.contains_key(&id) {
+            if !listed.contains_key(&id) {
                 let gone = Seen::Deleted(replaced.uid.clone());
                 flight.seen.push((name.clone(), gone));
             }
