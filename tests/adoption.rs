@@ -521,7 +521,8 @@ fn web_world(prefix: &str) -> WorldBuilder {
 async fn takeover_keeps_the_builtin_slices_while_the_builtin_controller_writes() {
     let World { env, ns } = web_world("still-running").build().await;
     let left_behind = builtin_slice(&env, &ns, &["10.8.0.1", "10.8.0.2"]).await;
-    let all = Roster::start(&env, &ns, &["--services", "all", "--upstream-quiet", "3s"]).await;
+    // Long enough a quiet period that the checks below run while roster still defers to the built-in writer.
+    let all = Roster::start(&env, &ns, &["--services", "all", "--upstream-quiet", "10s"]).await;
     // A slice the built-in controller left before roster started goes once roster's own are there.
     eventually("the left-behind built-in slice replaced by roster's", || async {
         web_slice_managers(&env, &ns).await == BTreeSet::from([ROSTER_SLICES.to_owned()])

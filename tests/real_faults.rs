@@ -222,7 +222,7 @@ async fn a_service_deleted_while_roster_is_down_is_cleaned_up_at_restart(tier: T
 
 on_both_tiers!(a_service_deleted_while_roster_is_down_is_cleaned_up_at_restart);
 
-/// Slow responses: every write to one Service's Endpoints takes three seconds. The other Services' changes
+/// Slow responses: every write to one Service's Endpoints takes ten seconds. The other Services' changes
 /// are published meanwhile (a slow call holds up one worker, not the queue), and the slow write lands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_writes_for_one_service_do_not_hold_up_the_others() {
@@ -260,7 +260,7 @@ async fn slow_writes_for_one_service_do_not_hold_up_the_others() {
     let slow = Fault {
         verb: Some(Verb::Update),
         path_contains: Some("/endpoints/api".into()),
-        ..Fault::new(FaultAction::Delay(Duration::from_secs(3)))
+        ..Fault::new(FaultAction::Delay(Duration::from_secs(10)))
     };
     env.memory_server().unwrap().inject_fault(slow);
     env.kubelet().set_ready(&ns, "api-0", false).await.unwrap();

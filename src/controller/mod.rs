@@ -409,7 +409,7 @@ async fn worker(ctx: Arc<Context>, id: usize, liveness: Liveness) {
         ctx.metrics.queue.depth.set(ctx.queue.len() as i64);
         let key = &item.key;
         if !ctx.writer.leadership().is_leader() && ctx.shadow.is_none() {
-            ctx.queue.done(key);
+            done(&ctx, key);
             continue; // a follower writes nothing; gaining leadership reconciles every key
         }
         liveness.worker_busy(id);
@@ -428,6 +428,12 @@ async fn worker(ctx: Arc<Context>, id: usize, liveness: Liveness) {
         work.observe(started.elapsed().as_secs_f64());
         liveness.worker_idle(id);
         reconcile::error_policy(&ctx, key, result);
-        ctx.queue.done(key);
+        done(&ctx, key);
     }
+}
+
+/// `key`'s turn is over; a change or retry that came meanwhile queues it again, and the depth says so.
+fn done(ctx: &Context, key: &WorkKey) {
+    ctx.queue.done(key);
+    ctx.metrics.queue.depth.set(ctx.queue.len() as i64);
 }

@@ -156,16 +156,27 @@ pub fn assert_no_noop_writes(counts: &RequestCounts) {
     assert_eq!(counts.noop_writes("endpointslices"), 0, "no-op slice writes");
 }
 
-/// Waits until `roster` has reconciled at least `services` keys successfully and its queue is empty, then
-/// lets in-flight watch events land. Counts only ever grow, so a poll cannot miss the moment.
+/// Waits until `roster` has reconciled at least `services` keys successfully, and then neither queued nor
+/// finished a reconcile for half a second (a key being worked on is not in the queue's depth, but it ends
+/// with a reconcile counted): its work is done and its writes' watch events have landed.
 pub async fn settled(roster: &Roster, services: u64) {
-    eventually("every Service reconciled and the queue empty", || async {
+    let sample = || async {
         let m = roster.metrics().await;
-        metric(&m, "roster_reconciles_total{result=\"success\"}") >= services as f64
-            && metric(&m, "roster_queue_depth") == 0.0
+        let success = metric(&m, "roster_reconciles_total{result=\"success\"}");
+        let idle = metric(&m, "roster_queue_depth") == 0.0;
+        (success, idle.then(|| metric_sum(&m, "roster_reconciles_total")))
+    };
+    let last = std::cell::Cell::new(None);
+    eventually("every Service reconciled and nothing left to do", || async {
+        let (success, reconciles) = sample().await;
+        let quiet = reconciles.is_some() && last.get() == reconciles;
+        if !quiet {
+            last.set(reconciles);
+            tokio::time::sleep(Duration::from_millis(450)).await;
+        }
+        quiet && success >= services as f64
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
 /// Polls `cond` until it holds, failing the test after [`CONVERGE`].
