@@ -457,6 +457,7 @@ async fn a_service_over_10000_endpoints_is_truncated_in_endpoints_and_whole_in_s
 
     // A not-ready pod far past the 1000 kept addresses (in address order) turns ready.
     let server = env.memory_server().unwrap();
+    settled(&roster, 1).await;
     server.reset_request_counts();
     let last = PODS - 10;
     env.kubelet()
