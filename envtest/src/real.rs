@@ -44,18 +44,19 @@ impl RealApiServer {
     /// another process before binding it is tried again on new ports.
     pub async fn start(assets: &Path, extra_tokens: &[String]) -> anyhow::Result<Self> {
         const ATTEMPTS: usize = 3;
-        for attempt in 1.. {
+        let mut attempt = 1;
+        loop {
             match Self::start_once(assets, extra_tokens).await {
                 Err(e) if attempt < ATTEMPTS && format!("{e:#}").contains(PORT_TAKEN) => {
                     tracing::warn!(
                         attempt,
                         "test environment: a port was taken during start-up, retrying"
                     );
+                    attempt += 1;
                 }
                 result => return result,
             }
         }
-        unreachable!("the last attempt returns")
     }
 
     async fn start_once(assets: &Path, extra_tokens: &[String]) -> anyhow::Result<Self> {
@@ -387,25 +388,35 @@ const FIXED_PORTS_START: u16 = 20_000;
 /// outgoing connection can be handed the same port. Each test process starts at its own offset and counts
 /// up, so parallel tests and test processes do not pick the same one.
 pub fn free_port() -> anyhow::Result<u16> {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let end = ephemeral_range_start().max(FIXED_PORTS_START + 1_000);
-    let span = u32::from(end - FIXED_PORTS_START);
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        std::process::id().wrapping_mul(7_919) % span,
-        Ordering::Relaxed,
-        Ordering::Relaxed,
-    );
+    use std::sync::atomic::Ordering;
+    let ports = &*FIXED_PORTS;
+    let span = u32::from(ports.end - FIXED_PORTS_START);
     for _ in 0..span {
-        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let offset = ports.next.fetch_add(1, Ordering::Relaxed) % span;
         let port = FIXED_PORTS_START + offset as u16;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return Ok(port);
         }
     }
-    bail!("no free loopback port in {FIXED_PORTS_START}..{end}")
+    bail!("no free loopback port in {FIXED_PORTS_START}..{}", ports.end)
 }
+
+/// The ports [`free_port`] hands out (`FIXED_PORTS_START..end`) and the offset of the next one, which
+/// starts where this process's id puts it.
+struct FixedPorts {
+    end: u16,
+    next: std::sync::atomic::AtomicU32,
+}
+
+static FIXED_PORTS: std::sync::LazyLock<FixedPorts> = std::sync::LazyLock::new(|| {
+    let end = ephemeral_range_start().max(FIXED_PORTS_START + 1_000);
+    let span = u32::from(end - FIXED_PORTS_START);
+    let first = std::process::id().wrapping_mul(7_919) % span;
+    FixedPorts {
+        end,
+        next: std::sync::atomic::AtomicU32::new(first),
+    }
+});
 
 /// The first port of the kernel's ephemeral range (32768 when it cannot be read).
 fn ephemeral_range_start() -> u16 {
