@@ -224,6 +224,28 @@ async fn a_delete_answered_not_found_waits_for_nothing() {
     roster.stop().await;
 }
 
+/// A Service throttled on its first write waits in the queue for its retry, and the queue's depth shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_waiting_for_its_retry_counts_in_the_queue_depth() {
+    let World { env, ns } = api_world(Tier::Memory, "depth", 1).build().await;
+    env.memory_server().unwrap().inject_fault(Fault {
+        verb: Some(Verb::Create),
+        resource: Some("endpoints".into()),
+        times: Some(1),
+        ..Fault::new(FaultAction::Status {
+            code: 429,
+            retry_after_secs: Some(10),
+        })
+    });
+    let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
+    eventually("the throttled Service waits in the queue", || async {
+        metric(&roster.metrics().await, "roster_queue_depth") == 1.0
+    })
+    .await;
+    wait_ready_pods(&env, &ns, &[0]).await;
+    roster.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_into_a_wrong_world_makes_exactly_the_needed_writes() {
     let World { env, ns } = api_world(Tier::Memory, "wrong", 3).build().await;
