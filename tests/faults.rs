@@ -238,9 +238,11 @@ async fn a_key_waiting_for_its_retry_counts_in_the_queue_depth() {
         })
     });
     let roster = Roster::start(&env, &ns, &["--services", "all"]).await;
-    eventually("the throttled Service waits in the queue", || async {
-        metric(&roster.metrics().await, "roster_queue_depth") == 1.0
-    })
+    eventually_value(
+        "the throttled Service waits in the queue",
+        || async { queue_state(&roster.metrics().await) },
+        |state| state.starts_with("roster_queue_depth 1\n"),
+    )
     .await;
     wait_ready_pods(&env, &ns, &[0]).await;
     roster.stop().await;
@@ -489,4 +491,21 @@ async fn a_throttled_storm_slows_the_budget_loses_nothing_and_converges() {
         "{sent_while_paused} writes arrived during the Retry-After pause"
     );
     roster.stop().await;
+}
+
+/// The queue's depth and what roster did with keys and writes, as the metrics say.
+fn queue_state(metrics: &str) -> String {
+    let families = [
+        "roster_queue_depth",
+        "roster_queue_adds_total",
+        "roster_queue_retries_total",
+        "roster_reconciles_total",
+        "roster_api_writes_total",
+    ];
+    let mut lines: Vec<&str> = metrics
+        .lines()
+        .filter(|line| families.iter().any(|f| line.starts_with(f)))
+        .collect();
+    lines.sort_by_key(|line| !line.starts_with("roster_queue_depth "));
+    lines.join("\n") + "\n"
 }

@@ -29,7 +29,7 @@ use crate::cache::{Cache, NodeProjection, Objects, Packed, PodProjection, Select
 use crate::desired::{self, SliceStats, TriggerTimeTracker};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::write::Writer;
+use crate::write::{Gains, Writer};
 use holddown::ReadyHistory;
 use queue::{Urgency, WorkKey, WorkQueue};
 use shadow::Shadow;
@@ -292,13 +292,15 @@ pub async fn run(ctx: Arc<Context>, client: Client, health: Health, stop: Cancel
         _ = stop.cancelled() => return,
     }
     tracing::info!("caches synced");
+    // Every key is queued now; a follower's workers skip them, so they are queued again when it leads.
+    let gains = ctx.writer.leadership().gains();
     // Workers start only now: acting on a half-filled cache would rewrite or recreate objects that exist.
     let workers: Vec<_> = (0..ctx.config.workers)
         .map(|id| tokio::spawn(worker(ctx.clone(), id, health.liveness.clone())))
         .collect();
     health.readiness.set_ready(true);
     tokio::select! {
-        _ = resync_on_leadership(&ctx) => {}
+        _ = resync_on_leadership(&ctx, gains) => {}
         _ = housekeeping(&ctx) => {}
         _ = stop.cancelled() => {}
     }
@@ -344,12 +346,10 @@ fn start_watches(ctx: &Arc<Context>, client: &Client, liveness: &Liveness) -> Ve
     watches
 }
 
-async fn resync_on_leadership(ctx: &Context) {
-    let leadership = ctx.writer.leadership();
+async fn resync_on_leadership(ctx: &Context, mut gains: Gains) {
     loop {
-        leadership.acquired().await;
+        gains.next().await;
         ctx.enqueue(ctx.all_keys(), Duration::ZERO, Urgency::Normal);
-        leadership.lost().await;
     }
 }
 

@@ -168,8 +168,11 @@ async fn run<K: Watched>(
             }
             Event::InitDone => {
                 let queued = K::relisted(&ctx, std::mem::take(&mut buffer));
+                // Synced only once the list's keys are queued: the workers start on this signal, and a key
+                // queued after its first turn began would be worked on twice.
+                ctx.enqueue(queued.keys, K::delay(&ctx), queued.urgency);
                 let _ = synced.send(true);
-                queued
+                continue;
             }
             Event::Apply(obj) => K::apply(&ctx, obj),
             Event::Delete(obj) => K::delete(&ctx, obj),

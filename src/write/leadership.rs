@@ -23,16 +23,26 @@ impl Leadership {
         *self.0.borrow()
     }
 
-    /// Waits until this replica is leader (at once if it is).
-    pub async fn acquired(&self) {
-        let mut rx = self.0.subscribe();
-        let _ = rx.wait_for(|leader| *leader).await;
+    /// Leadership gained from now on: what was held or not held when this is called counts as seen.
+    pub fn gains(&self) -> Gains {
+        Gains(self.0.subscribe())
     }
+}
 
-    /// Waits until this replica is no longer leader.
-    pub async fn lost(&self) {
-        let mut rx = self.0.subscribe();
-        let _ = rx.wait_for(|leader| !*leader).await;
+/// Each time this replica becomes leader (see [`Leadership::gains`]).
+pub struct Gains(watch::Receiver<bool>);
+
+impl Gains {
+    /// Waits until leadership is gained again; flips back and forth meanwhile count once.
+    pub async fn next(&mut self) {
+        loop {
+            if self.0.changed().await.is_err() {
+                return std::future::pending().await; // no one sets leadership any more
+            }
+            if *self.0.borrow_and_update() {
+                return;
+            }
+        }
     }
 }
 
@@ -41,17 +51,17 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn changes_are_reported_once_and_waited_for() {
-        let leadership = Leadership::new(false);
-        assert!(!leadership.set(false), "no change");
-        let waiter = tokio::spawn({
-            let leadership = leadership.clone();
-            async move { leadership.acquired().await }
-        });
-        assert!(leadership.set(true));
-        waiter.await.unwrap();
-        assert!(leadership.is_leader());
+    async fn only_leadership_gained_after_the_call_is_reported() {
+        let leadership = Leadership::new(true);
+        assert!(!leadership.set(true), "no change");
+        let mut gains = leadership.gains();
+        let next = |gains: &mut Gains| futures::FutureExt::now_or_never(gains.next()).is_some();
+        assert!(!next(&mut gains), "leadership held at the call is no gain");
         assert!(leadership.set(false));
-        leadership.lost().await;
+        assert!(!next(&mut gains), "losing it is no gain");
+        assert!(leadership.set(true));
+        assert!(next(&mut gains));
+        assert!(!next(&mut gains), "one gain is reported once");
+        assert!(leadership.is_leader());
     }
 }

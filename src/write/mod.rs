@@ -29,7 +29,7 @@ use serde::de::DeserializeOwned;
 
 pub use budget::{Mode as BudgetMode, Signal, WriteBudget};
 pub use events::{EventType, EventWriter, Notice};
-pub use leadership::Leadership;
+pub use leadership::{Gains, Leadership};
 
 use crate::backendset::BackendSet;
 use crate::cache::ObjectKey;
