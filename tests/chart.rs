@@ -31,7 +31,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use clap::Parser;
-use roster_envtest::memory::{Fault, FaultAction, Verb};
+use roster_envtest::memory::{Fault, Verb};
 use roster_envtest::{MemoryOptions, RealApiServer, TestEnv};
 use serde_json::{Value, json};
 
@@ -432,15 +432,7 @@ async fn every_metric_the_dashboard_queries_is_exported() {
     w.selected_service(&ns, "web", "10.1.3.10").await;
     // One 409 on an Endpoints update: roster_api_writes_total{outcome="conflict"} and roster_queue_retries_total.
     let server = env.memory_server().unwrap();
-    server.inject_fault(Fault {
-        verb: Some(Verb::Update),
-        resource: Some("endpoints".into()),
-        times: Some(1),
-        ..Fault::new(FaultAction::Status {
-            code: 409,
-            retry_after_secs: None,
-        })
-    });
+    server.inject_fault(Fault::status(Verb::Update, "endpoints", 409, None).times(1));
     w.flip_readiness(&ns, "web", "10.1.3.10").await;
     // Only roster watches BackendSets here (the test lists them once, in register_crd).
     let backendsets_wired = server

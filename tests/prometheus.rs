@@ -21,7 +21,7 @@ use std::path::Path;
 
 use k8s_openapi::api::core::v1::Service;
 use roster::backendset::BackendSet;
-use roster_envtest::memory::{Fault, FaultAction, Verb};
+use roster_envtest::memory::{Fault, Verb};
 use roster_envtest::{TestEnv, Tier};
 use serde_json::{Value, json};
 use server::{Job, Prometheus, without_for};
@@ -32,19 +32,6 @@ const NAMESPACE_LABEL: &str = "roster-system";
 
 fn rules() -> String {
     without_for(&Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/roster/prometheus/roster.rules.yaml"))
-}
-
-/// A fault answering `code` to `verb` of `resource`, `times` times (`None`: until removed).
-fn fault(verb: Verb, resource: &str, code: u16, times: Option<u32>) -> Fault {
-    Fault {
-        verb: Some(verb),
-        resource: Some(resource.into()),
-        times,
-        ..Fault::new(FaultAction::Status {
-            code,
-            retry_after_secs: None,
-        })
-    }
 }
 
 /// A wait on Prometheus, longer than [`CONVERGE`]: the first scrapes and evaluations come a few seconds after
@@ -160,9 +147,9 @@ async fn every_selector_of_the_rules_and_the_dashboard_has_data() {
 
     let server = env.memory_server().unwrap();
     for code in [409, 429, 500] {
-        server.inject_fault(fault(Verb::Update, "endpoints", code, Some(1)));
+        server.inject_fault(Fault::status(Verb::Update, "endpoints", code, None).times(1));
     }
-    server.inject_fault(fault(Verb::Watch, "services", 500, Some(1)));
+    server.inject_fault(Fault::status(Verb::Watch, "services", 500, None).times(1));
     server.close_all_watches();
     env.kubelet().set_ready(&ns, "api-1", false).await.unwrap();
     wait_ready_ips(&env, &ns, "api", &api_ips(&[0])).await;
@@ -255,7 +242,7 @@ async fn failing_writes_and_a_killed_leader_fire_their_alerts() {
     let mut refusals = Vec::new();
     for resource in ["endpoints", "endpointslices"] {
         for verb in [Verb::Create, Verb::Update, Verb::Delete] {
-            refusals.push(server.inject_fault(fault(verb, resource, 500, None)));
+            refusals.push(server.inject_fault(Fault::status(verb, resource, 500, None)));
         }
     }
     env.kubelet().set_ready(&ns, "api-1", false).await.unwrap();
@@ -279,7 +266,7 @@ async fn failing_writes_and_a_killed_leader_fire_their_alerts() {
     let (leader, follower) = if a_leads { (a, b) } else { (b, a) };
     let mut lease_refusals = Vec::new();
     for verb in [Verb::Create, Verb::Update, Verb::Patch] {
-        lease_refusals.push(server.inject_fault(fault(verb, "leases", 500, None)));
+        lease_refusals.push(server.inject_fault(Fault::status(verb, "leases", 500, None)));
     }
     let killed = leader.admin;
     leader.kill();

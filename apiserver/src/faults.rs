@@ -47,6 +47,26 @@ impl Fault {
         }
     }
 
+    /// Answers `code` to `verb` requests on `resource` until cleared, with `Retry-After` when given (429, 503).
+    pub fn status(verb: Verb, resource: &str, code: u16, retry_after_secs: Option<u32>) -> Fault {
+        Fault {
+            verb: Some(verb),
+            resource: Some(resource.into()),
+            ..Fault::new(FaultAction::Status {
+                code,
+                retry_after_secs,
+            })
+        }
+    }
+
+    /// The same fault, for the first `n` matching requests only.
+    pub fn times(self, n: u32) -> Fault {
+        Fault {
+            times: Some(n),
+            ..self
+        }
+    }
+
     fn matches(&self, verb: Verb, resource: &str, path: &str) -> bool {
         let resource_ok = self
             .resource
