@@ -339,16 +339,7 @@ async fn services_get_cluster_ips_and_defaults() {
 async fn faults_and_counters() {
     let (server, client) = start().await;
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
-    server.inject_fault(Fault {
-        verb: Some(Verb::Create),
-        resource: Some("configmaps".into()),
-        path_contains: None,
-        action: FaultAction::Status {
-            code: 500,
-            retry_after_secs: None,
-        },
-        times: Some(1),
-    });
+    server.inject_fault(Fault::status(Verb::Create, "configmaps", 500, None).times(1));
     let cm: ConfigMap = from(json!({"metadata": {"name": "c"}}));
     assert_eq!(
         api_error(cms.create(&PostParams::default(), &cm).await.unwrap_err()).code,
